@@ -1,0 +1,1 @@
+"""DragGAN: the editing algorithm, sessions and command-line tools. Imports nothing from Gradio."""

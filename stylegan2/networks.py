@@ -1,0 +1,419 @@
+"""StyleGAN2 generator in plain PyTorch, computing the same function as NVIDIA's.
+
+Read top to bottom: small pieces first (activation, FIR resampling, equalized
+linear layer, modulated convolution), then the layers, the blocks, the mapping
+and synthesis networks, and the generator. Parameter and buffer names follow
+NVIDIA's `training/networks_stylegan2.py`, so an NVIDIA state dict loads with
+`load_state_dict` as it is.
+
+No custom CUDA ops and nothing compiled: the same code runs on CPU, CUDA and
+Apple MPS. Float16 in the high-resolution blocks is used only on CUDA and only
+when asked for (`use_fp16=True` at call time); float32 is the default.
+
+DragGAN needs more than `forward`: `SynthesisNetwork.features` runs the blocks
+up to a given one (the drag step's autograd stops there), and
+`SynthesisNetwork.image_from_features` renders the image from those features
+without repeating them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+LRELU_GAIN = math.sqrt(2.0)  # NVIDIA's def_gain for 'lrelu' keeps the signal's magnitude
+LRELU_ALPHA = 0.2
+
+
+# ----------------------------------------------------------------------------
+# Small pieces.
+
+def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
+    return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
+
+
+def bias_act(x: torch.Tensor, b: torch.Tensor | None, act: str = "linear", gain: float | None = None,
+             clamp: float | None = None) -> torch.Tensor:
+    """Add a per-channel bias (dim 1), apply the activation, scale by `gain`, clamp (NVIDIA's bias_act)."""
+    if b is not None:
+        x = x + b.reshape([1, -1] + [1] * (x.ndim - 2))
+    if act == "lrelu":
+        x = F.leaky_relu(x, LRELU_ALPHA)
+        gain = LRELU_GAIN if gain is None else gain
+    elif act != "linear":
+        raise ValueError(f"unsupported activation {act!r}")
+    if gain is not None and gain != 1:
+        x = x * gain
+    if clamp is not None and clamp >= 0:
+        x = x.clamp(-clamp, clamp)
+    return x
+
+
+def setup_filter(f: list[float]) -> torch.Tensor:
+    """The 2D FIR filter NVIDIA stores as `resample_filter`: outer product of `f`, normalized to sum 1."""
+    f1 = torch.as_tensor(f, dtype=torch.float32)
+    f2 = torch.outer(f1, f1)
+    return f2 / f2.sum()
+
+
+def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int = 1, pad: tuple[int, int, int, int] = (0, 0, 0, 0),
+              gain: float = 1.0) -> torch.Tensor:
+    """Upsample by zero insertion, pad (x0, x1, y0, y1), convolve with the 2D filter `f` scaled by `gain`.
+
+    The reference implementation of NVIDIA's op for the cases StyleGAN2's generator uses
+    (no downsampling, non-negative padding, filter not flipped).
+    """
+    n, c, h, w = x.shape
+    if up > 1:
+        x = x.reshape(n, c, h, 1, w, 1)
+        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
+        x = x.reshape(n, c, h * up, w * up)
+    x = F.pad(x, list(pad))
+    f = (f * gain).to(x.dtype).flip([0, 1])  # true convolution, as NVIDIA's flip_filter=False
+    weight = f[None, None].expand(c, 1, *f.shape)
+    return F.conv2d(x, weight, groups=c)
+
+
+def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
+    fw = f.shape[-1]
+    p0, p1 = (fw + up - 1) // 2, (fw - up) // 2
+    return upfirdn2d(x, f, up=up, pad=(p0, p1, p0, p1), gain=up * up)
+
+
+def modulated_conv2d(
+    x: torch.Tensor,                    # [batch, in, h, w]
+    weight: torch.Tensor,               # [out, in, kh, kw]
+    styles: torch.Tensor,               # [batch, in]
+    noise: torch.Tensor | None = None,  # broadcastable to the output
+    up: int = 1,                        # 1 or 2
+    padding: int = 0,
+    resample_filter: torch.Tensor | None = None,
+    demodulate: bool = True,
+) -> torch.Tensor:
+    """NVIDIA's fused modulated convolution: one grouped conv with per-sample weights."""
+    batch = x.shape[0]
+    out_ch, in_ch, kh, kw = weight.shape
+    if x.dtype == torch.float16 and demodulate:
+        # Pre-normalize to avoid float16 overflow; demodulation cancels the scale.
+        weight = weight * (1 / math.sqrt(in_ch * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+    w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)  # [batch, out, in, kh, kw]
+    if demodulate:
+        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [batch, out]
+        w = w * dcoefs.reshape(batch, -1, 1, 1, 1)
+    x = x.reshape(1, -1, *x.shape[2:])  # [1, batch*in, h, w]
+    w = w.to(x.dtype)
+    if up == 1:
+        x = F.conv2d(x, w.reshape(-1, in_ch, kh, kw), padding=padding, groups=batch)
+    else:
+        # Transposed strided conv, then the FIR filter (NVIDIA's conv2d_resample, up > 1 path).
+        assert resample_filter is not None
+        fw = resample_filter.shape[-1]
+        p0 = padding + (fw + up - 1) // 2 - (kw - 1)
+        p1 = padding + (fw - up) // 2 - (kw - up)
+        wt = w.reshape(batch, out_ch, in_ch, kh, kw).transpose(1, 2).reshape(batch * in_ch, out_ch, kh, kw)
+        x = F.conv_transpose2d(x, wt, stride=up, groups=batch)
+        x = upfirdn2d(x, resample_filter, pad=(p0, p1, p0, p1), gain=up * up)
+    x = x.reshape(batch, -1, *x.shape[2:])
+    if noise is not None:
+        x = x + noise.to(x.dtype)
+    return x
+
+
+# ----------------------------------------------------------------------------
+# Layers.
+
+class FullyConnectedLayer(torch.nn.Module):
+    """Linear layer with equalized learning rate (weights stored divided by lr_multiplier)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, activation: str = "linear",
+                 lr_multiplier: float = 1.0, bias_init: float = 0.0):
+        super().__init__()
+        self.in_features, self.out_features, self.activation = in_features, out_features, activation
+        self.weight = torch.nn.Parameter(torch.randn([out_features, in_features]) / lr_multiplier)
+        self.bias = torch.nn.Parameter(torch.full([out_features], float(bias_init))) if bias else None
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.to(x.dtype) * self.weight_gain
+        b = self.bias
+        if b is not None:
+            b = b.to(x.dtype) * self.bias_gain if self.bias_gain != 1 else b.to(x.dtype)
+        if self.activation == "linear" and b is not None:
+            return torch.addmm(b.unsqueeze(0), x, w.t())
+        return bias_act(x.matmul(w.t()), b, act=self.activation)
+
+
+class SynthesisLayer(torch.nn.Module):
+    """Modulated 3x3 conv (optionally 2x up), noise, bias, leaky ReLU, clamp."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: int = 1,
+                 use_noise: bool = True, conv_clamp: float | None = None, resample_filter: list[float] = (1, 3, 3, 1),
+                 kernel_size: int = 3):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.resolution, self.up, self.use_noise, self.conv_clamp = resolution, up, use_noise, conv_clamp
+        self.padding = kernel_size // 2
+        self.register_buffer("resample_filter", setup_filter(list(resample_filter)))
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = torch.nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
+        if use_noise:
+            self.register_buffer("noise_const", torch.randn([resolution, resolution]))
+            self.noise_strength = torch.nn.Parameter(torch.zeros([]))
+        self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        styles = self.affine(w)  # [batch, in]
+        noise = None
+        if self.use_noise and noise_mode == "random":
+            noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device) * self.noise_strength
+        elif self.use_noise and noise_mode == "const":
+            noise = self.noise_const * self.noise_strength
+        elif noise_mode not in ("random", "const", "none"):
+            raise ValueError(f"noise_mode must be 'const', 'random' or 'none', not {noise_mode!r}")
+        x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
+                             resample_filter=self.resample_filter)
+        return bias_act(x, self.bias.to(x.dtype), act="lrelu", clamp=self.conv_clamp)
+
+
+class ToRGBLayer(torch.nn.Module):
+    """Modulated 1x1 conv to image channels, without demodulation."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, conv_clamp: float | None = None):
+        super().__init__()
+        self.conv_clamp = conv_clamp
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = torch.nn.Parameter(torch.randn([out_channels, in_channels, 1, 1]))
+        self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
+        self.weight_gain = 1 / math.sqrt(in_channels)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        styles = self.affine(w) * self.weight_gain
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False)
+        return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
+
+
+class SynthesisBlock(torch.nn.Module):
+    """One resolution: (const | 2x-up conv0), conv1, and the skip toRGB."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
+                 use_fp16: bool = False, conv_clamp: float | None = 256, resample_filter: list[float] = (1, 3, 3, 1)):
+        super().__init__()
+        self.in_channels, self.out_channels, self.resolution = in_channels, out_channels, resolution
+        self.use_fp16 = use_fp16
+        self.register_buffer("resample_filter", setup_filter(list(resample_filter)))
+        if in_channels == 0:
+            self.const = torch.nn.Parameter(torch.randn([out_channels, resolution, resolution]))
+        else:
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2, conv_clamp=conv_clamp,
+                                        resample_filter=resample_filter)
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, conv_clamp=conv_clamp,
+                                    resample_filter=resample_filter)
+        self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
+        self.num_conv = 1 if in_channels == 0 else 2
+        self.num_torgb = 1
+
+    def dtype_for(self, device: torch.device, use_fp16: bool) -> torch.dtype:
+        return torch.float16 if (use_fp16 and self.use_fp16 and device.type == "cuda") else torch.float32
+
+    def features(self, x: torch.Tensor | None, ws: torch.Tensor, noise_mode: str = "const",
+                 use_fp16: bool = False) -> torch.Tensor:
+        """The block's feature map `x` (no image). ws: [batch, num_conv + num_torgb, w_dim]."""
+        dtype = self.dtype_for(ws.device, use_fp16)
+        if self.in_channels == 0:
+            x = self.const.to(dtype).unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
+            return self.conv1(x, ws[:, 0], noise_mode)
+        x = x.to(dtype)
+        x = self.conv0(x, ws[:, 0], noise_mode)
+        return self.conv1(x, ws[:, 1], noise_mode)
+
+    def rgb(self, x: torch.Tensor, img: torch.Tensor | None, ws: torch.Tensor) -> torch.Tensor:
+        """Add this block's toRGB of `x` to the upsampled running image."""
+        if img is not None:
+            img = upsample2d(img, self.resample_filter)
+        y = self.torgb(x, ws[:, self.num_conv]).to(torch.float32)
+        return y if img is None else img + y
+
+    def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor,
+                noise_mode: str = "const", use_fp16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.features(x, ws, noise_mode, use_fp16)
+        return x, self.rgb(x, img, ws)
+
+
+# ----------------------------------------------------------------------------
+# Networks.
+
+class SynthesisNetwork(torch.nn.Module):
+    def __init__(self, w_dim: int, img_resolution: int, img_channels: int, channel_base: int = 32768,
+                 channel_max: int = 512, num_fp16_res: int = 4, conv_clamp: float | None = 256,
+                 resample_filter: list[float] = (1, 3, 3, 1)):
+        super().__init__()
+        assert img_resolution >= 4 and img_resolution & (img_resolution - 1) == 0
+        self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
+        log2 = int(np.log2(img_resolution))
+        self.block_resolutions = [2 ** i for i in range(2, log2 + 1)]
+        channels = {res: min(channel_base // res, channel_max) for res in self.block_resolutions}
+        fp16_resolution = max(2 ** (log2 + 1 - num_fp16_res), 8)
+        self.num_ws = 0
+        for res in self.block_resolutions:
+            block = SynthesisBlock(channels[res // 2] if res > 4 else 0, channels[res], w_dim, res, img_channels,
+                                   use_fp16=res >= fp16_resolution, conv_clamp=conv_clamp,
+                                   resample_filter=resample_filter)
+            self.num_ws += block.num_conv
+            if res == img_resolution:
+                self.num_ws += block.num_torgb
+            setattr(self, f"b{res}", block)
+
+    @property
+    def blocks(self) -> list[SynthesisBlock]:
+        return [getattr(self, f"b{res}") for res in self.block_resolutions]
+
+    def block_ws(self, ws: torch.Tensor) -> list[torch.Tensor]:
+        """Split W+ [batch, num_ws, w_dim] into each block's rows (consecutive blocks share one row)."""
+        assert ws.ndim == 3 and ws.shape[1] == self.num_ws and ws.shape[2] == self.w_dim, ws.shape
+        out, idx = [], 0
+        for block in self.blocks:
+            out.append(ws.narrow(1, idx, block.num_conv + block.num_torgb))
+            idx += block.num_conv
+        return out
+
+    def features(self, ws: torch.Tensor, stop: int | None = None, noise_mode: str = "const",
+                 use_fp16: bool = False) -> list[torch.Tensor]:
+        """Feature maps `x` of blocks 0 .. stop-1 (all blocks if stop is None), no image.
+
+        The drag step calls this under autograd with stop = feature block + 1.
+        """
+        ws = ws.to(torch.float32)
+        x, feats = None, []
+        for block, cur_ws in list(zip(self.blocks, self.block_ws(ws)))[:stop]:
+            x = block.features(x, cur_ws, noise_mode, use_fp16)
+            feats.append(x)
+        return feats
+
+    def image_from_features(self, ws: torch.Tensor, feats: list[torch.Tensor], noise_mode: str = "const",
+                            use_fp16: bool = False) -> torch.Tensor:
+        """Finish the image from the first len(feats) blocks' features: their toRGBs, then the rest."""
+        ws = ws.to(torch.float32)
+        img = None
+        x = feats[-1] if feats else None
+        for i, (block, cur_ws) in enumerate(zip(self.blocks, self.block_ws(ws))):
+            if i < len(feats):
+                img = block.rgb(feats[i], img, cur_ws)
+            else:
+                x, img = block(x, img, cur_ws, noise_mode, use_fp16)
+        return img
+
+    def forward(self, ws: torch.Tensor, noise_mode: str = "const", use_fp16: bool = False,
+                return_features: bool = False):
+        """ws [batch, num_ws, w_dim] -> image [batch, img_channels, res, res] in about [-1, 1]."""
+        ws = ws.to(torch.float32)
+        x = img = None
+        feats = []
+        for block, cur_ws in zip(self.blocks, self.block_ws(ws)):
+            x, img = block(x, img, cur_ws, noise_mode, use_fp16)
+            feats.append(x)
+        return (img, feats) if return_features else img
+
+
+class MappingNetwork(torch.nn.Module):
+    def __init__(self, z_dim: int, c_dim: int, w_dim: int, num_ws: int, num_layers: int = 8,
+                 lr_multiplier: float = 0.01, layer_features: int | None = None, embed_features: int | None = None):
+        super().__init__()
+        self.z_dim, self.c_dim, self.w_dim, self.num_ws, self.num_layers = z_dim, c_dim, w_dim, num_ws, num_layers
+        embed_features = 0 if c_dim == 0 else (w_dim if embed_features is None else embed_features)
+        layer_features = w_dim if layer_features is None else layer_features
+        sizes = [z_dim + embed_features] + [layer_features] * (num_layers - 1) + [w_dim]
+        if c_dim > 0:
+            self.embed = FullyConnectedLayer(c_dim, embed_features)
+        for i in range(num_layers):
+            setattr(self, f"fc{i}", FullyConnectedLayer(sizes[i], sizes[i + 1], activation="lrelu",
+                                                        lr_multiplier=lr_multiplier))
+        self.register_buffer("w_avg", torch.zeros([w_dim]))
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, truncation_psi: float = 1.0,
+                truncation_cutoff: int | None = None) -> torch.Tensor:
+        """z [batch, z_dim] -> ws [batch, num_ws, w_dim], truncated towards w_avg."""
+        x = normalize_2nd_moment(z.to(torch.float32)) if self.z_dim > 0 else None
+        if self.c_dim > 0:
+            if c is None:
+                raise ValueError("this generator is conditional: pass a class label c")
+            y = normalize_2nd_moment(self.embed(c.to(torch.float32)))
+            x = y if x is None else torch.cat([x, y], dim=1)
+        for i in range(self.num_layers):
+            x = getattr(self, f"fc{i}")(x)
+        x = x.unsqueeze(1).repeat([1, self.num_ws, 1])
+        if truncation_psi != 1:
+            cutoff = self.num_ws if truncation_cutoff is None else truncation_cutoff
+            x = torch.cat([self.w_avg.lerp(x[:, :cutoff], truncation_psi), x[:, cutoff:]], dim=1)
+        return x
+
+
+@dataclasses.dataclass
+class GeneratorConfig:
+    """NVIDIA's Generator constructor arguments (architecture 'skip'), as stored in their pickles."""
+    z_dim: int = 512            # input latent size
+    c_dim: int = 0              # class label size; 0 = unconditional
+    w_dim: int = 512            # intermediate latent size
+    img_resolution: int = 256   # output side in pixels, a power of two
+    img_channels: int = 3       # RGB
+    channel_base: int = 32768   # channels at resolution r are min(channel_base // r, channel_max)
+    channel_max: int = 512
+    num_fp16_res: int = 4       # how many top resolutions may run in float16 on CUDA
+    conv_clamp: float | None = 256  # clamp of every conv output (NVIDIA's default for StyleGAN2-ADA)
+    mapping_layers: int = 8     # depth of the mapping MLP
+    mapping_lr_multiplier: float = 0.01
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "GeneratorConfig":
+        """From NVIDIA's constructor kwargs (mapping_kwargs/synthesis_kwargs nested or flat); unknown keys ignored."""
+        flat = dict(d)
+        for nested in ("synthesis_kwargs", "mapping_kwargs"):
+            flat.update({("mapping_" + k if nested == "mapping_kwargs" else k): v
+                         for k, v in dict(d.get(nested) or {}).items()})
+        if "mapping_num_layers" in flat:
+            flat["mapping_layers"] = flat["mapping_num_layers"]
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in flat.items() if k in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Generator(torch.nn.Module):
+    """z -> mapping -> W+ -> synthesis -> image. Same names as NVIDIA's `G_ema`."""
+
+    def __init__(self, config: GeneratorConfig | None = None, **kwargs):
+        super().__init__()
+        self.config = config if config is not None else GeneratorConfig.from_dict(kwargs)
+        cfg = self.config
+        self.z_dim, self.c_dim, self.w_dim = cfg.z_dim, cfg.c_dim, cfg.w_dim
+        self.img_resolution, self.img_channels = cfg.img_resolution, cfg.img_channels
+        self.synthesis = SynthesisNetwork(cfg.w_dim, cfg.img_resolution, cfg.img_channels, cfg.channel_base,
+                                          cfg.channel_max, cfg.num_fp16_res, cfg.conv_clamp)
+        self.num_ws = self.synthesis.num_ws
+        self.mapping = MappingNetwork(cfg.z_dim, cfg.c_dim, cfg.w_dim, self.num_ws, cfg.mapping_layers,
+                                      cfg.mapping_lr_multiplier)
+
+    @property
+    def block_resolutions(self) -> list[int]:
+        return self.synthesis.block_resolutions
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, truncation_psi: float = 1.0,
+                truncation_cutoff: int | None = None, noise_mode: str = "const", use_fp16: bool = False) -> torch.Tensor:
+        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+        return self.synthesis(ws, noise_mode=noise_mode, use_fp16=use_fp16)
+
+
+def seed_to_z(seed: int, z_dim: int) -> torch.Tensor:
+    """The official app's seed -> z: numpy RandomState(seed).randn(1, z_dim), as float32 [1, z_dim]."""
+    return torch.from_numpy(np.random.RandomState(seed).randn(1, z_dim)).to(torch.float32)
+
+
+def image_to_uint8(img: torch.Tensor) -> np.ndarray:
+    """[1 or batch, 3, H, W] in [-1, 1] -> [H, W, 3] uint8 of the first image, as the official renderer rounds."""
+    return (img[0].detach().float() * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
