@@ -380,3 +380,17 @@ class DragSession:
     def _remember(self, image: np.ndarray, handles, targets) -> None:
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
         self.last_frames.append((buf.tobytes(), copy.deepcopy(handles), copy.deepcopy(targets)))
+
+    def drag_frames(self, overlay: bool = True) -> list[np.ndarray]:
+        """Every frame of the last drag as RGB images, with or without the point overlay."""
+        from .draw import draw_points
+        out = []
+        for jpeg, handles, targets in self.last_frames:
+            img = cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            out.append(draw_points(img, handles, targets) if overlay else img)
+        return out
+
+    def export_video(self, path, overlay: bool = True, fps: float = 15.0):
+        """Write the last drag as .mp4 or .gif; returns the path."""
+        from .draw import write_video
+        return write_video(self.drag_frames(overlay), path, fps=fps)
