@@ -1,0 +1,271 @@
+"""The drag engine: parity with the official step, and behaviour on tiny generators."""
+import json
+import threading
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from draggan.baseline import baseline_drag
+from draggan.engine import DragConfig, DragInputError, DragSession, nearest_edge_points
+from stylegan2 import Generator, GeneratorConfig, tiny_generator
+
+
+# -- parity with ../shared/reference -------------------------------------------
+
+@pytest.fixture(scope="module")
+def ref_G(reference_dir):
+    cfg = json.loads((reference_dir / "sg2_res128.json").read_text())
+    G = Generator(GeneratorConfig.from_dict(cfg))
+    G.load_state_dict(load_file(str(reference_dir / "sg2_res128.safetensors")))
+    return G.eval().requires_grad_(False)
+
+
+def _reference_drag(reference_dir, lr: str):
+    ref = load_file(str(reference_dir / f"sg2_res128_drag_lr{lr}.safetensors"))
+    meta = json.loads((reference_dir / f"sg2_res128_drag_lr{lr}.json").read_text())
+    cfg = DragConfig(lr=meta["lr"], r1=meta["r1_arg"], r2=meta["r2_arg"], tracking="l2",
+                     lambda_mask=meta["lambda_mask"], rows=meta["optimized_ws"], feature_block=meta["feature_idx"] + 1,
+                     max_steps=meta["steps"])
+    handles = [[c, r] for r, c in meta["handles_rowcol"]]
+    targets = [[c, r] for r, c in meta["targets_rowcol"]]
+    return ref, cfg, handles, targets
+
+
+def _session(G, ref):
+    s = DragSession(G, ref["drag_w0"])
+    s.set_mask(1 - ref["drag_mask"].numpy())  # the reference's mask marks the FIXED area
+    return s
+
+
+@pytest.mark.parametrize("lr,tight_steps", [("0.001", 16), ("0.03", 8)])
+def test_drag_trace_matches_reference(ref_G, reference_dir, lr, tight_steps):
+    ref, cfg, handles, targets = _reference_drag(reference_dir, lr)
+    frames = list(_session(ref_G, ref).drag(handles, targets, cfg))
+    assert frames[-1].done and frames[-1].reason == "max_steps" and frames[-1].step == cfg.max_steps
+    steps = frames[:-1]
+    assert len(steps) == cfg.max_steps
+    for i, f in enumerate(steps[:tight_steps]):
+        rowcol = [[y, x] for x, y in f.handles_xy]
+        assert rowcol == ref["drag_points"][i].tolist(), f"step {i}"
+        diff = np.abs(f.image.astype(int) - ref["drag_images_uint8"][i].numpy().astype(int))
+        assert diff.max() <= 1, f"step {i}"  # uint8 truncation of float noise
+    # Later steps on random weights may pick another argmin; they must stay close.
+    late = np.array([[[y, x] for x, y in f.handles_xy] for f in steps[tight_steps:]])
+    if len(late):
+        assert np.abs(late - ref["drag_points"][tight_steps:].numpy()).mean() < 3
+
+
+@pytest.mark.parametrize("lr,k", [("0.001", 16), ("0.03", 1), ("0.03", 4)])
+def test_latent_after_k_steps_matches_reference(ref_G, reference_dir, lr, k):
+    ref, cfg, handles, targets = _reference_drag(reference_dir, lr)
+    s = _session(ref_G, ref)
+    cfg.max_steps = k
+    for _ in s.drag(handles, targets, cfg):
+        pass
+    expected = ref["drag_ws_after_step"][k - 1:k]
+    assert ((s.latent - expected).abs().max() / expected.abs().max()).item() < 1e-4
+    assert torch.equal(s.latent[:, cfg.rows:], ref["drag_w0"][:, cfg.rows:])  # rows past `rows` never move
+
+
+def test_engine_equals_straightforward_full_resolution_step():
+    """Sampling native features equals resizing them (64-px image, 32-px feature map)."""
+    G = tiny_generator(64, 32)
+    cfg = DragConfig(max_steps=6, lr=0.02, r1=24, r2=64, feature_block=4, tracking="l1")
+    handles, targets = [[24, 32], [50, 20]], [[40, 32], [45, 10]]
+    s = DragSession.from_seed(G, 0)
+    frames = list(s.drag(handles, targets, cfg))
+    base = list(baseline_drag(G, s.w0, handles, targets, cfg))
+    assert len(base) == len(frames) - 1 == 6
+    for f, (points, _, image) in zip(frames, base):
+        assert [[int(y), int(x)] for x, y in f.handles_xy] == points
+        assert np.abs(f.image.astype(int) - image.astype(int)).max() <= 1
+    assert (s.latent - base[-1][1]).abs().max().item() < 1e-5
+
+
+# -- behaviour -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def G64():
+    return tiny_generator(64, 32)
+
+
+FAST = dict(lr=0.05, r1=24, r2=64, feature_block=4)
+
+
+def test_handle_moves_towards_target_and_stops_when_reached(G64):
+    s = DragSession.from_seed(G64, 1)
+    frames = list(s.drag([[24, 32]], [[40, 32]], DragConfig(max_steps=60, **FAST)))
+    assert frames[0].distances == [16.0]
+    assert frames[-1].reason == "reached" and frames[-1].distances[0] <= 2
+    assert frames[-1].step < 60
+    assert s.handles_xy == frames[-1].handles_xy  # the session keeps the tracked handles
+
+
+def test_drag_stops_at_max_steps(G64):
+    s = DragSession.from_seed(G64, 2)
+    frames = list(s.drag([[10, 10]], [[60, 60]], DragConfig(max_steps=3, **FAST)))
+    assert [f.step for f in frames] == [0, 1, 2, 3]
+    assert frames[-1].done and frames[-1].reason == "max_steps"
+
+
+def test_handle_on_its_target_does_not_change_the_latent(G64):
+    s = DragSession.from_seed(G64, 2)
+    before = s.latent.clone()
+    frames = list(s.drag([[30, 30]], [[31, 30]], DragConfig(max_steps=10, **FAST)))
+    assert frames[-1].reason == "reached" and frames[-1].step == 0
+    assert torch.equal(s.latent, before)
+
+
+def test_frame_every_skips_frames_but_not_steps(G64):
+    cfg = DragConfig(max_steps=7, frame_every=3, **FAST)
+    a, b = DragSession.from_seed(G64, 2), DragSession.from_seed(G64, 2)
+    frames = list(a.drag([[10, 10]], [[60, 60]], cfg))
+    assert [f.step for f in frames] == [0, 3, 6, 7]
+    cfg.frame_every = 1
+    list(b.drag([[10, 10]], [[60, 60]], cfg))
+    assert torch.allclose(a.latent, b.latent, atol=1e-6)
+
+
+def test_stop_takes_effect_before_the_next_step(G64):
+    s = DragSession.from_seed(G64, 2)
+    seen = []
+    for f in s.drag([[10, 10]], [[60, 60]], DragConfig(max_steps=50, **FAST)):
+        seen.append(f)
+        if f.step == 2:
+            s.stop()
+    assert seen[-1].reason == "stopped"
+    assert seen[-1].step == 3  # steps 0, 1, 2 ran; step 3 never started
+    assert [f.step for f in seen[:-1]] == [0, 1, 2]
+
+
+def test_stop_from_another_thread(G64):
+    s = DragSession.from_seed(G64, 2)
+    started = threading.Event()
+    result = {}
+
+    def run():
+        frames = []
+        for f in s.drag([[10, 10]], [[60, 60]], DragConfig(max_steps=10_000, **FAST)):
+            frames.append(f)
+            started.set()
+        result["frames"] = frames
+
+    t = threading.Thread(target=run)
+    t.start()
+    assert started.wait(30)
+    s.stop()
+    t.join(30)
+    assert not t.is_alive()
+    assert result["frames"][-1].reason == "stopped" and result["frames"][-1].step < 10_000
+
+
+def test_undo_restores_exactly_and_reset_returns_to_w0(G64):
+    s = DragSession.from_seed(G64, 2)
+    w0, img0 = s.latent.clone(), s.image().copy()
+    list(s.drag([[10, 10]], [[60, 60]], DragConfig(max_steps=3, **FAST)))
+    after_first, handles_first = s.latent.clone(), [list(h) for h in s.handles_xy]
+    assert not torch.equal(after_first, w0)
+    list(s.drag([[20, 20]], [[40, 50]], DragConfig(max_steps=3, **FAST)))
+    assert s.undo()
+    assert torch.equal(s.latent, after_first) and s.handles_xy == handles_first
+    assert s.undo()
+    assert torch.equal(s.latent, w0) and np.array_equal(s.image(), img0) and s.handles_xy == []
+    assert not s.undo()
+    list(s.drag([[10, 10]], [[60, 60]], DragConfig(max_steps=3, **FAST)))
+    s.reset()
+    assert torch.equal(s.latent, w0)
+    assert s.undo() and not torch.equal(s.latent, w0)  # reset is undoable
+
+
+def test_w_space_moves_all_optimized_rows_together(G64):
+    s = DragSession.from_seed(G64, 2, latent_space="w")
+    list(s.drag([[10, 10]], [[60, 60]], DragConfig(max_steps=3, rows=4, **FAST)))
+    head = s.latent[0, :4]
+    assert torch.allclose(head, head[:1].expand_as(head))
+    assert torch.equal(s.latent[:, 4:], s.w0[:, 4:])
+    assert not torch.equal(head, s.w0[0, :4])
+
+
+def test_mask_keeps_features_outside_the_editable_area_closer_to_the_start(G64):
+    editable = np.zeros((64, 64), bool)
+    editable[8:40, 8:40] = True
+    cfg = DragConfig(max_steps=8, **FAST)
+
+    def change_outside(mask):
+        s = DragSession.from_seed(G64, 2)
+        f0 = G64.synthesis.features(s.latent, stop=4)[-1]
+        s.set_mask(mask)
+        list(s.drag([[20, 20]], [[32, 30]], cfg))
+        f = G64.synthesis.features(s.latent, stop=4)[-1]
+        outside = torch.from_numpy(~editable[::2, ::2])  # feature map is 32 px
+        return ((f - f0).abs() * outside).sum().item()
+
+    assert change_outside(editable) < 0.5 * change_outside(None)
+
+
+def test_nearest_moves_a_handle_in_a_flat_area_onto_the_nearest_edge():
+    img = np.full((64, 64, 3), 90, np.uint8)
+    cv2.rectangle(img, (30, 10), (54, 50), (230, 230, 230), -1)  # left edge at x = 30
+    moved = nearest_edge_points(img, [[20.0, 30.0], [5.0, 5.0]], radius=15, rate=0.8)
+    x, y = moved[0]
+    assert 27 <= x <= 29.5 and abs(y - 30) <= 1.5  # 0.8 of the way to the edge near x = 29-30
+    assert moved[1] == [5.0, 5.0]  # no edge within reach: stays
+
+
+def test_nearest_is_applied_before_the_first_step(G64):
+    s = DragSession.from_seed(G64, 2)
+    img = np.full((64, 64, 3), 90, np.uint8)
+    cv2.rectangle(img, (30, 10), (54, 50), (230, 230, 230), -1)
+    s._image = img  # what the user sees, with an edge next to the handle
+    frames = list(s.drag([[20, 30]], [[20, 60]], DragConfig(max_steps=1, nearest=True, r3=15 * 512 / 64, **FAST)))
+    assert 27 <= frames[0].handles_xy[0][0] <= 30
+
+
+@pytest.mark.parametrize("handles,targets,message", [
+    ([], [], "Click a handle"),
+    ([[1, 1]], [], "Handle 1 has no target"),
+    ([[1, 1], [2, 2]], [[3, 3]], "Handle 2 has no target"),
+    ([[1, 1]], [[3, 3], [4, 4]], "more targets than handles"),
+    ([[70, 1]], [[3, 3]], "outside the 64x64 image"),
+    ([[-1, 1]], [[3, 3]], "outside"),
+    ([[float("nan"), 1]], [[3, 3]], "not a number"),
+    ([[1, 2, 3]], [[3, 3]], "(x, y) pair"),
+])
+def test_bad_points_get_a_clear_error_and_change_nothing(G64, handles, targets, message):
+    s = DragSession.from_seed(G64, 2)
+    before = s.latent.clone()
+    with pytest.raises(DragInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        list(s.drag(handles, targets))
+    assert torch.equal(s.latent, before) and not s.history
+
+
+@pytest.mark.parametrize("field,value", [("lr", float("nan")), ("r1", -1), ("tracking", "l3"), ("max_steps", 0)])
+def test_bad_settings_get_a_clear_error(G64, field, value):
+    s = DragSession.from_seed(G64, 2)
+    with pytest.raises(DragInputError, match=field if field != "max_steps" else "at least 1"):
+        list(s.drag([[1, 1]], [[3, 3]], DragConfig(**{field: value})))
+
+
+def test_mask_of_the_wrong_size_is_refused(G64):
+    s = DragSession.from_seed(G64, 2)
+    with pytest.raises(DragInputError, match="mask is 32x32"):
+        s.set_mask(np.ones((32, 32), bool))
+
+
+def test_video_export_with_and_without_overlay(G64, tmp_path):
+    s = DragSession.from_seed(G64, 2)
+    list(s.drag([[10, 10]], [[60, 60]], DragConfig(max_steps=4, **FAST)))
+    plain, marked = s.drag_frames(overlay=False), s.drag_frames(overlay=True)
+    assert len(plain) == len(marked) == 5 and plain[0].shape == (64, 64, 3)
+    assert marked[0].shape[0] >= 512  # small images are enlarged so marks stay legible
+    for name in ("drag.gif", "drag.mp4"):
+        path = s.export_video(tmp_path / name)
+        assert path.stat().st_size > 1000
+    cap = cv2.VideoCapture(str(tmp_path / "drag.mp4"))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert n == 5
