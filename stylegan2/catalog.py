@@ -1,0 +1,107 @@
+"""The models the app offers by name, read from `catalog.json` beside this file.
+
+Each entry points either at a file on the Hugging Face Hub (`repo_id`, `filename`, optional
+`revision`) or at a file inside this repository (`path`, relative to the repository root).
+`stylegan2.checkpoints.load_generator(name)` loads an entry by its name.
+
+The default model is the first of the JSON's `default_order` whose weights are on this machine
+(a repo-local file that exists, or a Hub file already in the Hugging Face cache); when none is,
+the last of that list (the official DragGAN app's default, lions-512), which downloads on first
+use. So the app starts on our small offline model once it is committed, and never reaches for the
+network at startup when a model is already here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from pathlib import Path
+
+from huggingface_hub import try_to_load_from_cache
+
+CATALOG_PATH = Path(__file__).with_name("catalog.json")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class CatalogEntry:
+    """One named model. Exactly one of (repo_id + filename) or path is set."""
+    name: str                   # what --model and the app use, e.g. "lions-512"
+    label: str                  # human-readable, for a dropdown
+    resolution: int             # output side in pixels
+    shows: str                  # what the images show
+    licence: str                # licence of the weights, as far as known
+    source: str                 # where the weights come from
+    verified: bool = False      # True once someone has loaded the file at this location
+    repo_id: str | None = None  # Hub repository, e.g. "aaronb/StyleGAN2-pkl"
+    filename: str | None = None  # file inside the Hub repository
+    revision: str | None = None  # Hub branch, tag or commit; None = main
+    path: str | None = None     # repo-local file, relative to the repository root
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        hub = self.repo_id is not None and self.filename is not None
+        if hub == (self.path is not None) or (self.repo_id is None) != (self.filename is None):
+            raise ValueError(f"catalog entry {self.name!r}: give either repo_id and filename, or path")
+
+    @property
+    def is_local(self) -> bool:
+        """True for a repo-local file, False for a Hub file."""
+        return self.path is not None
+
+    @property
+    def local_path(self) -> Path | None:
+        """Absolute path of a repo-local entry's file (which may not exist yet); None for a Hub entry."""
+        return REPO_ROOT / self.path if self.path is not None else None
+
+    @property
+    def hub_spec(self) -> str | None:
+        """The entry as a `repo_id:filename[@revision]` spec; None for a repo-local entry."""
+        if self.repo_id is None:
+            return None
+        return f"{self.repo_id}:{self.filename}" + (f"@{self.revision}" if self.revision else "")
+
+    def is_available_offline(self) -> bool:
+        """Whether the weights are on this machine: the local file exists, or the Hub file is cached."""
+        if self.local_path is not None:
+            return self.local_path.is_file()
+        cached = try_to_load_from_cache(self.repo_id, self.filename, revision=self.revision)
+        return isinstance(cached, str)
+
+
+@functools.lru_cache(maxsize=1)
+def _read_catalog() -> tuple[tuple[CatalogEntry, ...], tuple[str, ...]]:
+    data = json.loads(CATALOG_PATH.read_text(encoding="utf-8"))
+    entries = tuple(CatalogEntry(**entry) for entry in data["models"])
+    names = [e.name for e in entries]
+    assert len(set(names)) == len(names), "duplicate names in catalog.json"
+    order = tuple(data["default_order"])
+    assert order and set(order) <= set(names), "default_order must name catalog entries"
+    return entries, order
+
+
+def list_models() -> list[CatalogEntry]:
+    """All catalog entries, in the JSON's order."""
+    return list(_read_catalog()[0])
+
+
+def model_names() -> list[str]:
+    """The names `load_generator` accepts as catalog names."""
+    return [e.name for e in list_models()]
+
+
+def get_entry(name: str) -> CatalogEntry:
+    """The entry called `name`; KeyError listing the known names otherwise."""
+    for entry in list_models():
+        if entry.name == name:
+            return entry
+    raise KeyError(f"no model {name!r} in the catalog; known: {', '.join(model_names())}")
+
+
+def default_model() -> str:
+    """Name of the model to start with: the first of `default_order` available offline, else the last."""
+    order = _read_catalog()[1]
+    for name in order:
+        if get_entry(name).is_available_offline():
+            return name
+    return order[-1]

@@ -1,0 +1,356 @@
+"""Read NVIDIA StyleGAN2 `.pkl` checkpoints without running any of their code.
+
+NVIDIA's pickles (stylegan2-ada-pytorch, stylegan3, DragGAN) store each network as a
+`torch_utils.persistence` object: the pickle asks to call
+`torch_utils.persistence._reconstruct_persistent_obj(meta)`, where `meta` carries the Python
+source of the network's module (`module_src`), the class name and the object's `__dict__`
+(`_parameters`, `_buffers`, `_modules`, `_init_kwargs`, ...). A normal `pickle.load` would
+execute that source and any other global the file names, so it is never used here.
+
+`SafeUnpickler.find_class` is the only door through which a pickle reaches Python objects.
+It hands out an explicit allowlist of harmless stand-ins (tensor and numpy rebuilders,
+`OrderedDict`, `set`, plain dicts for `EasyDict`) and, for classes, records of the class name
+and state (`PickledObject`) instead of the class itself. Anything else raises
+`UnsafeCheckpointError` naming the refused global, before it could be called. Tensor storages
+arrive as `torch.save` blobs and are read with `torch.load(weights_only=True)`.
+
+`generator_from_pickle` then walks `G_ema` (or `G`) into a flat state dict under NVIDIA's names,
+takes `_init_kwargs` as the config and builds our `Generator` with a strict `load_state_dict`.
+
+Original TensorFlow pickles (`*-config-f.pkl`, `dnnlib.tflib.network.Network`) are detected
+and refused with `UnsupportedCheckpointError`: converting them needs a name and layout mapping
+that cannot be checked against TensorFlow's numbers here, so they are converted elsewhere.
+"""
+from __future__ import annotations
+
+import collections
+import io
+import os
+import pickle
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, NamedTuple
+
+import numpy as np
+import torch
+
+from .networks import Generator, GeneratorConfig
+
+
+class CheckpointError(Exception):
+    """A checkpoint could not be found, read or used. The message says what to do.
+
+    Defined here, the lowest layer, so the pickle reader can raise it; import it from
+    `stylegan2.checkpoints`.
+    """
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """The pickle names a global outside the allowlist (it may try to run code)."""
+
+
+class UnsupportedCheckpointError(CheckpointError):
+    """A readable checkpoint of a kind this app cannot run (TensorFlow pickle, StyleGAN3, ...)."""
+
+
+# ----------------------------------------------------------------------------
+# Stand-ins that find_class hands out.
+
+class PickledObject:
+    """Stand-in for an instance of a class the unpickler never imports: its class name and state.
+
+    `state` is the object's `__dict__` as pickled (for an `nn.Module`: `_parameters`,
+    `_buffers`, `_modules`, ...). `find_class` makes one subclass per refused-but-recorded class
+    name, so pickle's NEWOBJ/REDUCE/BUILD create these records instead of real objects.
+    """
+
+    class_name = "?"  # set on the per-class subclasses made by `_record_class`
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "PickledObject":
+        self = super().__new__(cls)
+        self.state = {}
+        return self
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass  # constructor arguments are ignored: only the state matters
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) == 2:  # (__dict__, __slots__ values)
+            state = {**(state[0] or {}), **(state[1] or {})}
+        if not isinstance(state, dict):
+            raise CheckpointError(f"unexpected pickled state for {self.class_name}: {type(state).__name__}")
+        self.state = dict(state)
+
+    def __repr__(self) -> str:
+        return f"<pickled {self.class_name}>"
+
+
+def _record_class(class_name: str) -> type[PickledObject]:
+    return type(class_name.rsplit(".", 1)[-1], (PickledObject,), {"class_name": class_name})
+
+
+class _StandIn:
+    """A named callable handed to the pickle; it refuses BUILD so a pickle cannot alter it."""
+
+    __slots__ = ("name", "func")
+
+    def __init__(self, name: str, func: Callable[..., Any]):
+        self.name, self.func = name, func
+
+    def __call__(self, *args: Any) -> Any:
+        return self.func(*args)
+
+    def __setstate__(self, state: Any) -> None:
+        raise UnsafeCheckpointError(f"the pickle tries to modify {self.name}: refused")
+
+
+def _reconstruct_persistent_obj(meta: Any) -> PickledObject:
+    # NEVER exec meta["module_src"]: that is exactly the code this module exists to avoid.
+    if not isinstance(meta, dict) or meta.get("type") != "class" or not isinstance(meta.get("state"), dict):
+        raise CheckpointError("unexpected torch_utils.persistence record (expected type 'class' with a state dict)")
+    obj = _record_class(str(meta.get("class_name", "?")))()
+    obj.state = dict(meta["state"])
+    return obj
+
+
+class _Storage(NamedTuple):
+    """A storage read from the pickle: raw bytes and the element type the tensors view them as."""
+    data: torch.UntypedStorage
+    dtype: torch.dtype
+
+
+def _load_storage(blob: Any) -> _Storage:
+    # A storage pickles as torch.save(storage) bytes; torch's weights-only reader refuses code.
+    if not isinstance(blob, (bytes, bytearray)):
+        raise CheckpointError("tensor storage is not a byte string")
+    try:
+        storage = torch.load(io.BytesIO(blob), weights_only=True, map_location="cpu")
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"a tensor storage could not be read with torch.load(weights_only=True): {first}") from e
+    if not isinstance(storage, torch.TypedStorage):
+        raise CheckpointError(f"tensor storage blob holds a {type(storage).__name__}, not a typed storage")
+    # The untyped bytes, as torch's own _rebuild_tensor uses them (TypedStorage's methods warn of deprecation).
+    return _Storage(storage._untyped_storage, storage.dtype)
+
+
+def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *rest: Any) -> torch.Tensor:
+    """Tensor view of a storage, like torch._utils._rebuild_tensor(_v2), with bounds checked.
+
+    `rest` (requires_grad, backward hooks, metadata) is ignored: we only need the values.
+    """
+    if not isinstance(storage, _Storage):
+        raise CheckpointError("tensor data is not a torch storage")
+    ints = lambda xs: isinstance(xs, (tuple, list, torch.Size)) and all(type(v) is int and v >= 0 for v in xs)
+    if type(offset) is not int or offset < 0 or not ints(size) or not ints(stride) or len(size) != len(stride):
+        raise CheckpointError("malformed tensor (offset, size or stride)")
+    numel = storage.data.nbytes() // storage.dtype.itemsize
+    extent = offset + sum((n - 1) * s for n, s in zip(size, stride)) + 1 if all(size) else 0
+    if extent > numel:
+        raise CheckpointError("tensor reaches past the end of its storage (corrupt file?)")
+    # set_ would silently grow the storage, hence the bounds check above.
+    return torch.empty(0, dtype=storage.dtype).set_(storage.data, offset, tuple(size), tuple(stride))
+
+
+def _rebuild_parameter(data: Any, *rest: Any) -> torch.Tensor:
+    if not isinstance(data, torch.Tensor):
+        raise CheckpointError("parameter data is not a tensor")
+    return data  # a plain tensor: our Generator owns the Parameters
+
+
+def _codecs_encode(text: Any, encoding: Any = "latin1") -> bytes:
+    # Protocol 2 writes bytes as _codecs.encode(str, 'latin1'); nothing else is needed.
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise UnsafeCheckpointError("_codecs.encode is only allowed for latin1 byte strings")
+    return text.encode("latin1")
+
+
+def _numpy_dtype(*args: Any) -> np.dtype:
+    # Object dtypes would let numpy hold arbitrary Python objects; networks never need them.
+    dtype = np.dtype(*args)
+    if dtype.hasobject:
+        raise UnsafeCheckpointError("refused a numpy object dtype: the checkpoint should hold numbers only")
+    return dtype
+
+
+def _refuse_tensorflow(name: str) -> UnsupportedCheckpointError:
+    return UnsupportedCheckpointError(
+        f"this is an original TensorFlow StyleGAN pickle ({name}); only PyTorch pickles are read. "
+        "Convert it to a PyTorch .pkl elsewhere (e.g. NVIDIA's stylegan2-ada-pytorch legacy.py, "
+        "in a sandbox: it runs pickle) and pass that file")
+
+
+_NUMPY_RECONSTRUCT = np.zeros(1).__reduce__()[0]  # numpy's own, whatever module numpy keeps it in
+_NUMPY_SCALAR = np.float64(0).__reduce__()[0]
+
+# (module, name) -> what the pickle gets. Classes and builtins here are immutable C types.
+_ALLOWED: dict[tuple[str, str], Any] = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("dnnlib.util", "EasyDict"): dict,
+    ("dnnlib", "EasyDict"): dict,
+    ("numpy", "ndarray"): np.ndarray,
+    **{(m, "_reconstruct"): _NUMPY_RECONSTRUCT for m in ("numpy.core.multiarray", "numpy._core.multiarray")},
+    **{(m, "scalar"): _NUMPY_SCALAR for m in ("numpy.core.multiarray", "numpy._core.multiarray")},
+}
+_STAND_INS: dict[tuple[str, str], Callable[..., Any]] = {
+    ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
+    ("torch.storage", "_load_from_bytes"): _load_storage,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("_codecs", "encode"): _codecs_encode,
+    ("numpy", "dtype"): _numpy_dtype,
+}
+# Classes recorded as PickledObject (never imported): plain torch layers and NVIDIA's own
+# network classes when a fork pickled them without the persistence wrapper.
+_RECORDED_MODULE_PREFIXES = ("torch.nn.modules.", "training.networks")
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """`pickle.Unpickler` that resolves globals only from an allowlist of harmless stand-ins."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "__builtin__":  # protocol 2 spelling
+            module = "builtins"
+        key = (module, name)
+        if key in _ALLOWED:
+            return _ALLOWED[key]
+        if key in _STAND_INS:
+            return _StandIn(f"{module}.{name}", _STAND_INS[key])
+        if module.startswith(_RECORDED_MODULE_PREFIXES):
+            return _record_class(f"{module}.{name}")
+        if module.startswith("dnnlib.tflib") or module == "tensorflow" or module.startswith("tensorflow."):
+            raise _refuse_tensorflow(f"{module}.{name}")
+        raise UnsafeCheckpointError(
+            f"refused to load {module}.{name}: the checkpoint asks for a global outside the allowlist, "
+            "which could run code. Use a checkpoint from a trusted source")
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafeCheckpointError("refused: the pickle uses persistent ids (not an NVIDIA network pickle)")
+
+
+def safe_load(file: BinaryIO) -> Any:
+    """Unpickle `file` with `SafeUnpickler`. Never runs code from the file.
+
+    Raises UnsafeCheckpointError for a refused global, UnsupportedCheckpointError for a
+    TensorFlow pickle, CheckpointError for a corrupt or truncated file.
+    """
+    try:
+        return SafeUnpickler(file).load()
+    except CheckpointError:
+        raise
+    except Exception as e:  # any failure of the pickle machinery means a damaged file
+        raise CheckpointError(f"corrupt or truncated pickle ({type(e).__name__}: {e})") from e
+
+
+# ----------------------------------------------------------------------------
+# From the unpickled records to our Generator.
+
+def module_state_dict(obj: PickledObject, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Flat state dict of a pickled `nn.Module` record: parameters and persistent buffers, recursively."""
+    state = obj.state
+    non_persistent = set(state.get("_non_persistent_buffers_set") or ())
+    out: dict[str, torch.Tensor] = {}
+    for group in ("_parameters", "_buffers"):
+        for name, value in (state.get(group) or {}).items():
+            if value is None or (group == "_buffers" and name in non_persistent):
+                continue
+            if not isinstance(value, torch.Tensor):
+                raise CheckpointError(f"{prefix}{name} in {obj.class_name} is a {type(value).__name__}, not a tensor")
+            out[prefix + name] = value
+    for name, child in (state.get("_modules") or {}).items():
+        if child is None:
+            continue
+        if not isinstance(child, PickledObject):
+            raise CheckpointError(f"submodule {prefix}{name} is a {type(child).__name__}, not a module")
+        out.update(module_state_dict(child, f"{prefix}{name}."))
+    return out
+
+
+_GENERATOR_POSITIONAL = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
+
+
+def generator_kwargs(obj: PickledObject) -> dict[str, Any]:
+    """NVIDIA's Generator constructor arguments as the pickle recorded them (`_init_args`/`_init_kwargs`)."""
+    args = obj.state.get("_init_args") or ()
+    kwargs = obj.state.get("_init_kwargs")
+    if not isinstance(kwargs, dict) or not isinstance(args, (tuple, list)):
+        raise CheckpointError(f"the pickled {obj.class_name} has no constructor arguments (_init_kwargs)")
+    out = dict(zip(_GENERATOR_POSITIONAL, args))
+    out.update(kwargs)
+    synthesis = dict(out.get("synthesis_kwargs") or {})
+    # NVIDIA's blocks default to conv_clamp=None; our config's default (256) is for new models.
+    if "conv_clamp" not in out and "conv_clamp" not in synthesis:
+        out["conv_clamp"] = None
+    return out
+
+
+# Constructor settings our networks hard-code (NVIDIA's defaults). Other values would load
+# without a key mismatch yet compute a different function, so they are refused.
+_FIXED_SETTINGS = {"architecture": "skip", "activation": "lrelu", "resample_filter": [1, 3, 3, 1], "use_noise": True}
+
+
+def _unsupported_setting(kwargs: dict[str, Any]) -> str | None:
+    synthesis = {**kwargs, **dict(kwargs.get("synthesis_kwargs") or {})}
+    checks = [(name, synthesis.get(name, ours), ours) for name, ours in _FIXED_SETTINGS.items()]
+    checks.append(("mapping activation", dict(kwargs.get("mapping_kwargs") or {}).get("activation", "lrelu"), "lrelu"))
+    for name, value, ours in checks:
+        if (list(value) if isinstance(value, (list, tuple)) else value) != ours:
+            return f"{name}={value!r}"
+    return None
+
+
+def _find_generator(data: Any) -> tuple[str, PickledObject]:
+    if isinstance(data, PickledObject):
+        return "the pickled network", data
+    if isinstance(data, dict):
+        for key in ("G_ema", "G"):
+            if isinstance(data.get(key), PickledObject):
+                return key, data[key]
+        raise UnsupportedCheckpointError(
+            f"no generator in this pickle: expected a dict with G_ema or G, found keys {sorted(map(str, data))[:8]}")
+    raise UnsupportedCheckpointError(f"not an NVIDIA network pickle (top level is a {type(data).__name__})")
+
+
+def _describe_mismatch(state: dict[str, torch.Tensor], ours: dict[str, torch.Tensor]) -> str:
+    if any(k.startswith(("synthesis.input.", "synthesis.L0_")) for k in state):
+        return "this is a StyleGAN3 generator; only StyleGAN2 generators are supported"
+    missing = sorted(set(ours) - set(state))
+    unexpected = sorted(set(state) - set(ours))
+    shapes = sorted(k for k in set(ours) & set(state) if ours[k].shape != state[k].shape)
+    parts = [f"{label}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
+             for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)) if keys]
+    return "weights do not fit a StyleGAN2 generator built from the pickle's own config (" + "; ".join(parts) + ")"
+
+
+def generator_from_records(data: Any) -> Generator:
+    """Build our `Generator` from `safe_load`'s result (a dict with G_ema/G, or one network record)."""
+    key, net = _find_generator(data)
+    kwargs = generator_kwargs(net)
+    setting = _unsupported_setting(kwargs)
+    if setting:
+        raise UnsupportedCheckpointError(f"{key} was built with {setting}; our StyleGAN2 supports the defaults only")
+    try:
+        G = Generator(GeneratorConfig.from_dict(kwargs))
+    except Exception as e:
+        raise UnsupportedCheckpointError(f"cannot build a StyleGAN2 generator from {key}'s arguments: {e}") from e
+    state, ours = module_state_dict(net), G.state_dict()
+    if set(state) != set(ours) or any(ours[k].shape != v.shape for k, v in state.items()):
+        raise UnsupportedCheckpointError(f"{key}: {_describe_mismatch(state, ours)}")
+    G.load_state_dict(state, strict=True)
+    return G.eval().requires_grad_(False)
+
+
+def generator_from_pickle(path: str | os.PathLike[str]) -> Generator:
+    """Read an NVIDIA StyleGAN2 `.pkl` safely and return its `G_ema` (else `G`) as our `Generator` on the CPU."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(4)
+        if head.startswith(b"PK\x03\x04"):
+            raise UnsupportedCheckpointError(
+                f"{path.name} is a torch.save zip archive, not an NVIDIA network pickle")
+        f.seek(0)
+        data = safe_load(f)
+    return generator_from_records(data)

@@ -1,0 +1,180 @@
+"""Loading generators by spec: our safetensors format, pickle conversion cache, the Hub cache offline, the catalog."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import constants as hf_constants
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from stylegan2 import catalog, checkpoints, safe_pickle, seed_to_z, tiny_generator
+from stylegan2.checkpoints import CheckpointError, load_generator, resolve_device, save_generator
+from test_safe_pickle import write_nvidia_pickle
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def images(G, seed: int = 5) -> torch.Tensor:
+    with torch.no_grad():
+        return G(seed_to_z(seed, G.z_dim), truncation_psi=0.7, noise_mode="const")
+
+
+@pytest.fixture
+def hf_home(tmp_path, monkeypatch) -> Path:
+    """An empty, offline Hugging Face home; huggingface_hub read its settings at import, so patch those too."""
+    home = tmp_path / "hf_home"
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("DRAGGAN_CACHE", raising=False)
+    monkeypatch.setattr(hf_constants, "HF_HOME", str(home))
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    checkpoints.clear_memory_cache()
+    yield home
+    checkpoints.clear_memory_cache()
+
+
+def put_in_hub_cache(home: Path, repo_id: str, filename: str, data: bytes, commit: str = COMMIT) -> Path:
+    """Lay a file out as huggingface_hub's cache holds it: snapshots/<commit>/<file>, refs/main = commit."""
+    repo_dir = home / "hub" / ("models--" + repo_id.replace("/", "--"))
+    path = repo_dir / "snapshots" / commit / filename
+    path.parent.mkdir(parents=True)
+    path.write_bytes(data)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(commit)  # no newline: the hub reads it verbatim
+    return path
+
+
+# ----------------------------------------------------------------------------
+# Our format.
+
+def test_safetensors_round_trip_gives_identical_images(tmp_path, hf_home):
+    G = tiny_generator(seed=3)
+    path = save_generator(G, tmp_path / "g.safetensors")
+    loaded = load_generator(str(path))
+    assert loaded.config == G.config
+    assert torch.equal(images(loaded), images(G))
+    assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
+    assert load_generator(str(path)) is loaded  # loaded once per (source, device), then shared
+
+
+def test_corrupt_or_foreign_safetensors_give_clear_errors(tmp_path, hf_home):
+    good = save_generator(tiny_generator(), tmp_path / "good.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(good[: len(good) // 3])
+    (tmp_path / "junk.safetensors").write_bytes(b"\xff" * 64)
+    with pytest.raises(CheckpointError, match="not a readable .safetensors"):
+        load_generator(str(tmp_path / "cut.safetensors"))
+    with pytest.raises(CheckpointError, match="not a readable .safetensors"):
+        load_generator(str(tmp_path / "junk.safetensors"))
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(CheckpointError, match="no 'draggan_config' metadata"):
+        load_generator(str(tmp_path / "other.safetensors"))
+
+
+def test_missing_local_files_and_unknown_specs_say_so(tmp_path, hf_home):
+    with pytest.raises(CheckpointError, match="model file not found: .*nothing.pkl"):
+        load_generator(str(tmp_path / "nothing.pkl"))
+    with pytest.raises(CheckpointError, match="unknown model 'lions'.*lions-512.*REPO_ID:FILE"):
+        load_generator("lions")
+
+
+# ----------------------------------------------------------------------------
+# Pickles convert once.
+
+def test_pickle_is_converted_once_then_read_from_the_cache(tmp_path, hf_home, monkeypatch):
+    G = tiny_generator(seed=7)
+    pkl = write_nvidia_pickle(tmp_path / "net.pkl", G)
+    first = load_generator(str(pkl))
+    cached = list((hf_home / "draggan").glob("*.safetensors"))  # default cache: <HF_HOME>/draggan
+    assert len(cached) == 1
+    with safe_open(str(cached[0]), "pt") as f:
+        assert json.loads(f.metadata()["draggan_config"]) == G.config.to_dict()
+
+    def no_pickle(path):
+        raise AssertionError("the second load must not unpickle")
+
+    monkeypatch.setattr(safe_pickle, "generator_from_pickle", no_pickle)
+    checkpoints.clear_memory_cache()
+    second = load_generator(str(pkl))
+    assert second is not first
+    assert torch.equal(images(second), images(G))
+
+
+def test_draggan_cache_overrides_the_cache_dir(tmp_path, hf_home, monkeypatch):
+    monkeypatch.setenv("DRAGGAN_CACHE", str(tmp_path / "mine"))
+    load_generator(str(write_nvidia_pickle(tmp_path / "net.pkl", tiny_generator())))
+    assert len(list((tmp_path / "mine").glob("*.safetensors"))) == 1
+    assert not (hf_home / "draggan").exists()
+
+
+# ----------------------------------------------------------------------------
+# The Hub, offline.
+
+def test_offline_hub_file_not_cached_says_what_to_fetch(hf_home):
+    with pytest.raises(CheckpointError) as err:
+        load_generator("someone/stylegan2-models:nets/horse.pkl")
+    msg = str(err.value)
+    assert "nets/horse.pkl from Hub repo someone/stylegan2-models" in msg
+    assert "HF_HUB_OFFLINE" in msg and "`hf download someone/stylegan2-models nets/horse.pkl`" in msg
+    assert "--model PATH" in msg and "\n" not in msg
+
+
+def test_cached_hub_files_load_offline(hf_home):
+    G = tiny_generator(seed=8)
+    data = save_generator(G, hf_home / "tmp.safetensors").read_bytes()
+    put_in_hub_cache(hf_home, "someone/stylegan2-models", "nets/tiny.safetensors", data)
+    assert torch.equal(images(load_generator("someone/stylegan2-models:nets/tiny.safetensors")), images(G))
+    pinned = load_generator(f"someone/stylegan2-models:nets/tiny.safetensors@{COMMIT}")
+    assert torch.equal(images(pinned), images(G))
+
+
+def test_catalog_name_loads_a_cached_hub_pickle_offline(tmp_path, hf_home):
+    entry = catalog.get_entry("lions-512")
+    G = tiny_generator(seed=9)
+    put_in_hub_cache(hf_home, entry.repo_id, entry.filename,
+                     write_nvidia_pickle(tmp_path / "lions.pkl", G).read_bytes())
+    assert entry.is_available_offline()
+    assert torch.equal(images(load_generator("lions-512")), images(G))
+
+
+# ----------------------------------------------------------------------------
+# Catalog entries and the default.
+
+def test_catalog_entries_carry_what_the_app_needs():
+    entries = catalog.list_models()
+    assert entries and len({e.name for e in entries}) == len(entries)
+    for e in entries:
+        assert e.label and e.resolution >= 4 and e.shows and e.licence and e.source
+        assert (e.hub_spec is None) == e.is_local
+    assert not any("config-f" in (e.filename or "") for e in entries)  # TensorFlow pickles are left out
+    assert catalog.get_entry("toyfaces-64").path == "models/toyfaces-64.safetensors"
+    with pytest.raises(KeyError, match="lions-512"):
+        catalog.get_entry("no-such-model")
+
+
+def test_default_is_the_local_model_when_present_else_lions(tmp_path, hf_home, monkeypatch):
+    monkeypatch.setattr(catalog, "REPO_ROOT", tmp_path)
+    assert catalog.default_model() == "lions-512"  # nothing here: the official default, fetched on first use
+    with pytest.raises(CheckpointError, match="'toyfaces-64' is not available: .*does not exist yet"):
+        load_generator("toyfaces-64")
+    save_generator(tiny_generator(resolution=64), tmp_path / "models" / "toyfaces-64.safetensors")
+    assert catalog.default_model() == "toyfaces-64"
+    assert load_generator("toyfaces-64").img_resolution == 64
+
+
+# ----------------------------------------------------------------------------
+# Devices.
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    auto = resolve_device("auto")
+    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert auto.type == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="'cuda' is not available here"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("gpu-please")
