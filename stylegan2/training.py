@@ -5,12 +5,14 @@ Non-saturating logistic loss, lazy R1 on the discriminator, an EMA copy of the g
 augmentation (the toy-face data is unlimited). Each iteration does one generator step
 and one discriminator step on `batch` images.
 
-The real images come from `draggan.toyfaces`: image number i of the stream is the face of
-seed `data_seed + i`, so the data needs no state of its own to resume.
+The loop knows nothing of the data: the caller passes `reals(first, count, resolution)`, which
+returns images number first .. first+count-1 of an indexed stream (for our toy faces,
+`draggan.toyfaces.face_batch`: the faces of those seeds). The run's images are `data_seed + nimg ...`, so the data
+needs no state of its own to resume.
 
 Run state lives in one directory: `checkpoint.pt` (everything needed to resume exactly:
 networks, optimizers, images seen, RNG), `log.txt`, `reals.png` and `fakes-{kimg}.png`
-sample grids. The EMA generator is also exported as a safetensors file at every snapshot.
+sample grids. The EMA generator is also exported at every snapshot (`checkpoints.save_generator`: safetensors).
 """
 from __future__ import annotations
 
@@ -21,13 +23,14 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .checkpoints import save_generator
 from .discriminator import Discriminator, DiscriminatorConfig
 from .networks import Generator, GeneratorConfig, seed_to_z
 
@@ -53,7 +56,7 @@ class TrainConfig:
     ema_kimg: float = 10.0        # half-life of the EMA generator, in thousands of images
     ema_rampup: float = 0.05      # half-life at most this fraction of the images seen so far
     w_avg_beta: float = 0.998     # EMA of the mapping output (truncation centre), per step
-    data_seed: int = 1_000_000    # the real image i is toy face `data_seed + i`; grid seeds 0.. stay unseen
+    data_seed: int = 1_000_000    # the run's real image i is item data_seed + i of the stream; items 0.. stay unseen
     seed: int = 0                 # initial weights and latents
 
     def generator_config(self) -> GeneratorConfig:
@@ -73,27 +76,15 @@ class TrainConfig:
         return cls(**d)
 
 
-def real_images(first: int, count: int, resolution: int, data_seed: int) -> torch.Tensor:
-    """Toy faces number first .. first+count-1 of the stream, as float [count, 3, res, res] in [-1, 1]."""
-    from draggan.toyfaces import face_batch
-    imgs = face_batch(data_seed + first, count, resolution)  # [count, res, res, 3] uint8
+# (first, count, resolution) -> uint8 [count, resolution, resolution, 3]: items first .. first+count-1
+RealImages = Callable[[int, int, int], np.ndarray]
+# the snapshot's images, uint8 [64, res, res, 3] (seeds 0-31 at psi 1, then at psi 0.7) -> a note for the log
+SampleReport = Callable[[np.ndarray], str]
+
+
+def to_tensor(imgs: np.ndarray) -> torch.Tensor:
+    """uint8 [n, h, w, c] -> float [n, c, h, w] in [-1, 1]."""
     return torch.from_numpy(imgs).permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1
-
-
-def save_generator_file(G: Generator, path: str | Path) -> None:
-    """Write G as one safetensors file (NVIDIA tensor names, GeneratorConfig JSON in the metadata), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        from .checkpoints import save_generator
-    except ImportError:
-        from safetensors.torch import save_file
-        state = {k: v.detach().contiguous().cpu() for k, v in G.state_dict().items()}
-        save_file(state, str(tmp), metadata={"draggan_config": json.dumps(G.config.to_dict())})
-    else:
-        save_generator(G, tmp)
-    os.replace(tmp, path)
 
 
 class Trainer:
@@ -124,11 +115,9 @@ class Trainer:
             ws = torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], dim=1)
         return ws
 
-    def step(self, reals: torch.Tensor | None = None) -> dict[str, float]:
-        """One G step, one D step, EMA update. reals: [batch, 3, res, res] in [-1, 1]; default: the next toy faces."""
+    def step(self, reals: torch.Tensor) -> dict[str, float]:
+        """One G step, one D step, EMA update. reals: [batch, 3, res, res] in [-1, 1]."""
         cfg = self.cfg
-        if reals is None:
-            reals = real_images(self.nimg, cfg.batch, cfg.resolution, cfg.data_seed)
         stats = self.g_step()
         with torch.no_grad():
             ws = self._ws(cfg.batch)
@@ -233,16 +222,10 @@ def tile(imgs: np.ndarray, columns: int) -> np.ndarray:
     return imgs.reshape(n // columns, columns, h, w, c).transpose(0, 2, 1, 3, 4).reshape(n // columns * h, columns * w, c)
 
 
-def landmark_rate(imgs: np.ndarray) -> float:
-    """Fraction of images [n, h, w, 3] in which all five toy-face landmarks are found."""
-    from draggan.toyfaces import detect_landmarks
-    return float(np.mean([not np.isnan(detect_landmarks(img)).any() for img in imgs]))
-
-
-def train(cfg: TrainConfig, out_dir: str | Path, total_kimg: float, resume: bool = False,
-          export_path: str | Path | None = None, snapshot_minutes: float = 5.0, log_seconds: float = 60.0,
-          device: str = "cpu") -> Trainer:
-    """Train until `total_kimg` thousand images have been seen, snapshotting every `snapshot_minutes`.
+def train(cfg: TrainConfig, out_dir: str | Path, total_kimg: float, reals: RealImages, resume: bool = False,
+          export_path: str | Path | None = None, report: SampleReport | None = None, snapshot_minutes: float = 5.0,
+          log_seconds: float = 60.0, device: str = "cpu") -> Trainer:
+    """Train on `reals` until `total_kimg` thousand images have been seen, snapshotting every `snapshot_minutes`.
 
     With `resume`, continues from `out_dir/checkpoint.pt` (its config wins over `cfg`).
     A snapshot writes the checkpoint, a sample grid and (if given) the exported EMA generator.
@@ -252,12 +235,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, total_kimg: float, resume: bool
     ckpt = out / CHECKPOINT_NAME
     if resume:
         trainer = Trainer.load(ckpt, device)
+        cfg = trainer.cfg
     else:
         trainer = Trainer(cfg, device)
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-        reals = real_images(0, 32, cfg.resolution, cfg.data_seed)
-        reals = (reals * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        Image.fromarray(tile(reals, 8)).save(out / "reals.png")
+        Image.fromarray(tile(reals(cfg.data_seed, 32, cfg.resolution), 8)).save(out / "reals.png")
     log_file = open(out / "log.txt", "a")
 
     def log(msg: str) -> None:
@@ -271,12 +253,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, total_kimg: float, resume: bool
         grid, imgs = trainer.sample_grid()
         Image.fromarray(grid).save(out / f"fakes-{trainer.nimg // 1000:06d}.png")
         if export_path is not None:
-            save_generator_file(trainer.G_ema, export_path)
-        log(f"snapshot kimg {trainer.nimg / 1000:.1f}: landmarks found in {landmark_rate(imgs[:32]):.0%} of psi-1 samples")
+            save_generator(trainer.G_ema, export_path)
+        log(f"snapshot kimg {trainer.nimg / 1000:.1f}" + (f": {report(imgs)}" if report is not None else ""))
 
     n_params = sum(p.numel() for p in trainer.G.parameters()), sum(p.numel() for p in trainer.D.parameters())
     log(f"{'resume' if resume else 'start'} at kimg {trainer.nimg / 1000:.1f}; G {n_params[0]:,} params, "
-        f"D {n_params[1]:,} params; threads {torch.get_num_threads()}; config {json.dumps(trainer.cfg.to_dict())}")
+        f"D {n_params[1]:,} params; threads {torch.get_num_threads()}; config {json.dumps(cfg.to_dict())}")
     if not resume:
         snapshot()
     last_snap = last_log = time.time()
@@ -285,7 +267,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, total_kimg: float, resume: bool
     window_start, window_nimg = time.time(), trainer.nimg
     while trainer.nimg < total_kimg * 1000:
         t0 = time.time()
-        stats = trainer.step()
+        stats = trainer.step(to_tensor(reals(cfg.data_seed + trainer.nimg, cfg.batch, cfg.resolution)))
         trainer.train_seconds += time.time() - t0
         if not all(math.isfinite(v) for v in stats.values()):
             log(f"non-finite loss {stats}; stopping (resume from the last snapshot with a lower learning rate)")

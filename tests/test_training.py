@@ -1,15 +1,15 @@
 """The training loop: D learns, resume is exact, exports load back; the shipped toy-face model loads."""
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors import safe_open
 
-from stylegan2 import Generator, GeneratorConfig, seed_to_z
+from draggan.toyfaces import face_batch
+from stylegan2 import seed_to_z
 from stylegan2.discriminator import Discriminator, DiscriminatorConfig
-from stylegan2.training import TrainConfig, Trainer, real_images, save_generator_file, tile
+from stylegan2.checkpoints import read_generator_file, save_generator
+from stylegan2.training import TrainConfig, Trainer, tile, to_tensor
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "toyfaces-64.safetensors"
 
@@ -30,12 +30,10 @@ def tiny_config(**overrides) -> TrainConfig:
     return TrainConfig(**cfg)
 
 
-def load_exported(path: Path) -> Generator:
-    """Read an exported generator: weights under NVIDIA names, GeneratorConfig JSON in the metadata."""
-    with safe_open(str(path), "pt") as f:
-        G = Generator(GeneratorConfig.from_dict(json.loads(f.metadata()["draggan_config"])))
-        G.load_state_dict({k: f.get_tensor(k) for k in f.keys()}, strict=True)
-    return G
+def reals_for(trainer: Trainer) -> torch.Tensor:
+    """The trainer's next batch of toy faces, as `train` feeds them."""
+    cfg = trainer.cfg
+    return to_tensor(face_batch(cfg.data_seed + trainer.nimg, cfg.batch, cfg.resolution))
 
 
 def params_of(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -55,7 +53,7 @@ def test_discriminator_names_and_shapes_follow_nvidia():
 def test_discriminator_steps_lower_its_loss_with_G_fixed():
     torch.manual_seed(0)
     trainer = Trainer(tiny_config())
-    reals = real_images(0, 8, 16, trainer.cfg.data_seed)
+    reals = to_tensor(face_batch(0, 8, 16))
     with torch.no_grad():
         fakes = trainer.G(torch.randn(8, 16), noise_mode="const")
     g_before = params_of(trainer.G)
@@ -68,7 +66,7 @@ def test_training_steps_count_images_and_track_w_avg():
     trainer = Trainer(tiny_config())
     assert trainer.G.mapping.w_avg.abs().sum() == 0
     for _ in range(3):
-        stats = trainer.step()
+        stats = trainer.step(reals_for(trainer))
     assert trainer.nimg == 24 and trainer.steps == 3
     assert {"loss_G", "loss_D"} <= set(stats) and all(np.isfinite(v) for v in stats.values())
     w_avg = trainer.G.mapping.w_avg
@@ -92,16 +90,16 @@ def test_resume_continues_exactly(tmp_path):
     torch.manual_seed(123)
     a = Trainer(tiny_config())
     for _ in range(2):
-        a.step()
+        a.step(reals_for(a))
     a.save(tmp_path / "checkpoint.pt")
     for _ in range(2):
-        a.step()
+        a.step(reals_for(a))
 
     torch.manual_seed(999)  # resuming must not depend on the RNG state of the new process
     b = Trainer.load(tmp_path / "checkpoint.pt")
     assert b.nimg == 16 and b.steps == 2
     for _ in range(2):
-        b.step()
+        b.step(reals_for(b))
     assert b.nimg == a.nimg == 32
     for name in ("G", "D", "G_ema"):
         sa, sb = getattr(a, name).state_dict(), getattr(b, name).state_dict()
@@ -110,10 +108,10 @@ def test_resume_continues_exactly(tmp_path):
 
 def test_export_loads_back_identical(tmp_path):
     trainer = Trainer(tiny_config())
-    trainer.step()
+    trainer.step(reals_for(trainer))
     path = tmp_path / "g.safetensors"
-    save_generator_file(trainer.G_ema, path)
-    G = load_exported(path)
+    save_generator(trainer.G_ema, path)
+    G = read_generator_file(path)
     z = torch.randn(2, 16)
     with torch.no_grad():
         expected = trainer.G_ema(z, truncation_psi=0.7)
@@ -131,7 +129,7 @@ def test_sample_grid_layout():
 @pytest.mark.skipif(not MODEL.exists(), reason="models/toyfaces-64.safetensors not exported yet")
 def test_toyfaces_model_loads_and_is_small():
     assert MODEL.stat().st_size < 8 * 2 ** 20
-    G = load_exported(MODEL)
+    G = read_generator_file(MODEL)
     assert G.img_resolution == 64
     with torch.no_grad():
         img = G.eval()(seed_to_z(0, G.z_dim), truncation_psi=0.7)
@@ -148,4 +146,5 @@ def test_train_command_starts_refuses_to_overwrite_and_resumes(tmp_path):
     assert main(["train", "--out", str(out), "--kimg", "0.032", *tiny]) == 2  # would overwrite the run
     assert main(["train", "--out", str(out), "--kimg", "0.032", "--resume", "--export", str(export)]) == 0
     assert Trainer.load(out / "checkpoint.pt").nimg == 32
-    assert "resume at kimg 0.0" in (out / "log.txt").read_text()
+    log = (out / "log.txt").read_text()
+    assert "resume at kimg 0.0" in log and "all landmarks found in" in log

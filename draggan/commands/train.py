@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from draggan.toyfaces import face_batch
     from stylegan2.training import CHECKPOINT_NAME, TrainConfig, train
 
     torch.set_num_threads(args.threads)
@@ -45,6 +46,17 @@ def run(args: argparse.Namespace) -> int:
                       g_channel_base=args.channel_base, g_channel_max=args.channel_max,
                       d_channel_base=args.channel_base, d_channel_max=args.channel_max)
     export = args.export or f"models/toyfaces-{args.resolution}.safetensors"
-    train(cfg, args.out, total_kimg=args.kimg, resume=args.resume, export_path=export,
-          snapshot_minutes=args.snapshot_minutes, device=args.device)
+    train(cfg, args.out, total_kimg=args.kimg, reals=face_batch, resume=args.resume, export_path=export,
+          report=landmark_report, snapshot_minutes=args.snapshot_minutes, device=args.device)
     return 0
+
+
+def landmark_report(imgs) -> str:
+    """How often all five colour-coded landmarks are found in the samples (psi 1, then psi 0.7 halves)."""
+    import numpy as np
+
+    from draggan.toyfaces import detect_landmarks
+
+    found = np.array([not np.isnan(detect_landmarks(img)).any() for img in imgs])
+    half = len(found) // 2
+    return f"all landmarks found in {found[:half].mean():.0%} of samples at psi 1, {found[half:].mean():.0%} at psi 0.7"
