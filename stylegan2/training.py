@@ -6,13 +6,13 @@ augmentation (the toy-face data is unlimited). Each iteration does one generator
 and one discriminator step on `batch` images.
 
 The loop knows nothing of the data: the caller passes `reals(first, count, resolution)`, which
-returns images number first .. first+count-1 of an indexed stream (for our toy faces,
-`draggan.toyfaces.face_batch`: the faces of those seeds). The run's images are `data_seed + nimg ...`, so the data
-needs no state of its own to resume.
+returns items first .. first+count-1 of an indexed stream (for our toy faces,
+`draggan.toyfaces.face_batch`: the faces of those seeds). A run reads items data_seed + nimg
+onwards, so the data needs no state of its own to resume.
 
 Run state lives in one directory: `checkpoint.pt` (everything needed to resume exactly:
 networks, optimizers, images seen, RNG), `log.txt`, `reals.png` and `fakes-{kimg}.png`
-sample grids. The EMA generator is also exported at every snapshot (`checkpoints.save_generator`: safetensors).
+sample grids. The EMA generator is also exported (`checkpoints.save_generator`) at every snapshot.
 """
 from __future__ import annotations
 
