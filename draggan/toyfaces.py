@@ -101,7 +101,9 @@ def sample_params(rng: np.random.Generator) -> FaceParams:
     raise AssertionError("no face layout with separate parts; the ranges in _sample_layout are inconsistent")
 
 
-def _sample_layout(rng: np.random.Generator, bg_top, bg_bottom, shapes) -> FaceParams:
+def _sample_layout(rng: np.random.Generator, bg_top: tuple[int, int, int], bg_bottom: tuple[int, int, int],
+                   shapes: list[tuple]) -> FaceParams:
+    """One candidate layout: head, features, colours; sample_params retries until the parts keep apart."""
     ax, ay = rng.uniform(0.23, 0.30), rng.uniform(0.28, 0.36)
     return FaceParams(
         bg_top=bg_top, bg_bottom=bg_bottom, bg_angle=float(rng.uniform(0, 360)), bg_shapes=shapes,
