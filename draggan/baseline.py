@@ -42,7 +42,8 @@ def baseline_drag(G: Generator, w0: torch.Tensor, handles_xy, targets_xy, cfg: D
     feat_refs = feat0_resize = None
     for _ in range(cfg.max_steps):
         ws = torch.cat([latent, w0[:, rows:]], dim=1)
-        img, feats = G.synthesis(ws, noise_mode=noise_mode, return_features=True)
+        # The official app's generator is in eval mode, so its modulated convs run fused.
+        img, feats = G.synthesis(ws, noise_mode=noise_mode, return_features=True, fused_modconv=True)
         feat_resize = F.interpolate(feats[feature_idx], [h, w], mode="bilinear")
         if feat_refs is None:
             feat0_resize = feat_resize.detach()

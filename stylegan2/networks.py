@@ -84,6 +84,21 @@ def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
     return upfirdn2d(x, f, up=up, pad=(p0, p1, p0, p1), gain=up * up)
 
 
+def _conv(x: torch.Tensor, w: torch.Tensor, groups: int, up: int, padding: int,
+          resample_filter: torch.Tensor | None) -> torch.Tensor:
+    """Grouped conv, or (up > 1) NVIDIA's conv2d_resample: transposed strided conv, then the FIR filter."""
+    if up == 1:
+        return F.conv2d(x, w, padding=padding, groups=groups)
+    assert resample_filter is not None
+    out_ch, in_ch, kh, kw = w.shape  # out_ch counts all groups
+    fw = resample_filter.shape[-1]
+    p0 = padding + (fw + up - 1) // 2 - (kw - 1)
+    p1 = padding + (fw - up) // 2 - (kw - up)
+    wt = w.reshape(groups, out_ch // groups, in_ch, kh, kw).transpose(1, 2).reshape(groups * in_ch, out_ch // groups, kh, kw)
+    x = F.conv_transpose2d(x, wt, stride=up, groups=groups)
+    return upfirdn2d(x, resample_filter, pad=(p0, p1, p0, p1), gain=up * up)
+
+
 def modulated_conv2d(
     x: torch.Tensor,                    # [batch, in, h, w]
     weight: torch.Tensor,               # [out, in, kh, kw]
@@ -93,32 +108,38 @@ def modulated_conv2d(
     padding: int = 0,
     resample_filter: torch.Tensor | None = None,
     demodulate: bool = True,
+    fused: bool | None = None,          # None: decide by whether the styles need gradients
 ) -> torch.Tensor:
-    """NVIDIA's fused modulated convolution: one grouped conv with per-sample weights."""
+    """NVIDIA's modulated convolution (styles scale the weight's input channels, then demodulation).
+
+    Two equivalent ways to run it, chosen by what needs gradients: when the styles need
+    one (a drag, or training), scale the activations around one shared-weight conv, so
+    backward never forms per-sample weight gradients; otherwise fuse everything into one
+    grouped conv with per-sample weights (NVIDIA's inference path).
+    """
     batch = x.shape[0]
     out_ch, in_ch, kh, kw = weight.shape
     if x.dtype == torch.float16 and demodulate:
         # Pre-normalize to avoid float16 overflow; demodulation cancels the scale.
         weight = weight * (1 / math.sqrt(in_ch * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
-    w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)  # [batch, out, in, kh, kw]
-    if demodulate:
-        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [batch, out]
-        w = w * dcoefs.reshape(batch, -1, 1, 1, 1)
-    x = x.reshape(1, -1, *x.shape[2:])  # [1, batch*in, h, w]
-    w = w.to(x.dtype)
-    if up == 1:
-        x = F.conv2d(x, w.reshape(-1, in_ch, kh, kw), padding=padding, groups=batch)
+    if fused is None:
+        fused = not (torch.is_grad_enabled() and styles.requires_grad)
+    if not fused:
+        x = x * styles.to(x.dtype).reshape(batch, -1, 1, 1)
+        x = _conv(x, weight.to(x.dtype), 1, up, padding, resample_filter)
+        if demodulate:
+            # sum_{i,k} (W[o,i,k] s[i])^2 without forming the per-sample weights
+            dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [batch, out]
+            x = x * dcoefs.to(x.dtype).reshape(batch, -1, 1, 1)
     else:
-        # Transposed strided conv, then the FIR filter (NVIDIA's conv2d_resample, up > 1 path).
-        assert resample_filter is not None
-        fw = resample_filter.shape[-1]
-        p0 = padding + (fw + up - 1) // 2 - (kw - 1)
-        p1 = padding + (fw - up) // 2 - (kw - up)
-        wt = w.reshape(batch, out_ch, in_ch, kh, kw).transpose(1, 2).reshape(batch * in_ch, out_ch, kh, kw)
-        x = F.conv_transpose2d(x, wt, stride=up, groups=batch)
-        x = upfirdn2d(x, resample_filter, pad=(p0, p1, p0, p1), gain=up * up)
-    x = x.reshape(batch, -1, *x.shape[2:])
+        w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)  # [batch, out, in, kh, kw]
+        if demodulate:
+            dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [batch, out]
+            w = w * dcoefs.reshape(batch, -1, 1, 1, 1)
+        x = x.reshape(1, -1, *x.shape[2:])  # [1, batch*in, h, w]
+        x = _conv(x, w.reshape(-1, in_ch, kh, kw).to(x.dtype), batch, up, padding, resample_filter)
+        x = x.reshape(batch, -1, *x.shape[2:])
     if noise is not None:
         x = x + noise.to(x.dtype)
     return x
@@ -167,7 +188,8 @@ class SynthesisLayer(torch.nn.Module):
             self.noise_strength = torch.nn.Parameter(torch.zeros([]))
         self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const",
+                fused_modconv: bool | None = None) -> torch.Tensor:
         styles = self.affine(w)  # [batch, in]
         noise = None
         if self.use_noise and noise_mode == "random":
@@ -177,7 +199,7 @@ class SynthesisLayer(torch.nn.Module):
         elif noise_mode not in ("random", "const", "none"):
             raise ValueError(f"noise_mode must be 'const', 'random' or 'none', not {noise_mode!r}")
         x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
-                             resample_filter=self.resample_filter)
+                             resample_filter=self.resample_filter, fused=fused_modconv)
         return bias_act(x, self.bias.to(x.dtype), act="lrelu", clamp=self.conv_clamp)
 
 
@@ -192,9 +214,9 @@ class ToRGBLayer(torch.nn.Module):
         self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
         self.weight_gain = 1 / math.sqrt(in_channels)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool | None = None) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False)
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=fused_modconv)
         return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
 
 
@@ -222,27 +244,28 @@ class SynthesisBlock(torch.nn.Module):
         return torch.float16 if (use_fp16 and self.use_fp16 and device.type == "cuda") else torch.float32
 
     def features(self, x: torch.Tensor | None, ws: torch.Tensor, noise_mode: str = "const",
-                 use_fp16: bool = False) -> torch.Tensor:
+                 use_fp16: bool = False, fused_modconv: bool | None = None) -> torch.Tensor:
         """The block's feature map `x` (no image). ws: [batch, num_conv + num_torgb, w_dim]."""
         dtype = self.dtype_for(ws.device, use_fp16)
         if self.in_channels == 0:
             x = self.const.to(dtype).unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
-            return self.conv1(x, ws[:, 0], noise_mode)
+            return self.conv1(x, ws[:, 0], noise_mode, fused_modconv)
         x = x.to(dtype)
-        x = self.conv0(x, ws[:, 0], noise_mode)
-        return self.conv1(x, ws[:, 1], noise_mode)
+        x = self.conv0(x, ws[:, 0], noise_mode, fused_modconv)
+        return self.conv1(x, ws[:, 1], noise_mode, fused_modconv)
 
-    def rgb(self, x: torch.Tensor, img: torch.Tensor | None, ws: torch.Tensor) -> torch.Tensor:
+    def rgb(self, x: torch.Tensor, img: torch.Tensor | None, ws: torch.Tensor,
+            fused_modconv: bool | None = None) -> torch.Tensor:
         """Add this block's toRGB of `x` to the upsampled running image."""
         if img is not None:
             img = upsample2d(img, self.resample_filter)
-        y = self.torgb(x, ws[:, self.num_conv]).to(torch.float32)
+        y = self.torgb(x, ws[:, self.num_conv], fused_modconv).to(torch.float32)
         return y if img is None else img + y
 
-    def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor,
-                noise_mode: str = "const", use_fp16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.features(x, ws, noise_mode, use_fp16)
-        return x, self.rgb(x, img, ws)
+    def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor, noise_mode: str = "const",
+                use_fp16: bool = False, fused_modconv: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.features(x, ws, noise_mode, use_fp16, fused_modconv)
+        return x, self.rgb(x, img, ws, fused_modconv)
 
 
 # ----------------------------------------------------------------------------
@@ -309,13 +332,17 @@ class SynthesisNetwork(torch.nn.Module):
         return img
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "const", use_fp16: bool = False,
-                return_features: bool = False):
-        """ws [batch, num_ws, w_dim] -> image [batch, img_channels, res, res] in about [-1, 1]."""
+                return_features: bool = False, fused_modconv: bool | None = None):
+        """ws [batch, num_ws, w_dim] -> image [batch, img_channels, res, res] in about [-1, 1].
+
+        fused_modconv: None picks per call (unfused when styles need gradients); True forces
+        NVIDIA's inference path (the straightforward baseline uses it, as the official app does).
+        """
         ws = ws.to(torch.float32)
         x = img = None
         feats = []
         for block, cur_ws in zip(self.blocks, self.block_ws(ws)):
-            x, img = block(x, img, cur_ws, noise_mode, use_fp16)
+            x, img = block(x, img, cur_ws, noise_mode, use_fp16, fused_modconv)
             feats.append(x)
         return (img, feats) if return_features else img
 

@@ -82,3 +82,18 @@ def test_seed_to_z_is_numpy_randomstate():
     assert z.shape == (1, 512) and z.dtype == torch.float32
     assert np.allclose(z.numpy(), np.random.RandomState(42).randn(1, 512).astype(np.float32))
     assert not torch.equal(z, seed_to_z(43, 512))
+
+
+def test_unfused_path_for_latent_gradients_matches_fused(ref_G, ref):
+    """With a latent that needs gradients the modulated convs run unfused; same numbers."""
+    ws = ref["ws_psi07"].clone()
+    with torch.no_grad():
+        fused = ref_G.synthesis(ws)
+    unfused = ref_G.synthesis(ws.requires_grad_(True))
+    assert unfused.requires_grad
+    assert rel_err(unfused.detach(), fused) < TOL
+    assert rel_err(unfused.detach(), ref["img_const"]) < TOL
+    forced = ref_G.synthesis(ws, fused_modconv=True)  # NVIDIA's path, as the official app runs it
+    assert forced.requires_grad and rel_err(forced.detach(), ref["img_const"]) < TOL
+    with torch.no_grad():
+        assert rel_err(ref_G.synthesis(ws, fused_modconv=False), ref["img_const"]) < TOL

@@ -1,0 +1,157 @@
+"""`python -m draggan bench`: ms per drag step and peak memory, engine vs the straightforward step.
+
+Both run in the same process on the same generator, latent and points. The
+straightforward step is the official code's approach (`draggan/baseline.py`): a full
+synthesis with autograd and weight gradients (the official generator's parameters
+require grad), the feature map resized to the image, host-side tracking.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import threading
+import time
+
+import torch
+
+HELP = "measure ms per drag step and peak memory: engine vs the straightforward full-resolution step"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument("--model", help="catalog name, Hub 'repo_id:filename' or a local file")
+    src.add_argument("--random-res", type=int, nargs="+", default=None,
+                     help="random-weight generators of these resolutions, full StyleGAN2 width (default 256 512)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per method (default 10)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+class PeakMemory:
+    """Peak memory above the starting point while the block runs: the allocator's on CUDA, RSS elsewhere."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.peak_mb = 0.0
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._start = torch.cuda.memory_allocated(self.device)
+        else:
+            self._start = self._peak = self._rss()
+            self._done = threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._done.wait(0.002):
+            self._peak = max(self._peak, self._rss())
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self._done.set()
+            self._thread.join()
+            peak = max(self._peak, self._rss())
+        self.peak_mb = (peak - self._start) / 2 ** 20
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def _points(res: int) -> tuple[list[list[float]], list[list[float]]]:
+    # Far from their targets, so no handle arrives within the timed steps.
+    return [[0.3 * res, 0.4 * res], [0.6 * res, 0.5 * res]], [[0.7 * res, 0.4 * res], [0.2 * res, 0.9 * res]]
+
+
+def bench_generator(G, device: torch.device, steps: int, label: str) -> list[dict]:
+    from draggan.baseline import baseline_drag
+    from draggan.engine import DragConfig, DragSession
+
+    res = G.img_resolution
+    handles, targets = _points(res)
+    w0 = DragSession.from_seed(G, 0).w0
+    rows = []
+
+    def record(method: str, times: list[float], mem: PeakMemory):
+        ms = 1000 * (times[-1] - times[0]) / (len(times) - 1)
+        rows.append({"model": label, "resolution": res, "device": str(device), "method": method,
+                     "ms_per_step": round(ms, 2), "peak_mb": round(mem.peak_mb, 1)})
+
+    # Straightforward: the official generator's weights require grad, so it pays for weight gradients.
+    G_official = copy.deepcopy(G).requires_grad_(True)
+    cfg = DragConfig(max_steps=steps + 1)
+    times = []
+    with PeakMemory(device) as mem:
+        for _ in baseline_drag(G_official, w0, handles, targets, cfg):
+            _sync(device)
+            times.append(time.perf_counter())
+    record("straightforward (official approach)", times, mem)
+    del G_official
+
+    for every in (1, 10):
+        cfg = DragConfig(max_steps=steps * every + 1, frame_every=every)
+        # A frame is yielded every `every` steps; time `steps` frames, i.e. steps * every steps.
+        times = []
+        with PeakMemory(device) as mem:
+            for frame in DragSession(G, w0).drag(handles, targets, cfg):
+                if not frame.done:
+                    _sync(device)
+                    times.append(time.perf_counter())
+        per_frame = [times[0] + (t - times[0]) / every for t in times]  # -> per step
+        record("engine, frame every step" if every == 1 else f"engine, frame every {every} steps", per_frame, mem)
+
+    base = rows[0]["ms_per_step"]
+    for r in rows:
+        r["speedup"] = round(base / r["ms_per_step"], 2)
+        r["memory_ratio"] = round(rows[0]["peak_mb"] / max(r["peak_mb"], 1e-6), 2)
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from stylegan2 import Generator, GeneratorConfig
+    from stylegan2.checkpoints import CheckpointError, load_generator, resolve_device
+
+    try:
+        device = resolve_device(args.device)
+        if args.model:
+            generators = [(args.model, lambda: load_generator(args.model, device))]
+        else:
+            def random_G(res):
+                torch.manual_seed(0)
+                return Generator(GeneratorConfig(img_resolution=res)).eval().requires_grad_(False).to(device)
+            generators = [(f"random-{r}", (lambda r=r: random_G(r))) for r in (args.random_res or [256, 512])]
+        results = []
+        for label, make in generators:
+            rows = bench_generator(make(), device, max(args.steps, 2), label)
+            results.extend(rows)
+            if not args.json:
+                for r in rows:
+                    print(f"{r['model']:>12}  {r['resolution']:4d}px  {r['method']:<36} {r['ms_per_step']:9.1f} ms/step"
+                          f"  {r['peak_mb']:8.1f} MB peak  x{r['speedup']:.2f} speed  x{r['memory_ratio']:.2f} memory",
+                          flush=True)
+        if args.json:
+            print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "results": results},
+                             indent=1))
+    except (CheckpointError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,117 @@
+"""`python -m draggan drag`: one drag from the command line, with a trace and a video."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+HELP = "drag handles to targets on a generated image (or a PTI embedding) and save the result"
+
+
+def parse_points(text: str, name: str) -> list[list[float]]:
+    """"x,y;x,y" -> [[x, y], ...]."""
+    points = []
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        try:
+            x, y = (float(v) for v in part.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--{name}: expected 'x,y;x,y', got {part!r}") from None
+        points.append([x, y])
+    return points
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="catalog name, Hub 'repo_id:filename', or a local .pkl/.safetensors "
+                                        "(default: the catalog's offline default)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from draggan.engine import DragConfig
+    d = DragConfig()
+    add_model_arguments(parser)
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--seed", type=int, default=0, help="seed of the generated image (default 0)")
+    start.add_argument("--embedding", help="a PTI embedding from `python -m draggan invert` (real photo)")
+    parser.add_argument("--psi", type=float, default=0.7, help="truncation psi (default 0.7)")
+    parser.add_argument("--latent", choices=["w", "w+"], default="w+", help="latent space optimized (default w+)")
+    parser.add_argument("--handles", required=True, help='handle points as "x,y;x,y" (image pixels)')
+    parser.add_argument("--targets", required=True, help='target points as "x,y;x,y", one per handle')
+    parser.add_argument("--rows", type=int, default=d.rows, help=f"W+ rows optimized (default {d.rows})")
+    parser.add_argument("--feature-block", type=int, default=d.feature_block,
+                        help=f"synthesis block driving the drag, 1-based (default {d.feature_block})")
+    parser.add_argument("--lr", type=float, default=d.lr, help=f"step size (default {d.lr})")
+    parser.add_argument("--r1", type=float, default=d.r1, help=f"motion radius, 512-px units (default {d.r1:g})")
+    parser.add_argument("--r2", type=float, default=d.r2, help=f"tracking radius, 512-px units (default {d.r2:g})")
+    parser.add_argument("--nearest", action="store_true", help="move handles onto the nearest edge first")
+    parser.add_argument("--r3", type=float, default=d.r3, help=f"Nearest search radius, 512-px units (default {d.r3:g})")
+    parser.add_argument("--tracking", choices=["l1", "l2"], default=d.tracking, help="feature distance for tracking")
+    parser.add_argument("--mask", help="PNG of the editable area (white = may change); the rest is held fixed")
+    parser.add_argument("--lambda-mask", type=float, default=d.lambda_mask, help=f"mask term weight (default {d.lambda_mask:g})")
+    parser.add_argument("--steps", type=int, default=d.max_steps, help=f"maximum steps (default {d.max_steps})")
+    parser.add_argument("--out", required=True, help="where to save the final image (PNG)")
+    parser.add_argument("--video", help="every frame of the drag with the point overlay (.mp4 or .gif)")
+    parser.add_argument("--video-plain", help="every frame of the drag without the overlay (.mp4 or .gif)")
+    parser.add_argument("--fps", type=float, default=15.0, help="video frames per second (default 15)")
+    parser.add_argument("--trace", help="write every step's handles, distances, loss and ms as JSON")
+
+
+def load_mask(path: str, resolution: int) -> np.ndarray:
+    img = Image.open(path).convert("L")
+    if img.size != (resolution, resolution):
+        img = img.resize((resolution, resolution), Image.NEAREST)
+    return np.asarray(img) > 127
+
+
+def run(args: argparse.Namespace) -> int:
+    from draggan.engine import DragConfig, DragInputError, DragSession
+    from stylegan2.checkpoints import CheckpointError, load_generator, resolve_device
+    from stylegan2.catalog import default_model
+
+    try:
+        handles, targets = parse_points(args.handles, "handles"), parse_points(args.targets, "targets")
+        device = resolve_device(args.device)
+        if args.embedding:
+            from pti import load_embedding
+            G, w0 = load_embedding(args.embedding, device)
+            session = DragSession(G, w0, latent_space=args.latent)
+        else:
+            G = load_generator(args.model or default_model(), device)
+            session = DragSession.from_seed(G, args.seed, psi=args.psi, latent_space=args.latent)
+        if args.mask:
+            session.set_mask(load_mask(args.mask, session.resolution))
+        cfg = DragConfig(lr=args.lr, r1=args.r1, r2=args.r2, r3=args.r3, nearest=args.nearest, tracking=args.tracking,
+                         feature_block=args.feature_block, rows=args.rows, lambda_mask=args.lambda_mask,
+                         max_steps=args.steps)
+        steps = []
+        for frame in session.drag(handles, targets, cfg):
+            if frame.done:
+                break
+            steps.append({"step": frame.step, "handles": frame.handles_xy, "distances": frame.distances,
+                          "loss": frame.loss, "ms": round(frame.ms, 3)})
+            print(f"step {frame.step:4d}  mean distance {frame.mean_distance:7.2f} px  loss {frame.loss:.4f}  "
+                  f"{frame.ms:7.1f} ms", file=sys.stderr)
+        Image.fromarray(frame.image).save(args.out)
+        print(f"{frame.reason} after {frame.step} steps; mean distance {frame.mean_distance:.2f} px; "
+              f"saved {args.out}")
+        if args.trace:
+            settings = dataclasses.asdict(cfg) | {"model": args.model, "seed": args.seed, "embedding": args.embedding,
+                                                  "psi": args.psi, "latent": args.latent, "device": str(device),
+                                                  "resolution": session.resolution}
+            Path(args.trace).write_text(json.dumps({"steps": steps, "settings": settings,
+                                                    "result": {"reason": frame.reason, "steps": frame.step,
+                                                               "handles": frame.handles_xy,
+                                                               "distances": frame.distances}}, indent=1))
+        if args.video:
+            session.export_video(args.video, overlay=True, fps=args.fps)
+        if args.video_plain:
+            session.export_video(args.video_plain, overlay=False, fps=args.fps)
+    except (CheckpointError, DragInputError, ValueError, argparse.ArgumentTypeError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
