@@ -1,0 +1,346 @@
+"""Per-user editing sessions over shared generators: what the app keeps for each browser tab.
+
+A `SessionManager` maps a session key (the app uses Gradio's session hash) to an
+`EditSession`: one user's `DragSession` with its points, mask and drag-in-progress.
+Generators are loaded once per (model, device) and shared read-only by every session;
+a session holds only its latent, points, mask, undo history and last drag's frames.
+
+Sessions end when the app closes them (the browser left), when unused for `ttl_s`,
+or when more than `max_sessions` are live (the least recently used goes first).
+Every method is thread-safe: Gradio runs events of different users, and a Stop
+during a drag of the same user, on different threads.
+
+Imports nothing from Gradio; errors meant for the user are `DragInputError`s.
+"""
+from __future__ import annotations
+
+import collections
+import math
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from stylegan2.networks import Generator
+
+from .engine import DragConfig, DragFrame, DragInputError, DragSession
+
+Loader = Callable[[str, str], Generator]  # (model spec, device) -> generator
+
+
+class NoSessionError(DragInputError):
+    """The key has no session (never generated, or closed/expired)."""
+
+
+def _default_loader(spec: str, device: str) -> Generator:
+    from stylegan2.checkpoints import load_generator
+    return load_generator(spec, device=device, progress=True)
+
+
+class EditSession:
+    """One user's editing state: a DragSession over a shared generator, its clicked points and mask.
+
+    Points are (x, y) image pixels and live on the DragSession (`handles_xy`, `targets_xy`),
+    so its undo and tracking keep them in step with the latent.
+    """
+
+    def __init__(self, key: str, model: str, device: str, drag: DragSession, seed: int, psi: float):
+        self.key = key
+        self.model = model
+        self.device = device
+        self.seed = seed
+        self.psi = psi
+        self.drag = drag
+        self.editable: np.ndarray | None = None  # [H, W] bool, True where the drag may change the image
+        self.show_mask = True
+        self.last_used = 0.0                     # manager clock; set by the manager
+        self._lock = threading.RLock()
+        self._running = False
+        self._armed = False          # a drag was asked for and has not started yet
+        self._stop_pending = False   # Stop pressed while the armed drag waited in the queue
+        self._idle = threading.Event()
+        self._idle.set()
+        self._workdir: Path | None = None
+        self._closed = False
+
+    @property
+    def resolution(self) -> int:
+        return self.drag.resolution
+
+    @property
+    def latent_space(self) -> str:
+        return self.drag.latent_space
+
+    @property
+    def handles_xy(self) -> list[list[float]]:
+        return self.drag.handles_xy
+
+    @property
+    def targets_xy(self) -> list[list[float]]:
+        return self.drag.targets_xy
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def image(self) -> np.ndarray:
+        """The current image, [H, W, 3] uint8."""
+        with self._lock:
+            return self.drag.image()
+
+    # -- points and mask ---------------------------------------------------
+
+    def _check_idle(self, what: str) -> None:
+        if self._running:
+            raise DragInputError(f"Wait for the drag to finish (or press Stop) before {what}")
+
+    def add_point(self, xy: Sequence[float]) -> str:
+        """Add a click: handles and targets alternate. Returns 'handle' or 'target'."""
+        x, y = float(xy[0]), float(xy[1])
+        res = self.resolution
+        if not (math.isfinite(x) and math.isfinite(y) and 0 <= x <= res - 1 and 0 <= y <= res - 1):
+            raise DragInputError(f"The point ({x:g}, {y:g}) is outside the {res}x{res} image: click on the image")
+        with self._lock:
+            self._check_idle("adding points")
+            d = self.drag
+            if len(d.handles_xy) > len(d.targets_xy):
+                d.targets_xy = d.targets_xy + [[x, y]]
+                return "target"
+            d.handles_xy = d.handles_xy + [[x, y]]
+            return "handle"
+
+    def undo_point(self) -> bool:
+        """Remove the last clicked point. False if there was none."""
+        with self._lock:
+            self._check_idle("changing points")
+            d = self.drag
+            if len(d.handles_xy) > len(d.targets_xy):
+                d.handles_xy = d.handles_xy[:-1]
+            elif d.targets_xy:
+                d.targets_xy = d.targets_xy[:-1]
+            else:
+                return False
+            return True
+
+    def clear_points(self) -> None:
+        with self._lock:
+            self._check_idle("clearing points")
+            self.drag.handles_xy, self.drag.targets_xy = [], []
+
+    def set_mask(self, editable: np.ndarray | None) -> None:
+        """The editable area ([H, W], nonzero = may change); None or all-empty clears it."""
+        with self._lock:
+            if editable is not None:
+                editable = np.asarray(editable) > 0
+                if editable.ndim == 3:
+                    editable = editable.any(axis=2)
+                if not editable.any():
+                    editable = None
+            self.drag.set_mask(editable)
+            self.editable = editable
+
+    # -- drag, stop, undo --------------------------------------------------
+
+    def arm(self) -> None:
+        """Note that a drag was asked for (before it waits in a queue), so a Stop meanwhile cancels it."""
+        with self._lock:
+            self._armed = True
+            self._stop_pending = False
+
+    def stop(self) -> bool:
+        """Stop this session's running drag before its next step, or the armed one before it starts.
+
+        Returns False if there was nothing to stop.
+        """
+        with self._lock:
+            if self._running:
+                self.drag.stop()
+            if self._armed:  # also a Drag pressed again during this one, now waiting behind it
+                self._stop_pending = True
+            return self._running or self._armed
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until no drag runs; False on timeout."""
+        return self._idle.wait(timeout)
+
+    def run_drag(self, handles_xy, targets_xy, config: DragConfig) -> Iterator[DragFrame]:
+        """The engine's drag over this session, one at a time per session.
+
+        If the caller abandons the iterator (a client disconnects or cancels), the drag is
+        stopped and run to its end, so the latent and points stay consistent.
+        """
+        with self._lock:
+            self._check_idle("starting another drag")
+            if self._closed:
+                raise NoSessionError("This session has ended: press Generate to start again")
+            stop_first = self._armed and self._stop_pending
+            self._armed = self._stop_pending = False
+            self._running = True
+            self._idle.clear()
+        try:
+            if stop_first:
+                d = self.drag
+                dist = [float(np.hypot(t[0] - h[0], t[1] - h[1])) for h, t in zip(d.handles_xy, d.targets_xy)]
+                yield DragFrame(0, d.handles_xy, d.targets_xy, dist, float("nan"), 0.0, self.drag.image(),
+                                done=True, reason="stopped")
+                return
+            frames = self.drag.drag(handles_xy, targets_xy, config)
+            finished = False
+            try:
+                for frame in frames:
+                    finished = frame.done
+                    yield frame
+            finally:
+                if not finished:
+                    self.drag.stop()
+                    for _ in frames:
+                        pass
+        finally:
+            with self._lock:
+                self._running = False
+                self._idle.set()
+
+    def undo(self) -> bool:
+        """Undo the last drag (or reset). False if there is nothing to undo."""
+        with self._lock:
+            self._check_idle("undoing")
+            return self.drag.undo()
+
+    def reset(self) -> None:
+        """Back to the generated image (undoable), keeping the points."""
+        with self._lock:
+            self._check_idle("resetting")
+            self.drag.reset()
+
+    # -- files and lifetime ------------------------------------------------
+
+    def workdir(self) -> Path:
+        """A private folder for this session's downloads, removed when the session closes."""
+        with self._lock:
+            if self._workdir is None:
+                self._workdir = Path(tempfile.mkdtemp(prefix="draggan-"))
+            return self._workdir
+
+    def close(self) -> None:
+        """Stop any drag and delete this session's files."""
+        with self._lock:
+            self._closed = True
+            if self._running:
+                self.drag.stop()
+            if self._workdir is not None:
+                shutil.rmtree(self._workdir, ignore_errors=True)
+                self._workdir = None
+
+
+class SessionManager:
+    """Sessions by key, with shared generators, a time to live and a bound on how many are live."""
+
+    def __init__(self, device: str = "cpu", load: Loader | None = None, max_sessions: int = 32,
+                 ttl_s: float = 1800.0, clock: Callable[[], float] = time.monotonic):
+        """device: where generators run; load: (spec, device) -> Generator (default: stylegan2.checkpoints);
+        max_sessions: live sessions kept, least recently used evicted first; ttl_s: idle seconds before a session ends."""
+        assert max_sessions >= 1 and ttl_s > 0
+        self.device = device
+        self._load = load or _default_loader
+        self.max_sessions = max_sessions
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._sessions: collections.OrderedDict[str, EditSession] = collections.OrderedDict()  # LRU first
+        self._generators: dict[tuple[str, str], Generator] = {}
+        self._load_locks: dict[tuple[str, str], threading.Lock] = collections.defaultdict(threading.Lock)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
+    def __contains__(self, key: str) -> bool:
+        with self._lock:
+            return key in self._sessions
+
+    def generator(self, model: str) -> Generator:
+        """The shared generator for `model` on this manager's device, loaded on first use.
+
+        Concurrent first uses wait for one load. Raises whatever the loader raises
+        (CheckpointError with a user-facing message for missing or bad files).
+        """
+        k = (model, self.device)
+        with self._lock:
+            lock = self._load_locks[k]
+        with lock:
+            with self._lock:
+                G = self._generators.get(k)
+            if G is None:
+                G = self._load(model, self.device)
+                G.eval().requires_grad_(False)
+                with self._lock:
+                    self._generators[k] = G
+            return G
+
+    def new_session(self, key: str, model: str, seed: int, psi: float = 0.7, latent_space: str = "w+") -> EditSession:
+        """Start (or restart) the session `key` on a generated image; its old state is dropped."""
+        if not math.isfinite(psi):
+            raise DragInputError(f"truncation psi must be a number, got {psi!r}")
+        G = self.generator(model)
+        drag = DragSession.from_seed(G, int(seed), psi=psi, latent_space=latent_space)
+        drag.image()  # render now, outside any lock that readers wait on
+        session = EditSession(key, model, self.device, drag, int(seed), float(psi))
+        with self._lock:
+            old = self._sessions.pop(key, None)
+            if old is not None and old.running:
+                self._sessions[key] = old  # put it back: one drag at a time per user
+                raise DragInputError("Wait for the drag to finish (or press Stop) before generating a new image")
+            session.last_used = self._clock()
+            self._sessions[key] = session
+            evicted = self._expired_locked()
+            while len(self._sessions) > self.max_sessions:
+                evicted.append(self._sessions.popitem(last=False)[1])
+        if old is not None:
+            old.close()
+        for s in evicted:
+            s.close()
+        return session
+
+    def get(self, key: str) -> EditSession:
+        """The live session `key` (marked as just used); NoSessionError if there is none."""
+        with self._lock:
+            evicted = self._expired_locked()
+            session = self._sessions.get(key)
+            if session is not None:
+                session.last_used = self._clock()
+                self._sessions.move_to_end(key)
+        for s in evicted:
+            s.close()
+        if session is None:
+            raise NoSessionError("No image yet (or your session expired): press Generate first")
+        return session
+
+    def close(self, key: str) -> bool:
+        """End the session `key` (the browser left). False if there was none."""
+        with self._lock:
+            session = self._sessions.pop(key, None)
+        if session is None:
+            return False
+        session.close()
+        return True
+
+    def sweep(self) -> int:
+        """End sessions idle for longer than the time to live; returns how many."""
+        with self._lock:
+            evicted = self._expired_locked()
+        for s in evicted:
+            s.close()
+        return len(evicted)
+
+    def _expired_locked(self) -> list[EditSession]:
+        now = self._clock()
+        out = []
+        for key in list(self._sessions):
+            s = self._sessions[key]
+            if now - s.last_used > self.ttl_s and not s.running:
+                out.append(self._sessions.pop(key))
+        return out

@@ -1,0 +1,170 @@
+"""The app over HTTP, driven by gradio_client on a tiny generator saved to a temporary file."""
+import json
+import socket
+import time
+import types
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+gradio_client = pytest.importorskip("gradio_client")
+import app as draggan_app  # noqa: E402
+from stylegan2 import tiny_generator  # noqa: E402
+from stylegan2.checkpoints import save_generator  # noqa: E402
+
+RES = 32
+MOVE = dict(lr=0.08, r1=48, r2=96)  # big steps and radii, so the tiny random model visibly moves
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny model gains nothing from threads on a shared machine
+    model = save_generator(tiny_generator(RES, seed=0), tmp_path_factory.mktemp("model") / "tiny.safetensors")
+    demo = draggan_app.build_demo(str(model), "cpu")
+    port = free_port()
+    draggan_app.launch(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    yield types.SimpleNamespace(url=f"http://127.0.0.1:{port}/", demo=demo, model=str(model))
+    demo.close()
+    torch.set_num_threads(n)
+
+
+def client(server):
+    return gradio_client.Client(server.url, verbose=False)
+
+
+def load(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def wait_frames(job, n: int, timeout: float = 60) -> list:
+    end = time.monotonic() + timeout
+    while len(job.outputs()) < n and not job.done():
+        assert time.monotonic() < end, "no frames arrived"
+        time.sleep(0.02)
+    return job.outputs()
+
+
+def all_outputs(job, timeout: float = 120) -> list:
+    job.result(timeout=timeout)
+    return job.outputs()
+
+
+def test_generate_then_drag_streams_frames_and_moves_the_handle(server):
+    c = client(server)
+    view, status, hint = c.predict(seed=3, api_name="/generate")
+    assert "tiny.safetensors" in status and "cpu" in status and "seed 3" in status and "handle" in hint
+    assert load(view).shape == (512, 512, 3)  # 32 px shown 16x larger
+    plain = load(c.predict(api_name="/save_image"))
+    assert plain.shape == (RES, RES, 3)
+
+    job = c.submit(handles="[[6, 6]]", targets="[[24, 22]]", max_steps=40, api_name="/drag", **MOVE)
+    outputs = all_outputs(job)
+    frames = [o[2] for o in outputs]
+    assert len(frames) >= 5 and frames[-1]["done"] and not any(f["done"] for f in frames[:-1])
+    assert [f["step"] for f in frames[:4]] == [0, 1, 2, 3]
+    assert frames[-1]["reason"] in ("reached", "max_steps") and frames[-1]["targets"] == [[24, 22]]
+    start = np.hypot(24 - 6, 22 - 6)
+    assert frames[-1]["mean_distance"] < 0.6 * start
+    assert frames[-1]["handles"] != [[6, 6]]
+    assert "after" in outputs[-1][1] and "mean distance" in outputs[-1][1]
+
+    dragged = load(c.predict(api_name="/save_image"))
+    assert np.abs(dragged.astype(int) - plain).mean() > 1
+    _, text = c.predict(api_name="/undo")
+    assert text == "Undone." and np.array_equal(load(c.predict(api_name="/save_image")), plain)
+    c.predict(api_name="/reset")
+    assert np.array_equal(load(c.predict(api_name="/save_image")), plain)
+
+    video = c.predict(video_format="gif", overlay=True, api_name="/export_video")
+    with Image.open(video) as gif:
+        assert gif.n_frames == len(frames) and gif.size == (512, 512)
+
+
+def test_stop_ends_a_long_drag_within_a_step(server):
+    c = client(server)
+    c.predict(api_name="/generate")
+    job = c.submit(handles="[[2, 2]]", targets="[[29, 29]]", lr=0.0005, r1=48, r2=96, max_steps=2000,
+                   api_name="/drag")
+    seen = len(wait_frames(job, 3))
+    c.predict(api_name="/stop")
+    last = job.result(timeout=60)[2]
+    assert last["done"] and last["reason"] == "stopped"
+    assert last["step"] < min(200, seen + 50)  # the steps run while the Stop request travelled
+
+
+def test_two_clients_do_not_disturb_each_other(server):
+    a, b = client(server), client(server)
+    a.predict(seed=1, api_name="/generate")
+    b.predict(seed=2, api_name="/generate")
+    b_before = load(b.predict(api_name="/save_image"))
+
+    job_a = a.submit(handles="[[6, 6]]", targets="[[24, 22]]", max_steps=15, api_name="/drag", **MOVE)
+    job_b = b.submit(handles="[[25, 5]]", targets="[[5, 25]]", max_steps=15, api_name="/drag", **MOVE)
+    wait_frames(job_a, 2)
+    b.predict(api_name="/stop")  # B's Stop reaches only B's own drag (queued behind A's, or running)
+    frames_a = [o[2] for o in all_outputs(job_a)]
+    frames_b = [o[2] for o in all_outputs(job_b)]
+    assert frames_a[-1]["reason"] != "stopped" and frames_a[-1]["step"] >= 10
+    assert all(f["targets"] == [[24, 22]] for f in frames_a)
+    assert all(f["targets"] == [[5, 25]] for f in frames_b)
+
+    a_after = load(a.predict(api_name="/save_image"))
+    b.predict(api_name="/undo")
+    assert np.array_equal(load(b.predict(api_name="/save_image")), b_before)  # A's drag never touched B
+    assert not np.array_equal(a_after, b_before)
+
+
+def test_bad_input_gets_a_message_that_says_what_to_do(server):
+    c = client(server)
+    with pytest.raises(gradio_client.exceptions.AppError, match="press Generate first"):
+        c.predict(handles="[[5, 5]]", targets="[[9, 9]]", api_name="/drag")
+    with pytest.raises(gradio_client.exceptions.AppError, match="model file not found"):
+        c.predict(model="/nowhere/missing.safetensors", api_name="/generate")
+    c.predict(api_name="/generate")  # still usable
+    cases = {
+        "Handle 1 has no target": ("[[5, 5]]", ""),
+        "Click a handle point": ("", "[[5, 5]]"),
+        "outside the 32x32 image": ("[[50, 5]]", "[[10, 10]]"),
+        "handles must be a JSON list": ("[5, 5]", "[[10, 10]]"),
+    }
+    for message, (handles, targets) in cases.items():
+        with pytest.raises(gradio_client.exceptions.AppError, match=message):
+            c.predict(handles=handles, targets=targets, api_name="/drag")
+    with pytest.raises(gradio_client.exceptions.AppError, match="No drag to export"):
+        c.predict(api_name="/export_video")
+    with pytest.raises(gradio_client.exceptions.AppError, match="maximum"):
+        c.predict(handles="[[5, 5]]", targets="[[9, 9]]", lr=5.0, api_name="/drag")
+
+
+def test_a_model_that_cannot_load_leaves_the_app_usable(server):
+    app = server.demo.draggan
+    request = types.SimpleNamespace(session_hash="offline-tab")
+    no_progress = lambda *args, **kwargs: None  # noqa: E731
+    view, status, _ = app.on_load("nobody/nothing:missing.pkl", 0, 0.7, "w+", request, no_progress)
+    assert view is None and "not in the Hugging Face cache" in status and "pick another model" in status
+    view, status, _ = app.on_load(server.model, 0, 0.7, "w+", request, no_progress)
+    assert view.shape == (512, 512, 3) and "tiny.safetensors" in status
+
+
+def test_clicks_on_the_view_become_image_pixels_and_masks_round_trip():
+    assert draggan_app.view_scale(32) == 16 and draggan_app.view_scale(512) == 1 and draggan_app.view_scale(1024) == 1
+    assert draggan_app.view_to_image_xy([0, 511], 32) == [0.0, 31.0]
+    assert draggan_app.view_to_image_xy([16 * 5 + 15, 16 * 7], 32) == [5.0, 7.0]
+    assert draggan_app.view_to_image_xy([300, 20], 512) == [300.0, 20.0]
+    editable = np.zeros((32, 32), bool)
+    editable[4:10, 20:30] = True
+    layer = draggan_app.mask_layer(editable, 32)
+    assert layer.shape == (512, 512, 4)
+    assert np.array_equal(draggan_app.mask_from_layers([layer], 32), editable)
+    assert draggan_app.mask_from_layers([np.zeros((512, 512, 4), np.uint8)], 32) is None
+    assert draggan_app.parse_points(" ", "handles") == []
+    assert json.dumps(draggan_app.parse_points("[[1, 2.5]]", "handles")) == "[[1.0, 2.5]]"

@@ -1,0 +1,94 @@
+"""The app in a real browser: headless Chromium (Debian's package) driven by Playwright.
+
+Generates, clicks a handle and a target on the image, drags, stops, and saves
+docs/screenshot.png. Skipped where Chromium or Playwright is missing; CI installs both.
+"""
+import io
+import re
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+if not Path(CHROMIUM).is_file():
+    pytest.skip("Chromium is not installed (apt-get install chromium)", allow_module_level=True)
+
+import app as draggan_app  # noqa: E402
+from stylegan2 import tiny_generator  # noqa: E402
+from stylegan2.checkpoints import save_generator  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOT = ROOT / "docs" / "screenshot.png"
+TOYFACES = ROOT / "models" / "toyfaces-64.safetensors"  # our small model, nicer to look at when present
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 90_000
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory):
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    model = "toyfaces-64" if TOYFACES.is_file() else str(save_generator(
+        tiny_generator(32, seed=0), tmp_path_factory.mktemp("model") / "tiny.safetensors"))
+    demo = draggan_app.build_demo(model, "cpu")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    draggan_app.launch(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+    torch.set_num_threads(n)
+
+
+def pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+
+
+def test_generate_click_points_drag_and_stop_in_chromium(url):
+    expect = sync_api.expect
+    expect.set_options(timeout=TIMEOUT_MS)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(url)
+            image = page.locator("#view img")
+            info = page.locator("#info")
+            expect(image).to_be_visible()  # the page's first Generate
+            expect(page.locator("#status")).to_contain_text("on cpu")
+
+            def click_image(fx: float, fy: float) -> None:
+                # Gradio drops clicks on an image still loading (its size is unknown), as a person's would be.
+                image.evaluate("img => img.decode()")
+                box = image.bounding_box()
+                page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+
+            click_image(0.35, 0.4)
+            expect(info).to_contain_text("Handle 1 at")
+            click_image(0.65, 0.6)
+            expect(info).to_contain_text("Target 1 at")
+            with_points = image.screenshot()
+            src = image.get_attribute("src")
+
+            page.locator("#drag").click()
+            expect(info).to_contain_text(re.compile(r"Step \d+ · mean distance"))  # frames stream in
+            expect(info).to_contain_text(re.compile(r"Step ([3-9]|\d\d+) "))
+            page.locator("#stop").click()
+            expect(info).to_contain_text(re.compile(r"Stopped after \d+ steps"))
+            assert image.get_attribute("src") != src
+            assert np.abs(pixels(image.screenshot()) - pixels(with_points)).mean() > 0.01
+
+            SCREENSHOT.parent.mkdir(exist_ok=True)
+            shot = Image.open(io.BytesIO(page.screenshot(full_page=True))).convert("RGB")
+            shot.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(SCREENSHOT, optimize=True)
+            assert SCREENSHOT.stat().st_size < 300_000
+        finally:
+            browser.close()

@@ -1,0 +1,195 @@
+"""Per-user sessions: isolation, Stop, shared generators, time to live and the LRU bound."""
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from draggan.engine import DragConfig, DragInputError
+from draggan.sessions import NoSessionError, SessionManager
+from stylegan2 import tiny_generator
+
+FAR = DragConfig(lr=0.001, r1=48, r2=96, max_steps=1000)   # moves slowly: only a Stop ends it early
+FAST = DragConfig(lr=0.08, r1=48, r2=96, max_steps=20)     # moves a lot on the tiny model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # The tiny model gains nothing from threads, and they slow everyone down on a shared machine.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def loads():
+    return []
+
+
+@pytest.fixture
+def manager(loads):
+    def load(spec, device):
+        loads.append((spec, device))
+        return tiny_generator(32, seed=0)
+    return SessionManager(device="cpu", load=load, max_sessions=4, ttl_s=100.0, clock=Clock())
+
+
+def test_two_sessions_share_the_generator_but_not_points_or_latents(manager, loads):
+    a = manager.new_session("a", "tiny", seed=1)
+    b = manager.new_session("b", "tiny", seed=2)
+    assert a.drag.G is b.drag.G and loads == [("tiny", "cpu")]
+    assert not any(p.requires_grad for p in a.drag.G.parameters())  # shared read-only
+    assert not torch.equal(a.drag.latent, b.drag.latent)
+
+    assert a.add_point([3, 4]) == "handle" and a.add_point([20, 22]) == "target"
+    assert b.handles_xy == [] and b.targets_xy == []
+    b_latent, b_image = b.drag.latent.clone(), b.image().copy()
+    frames = list(a.run_drag(a.handles_xy, a.targets_xy, FAST))
+    assert frames[-1].done and frames[-1].mean_distance < 0.7 * np.hypot(17, 18)
+    assert torch.equal(b.drag.latent, b_latent) and np.array_equal(b.image(), b_image)
+    assert b.handles_xy == [] and not b.drag.history
+
+
+def test_concurrent_first_uses_load_once(manager, loads):
+    threads = [threading.Thread(target=manager.new_session, args=(f"k{i}", "tiny", i)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(loads) == 1 and len({id(manager.get(f"k{i}").drag.G) for i in range(4)}) == 1
+
+
+def test_stopping_one_session_does_not_stop_another(manager):
+    a = manager.new_session("a", "tiny", seed=1)
+    b = manager.new_session("b", "tiny", seed=2)
+    ga = a.run_drag([[4, 4]], [[28, 28]], FAR)
+    gb = b.run_drag([[4, 4]], [[28, 28]], FAR)
+    next(ga), next(gb)
+    assert manager.get("a").stop()
+    last_a = list(ga)[-1]
+    assert last_a.done and last_a.reason == "stopped" and last_a.step == 1  # before its next step
+    frames_b = [next(gb) for _ in range(5)]
+    assert not any(f.done for f in frames_b) and b.running
+    assert b.stop() and list(gb)[-1].reason == "stopped"
+
+
+def test_stop_from_another_thread_ends_the_drag_within_a_step(manager):
+    a = manager.new_session("a", "tiny", seed=1)
+    frames = []
+
+    def run():
+        for f in a.run_drag([[4, 4]], [[28, 28]], FAR):
+            frames.append(f)
+
+    t = threading.Thread(target=run)
+    t.start()
+    while len(frames) < 3 and t.is_alive():
+        time.sleep(0.005)
+    a.stop()
+    t.join(timeout=30)
+    assert not t.is_alive() and frames[-1].reason == "stopped"
+    assert frames[-1].step <= frames[-2].step + 1 < FAR.max_steps
+
+
+def test_stop_pressed_while_the_drag_waits_cancels_it(manager):
+    a = manager.new_session("a", "tiny", seed=1)
+    assert not a.stop()                     # nothing running or asked for: no effect on later drags
+    a.arm()                                 # the UI asked for a drag; it waits in the queue
+    assert a.stop()
+    frames = list(a.run_drag([[4, 4]], [[28, 28]], FAR))
+    assert len(frames) == 1 and frames[0].reason == "stopped" and frames[0].step == 0
+    assert not a.drag.history               # nothing ran, nothing to undo
+    frames = list(a.run_drag([[4, 4]], [[28, 28]], DragConfig(max_steps=3)))
+    assert frames[-1].reason == "max_steps" and frames[-1].step == 3
+
+    g = a.run_drag([[4, 4]], [[28, 28]], FAR)
+    next(g)
+    a.arm()                                 # Drag pressed again: queued behind the running drag
+    assert a.stop() and list(g)[-1].reason == "stopped"
+    assert [f.reason for f in a.run_drag([[4, 4]], [[28, 28]], FAR)] == ["stopped"]  # the queued one too
+
+
+def test_an_abandoned_drag_is_stopped_and_committed(manager):
+    a = manager.new_session("a", "tiny", seed=1)
+    w0 = a.drag.latent.clone()
+    g = a.run_drag([[4, 4]], [[28, 28]], FAR)
+    next(g), next(g)
+    g.close()                               # a client went away mid-drag
+    assert not a.running and not torch.equal(a.drag.latent, w0)
+    assert a.undo() and torch.equal(a.drag.latent, w0)
+
+
+def test_points_alternate_and_are_checked(manager):
+    a = manager.new_session("a", "tiny", seed=1)
+    assert [a.add_point(p) for p in ([1, 2], [3, 4], [5, 6])] == ["handle", "target", "handle"]
+    assert a.handles_xy == [[1, 2], [5, 6]] and a.targets_xy == [[3, 4]]
+    assert a.undo_point() and a.handles_xy == [[1, 2]]
+    assert a.undo_point() and a.targets_xy == []
+    with pytest.raises(DragInputError, match="outside the 32x32 image"):
+        a.add_point([32, 3])
+    a.clear_points()
+    assert a.handles_xy == [] and not a.undo_point()
+
+    g = a.run_drag([[4, 4]], [[28, 28]], FAR)
+    next(g)
+    with pytest.raises(DragInputError, match="Wait for the drag"):
+        a.add_point([1, 1])
+    with pytest.raises(DragInputError, match="Wait for the drag"):
+        manager.new_session("a", "tiny", seed=3)
+    a.stop()
+    list(g)
+
+
+def test_mask_is_per_session_and_empty_means_none(manager):
+    a = manager.new_session("a", "tiny", seed=1)
+    b = manager.new_session("b", "tiny", seed=2)
+    m = np.zeros((32, 32), bool)
+    m[8:16, 8:16] = True
+    a.set_mask(m)
+    assert a.editable is not None and a.editable.sum() == 64 and a.drag.editable is not None
+    assert b.editable is None and b.drag.editable is None
+    a.set_mask(np.zeros((32, 32)))
+    assert a.editable is None and a.drag.editable is None
+    with pytest.raises(DragInputError):
+        a.set_mask(np.ones((16, 16)))
+
+
+def test_time_to_live_ends_idle_sessions(manager):
+    clock = manager._clock
+    a = manager.new_session("a", "tiny", seed=1)
+    folder = a.workdir()
+    clock.t = 60
+    manager.new_session("b", "tiny", seed=2)
+    clock.t = 101                           # a idle for 101 s > ttl; b for 41 s
+    assert manager.sweep() == 1 and "a" not in manager and "b" in manager
+    assert not folder.exists()
+    with pytest.raises(NoSessionError, match="press Generate"):
+        manager.get("a")
+    clock.t = 150
+    manager.get("b")                        # using a session keeps it alive
+    clock.t = 240
+    assert manager.get("b") and len(manager) == 1
+
+
+def test_the_bound_evicts_the_least_recently_used(manager):
+    for i, key in enumerate("abcd"):
+        manager.new_session(key, "tiny", seed=i)
+    manager.get("a")                        # now b is the least recently used
+    evicted = manager.get("b")
+    manager.get("c"), manager.get("d"), manager.get("a")
+    g = evicted.run_drag([[4, 4]], [[28, 28]], FAR)
+    next(g)
+    manager.new_session("e", "tiny", seed=5)
+    assert len(manager) == 4 and "b" not in manager and all(k in manager for k in "acde")
+    assert list(g)[-1].reason == "stopped"  # an evicted session's drag stops
+    assert manager.close("a") and not manager.close("a") and "a" not in manager
