@@ -168,3 +168,15 @@ def test_clicks_on_the_view_become_image_pixels_and_masks_round_trip():
     assert draggan_app.mask_from_layers([np.zeros((512, 512, 4), np.uint8)], 32) is None
     assert draggan_app.parse_points(" ", "handles") == []
     assert json.dumps(draggan_app.parse_points("[[1, 2.5]]", "handles")) == "[[1.0, 2.5]]"
+
+
+def test_nearest_shows_where_it_moved_the_handles(server):
+    c = client(server)
+    c.predict(api_name="/generate")
+    job = c.submit(handles="[[5, 5]]", targets="[[28, 4]]", nearest=True, r3=256, max_steps=2, api_name="/drag",
+                   **MOVE)
+    outputs = all_outputs(job)
+    moved = outputs[0][2]["nearest_moved"]
+    assert len(moved) == 1 and moved[0]["from"] == [5, 5] and moved[0]["to"] != [5, 5]
+    assert moved[0]["to"] == outputs[0][2]["handles"][0]
+    assert "Nearest moved handle 1 (5, 5) → " in outputs[0][1]

@@ -1,12 +1,13 @@
 """The app in a real browser: headless Chromium (Debian's package) driven by Playwright.
 
-Generates, clicks a handle and a target on the image, drags, stops, and saves
-docs/screenshot.png. Skipped where Chromium or Playwright is missing; CI installs both.
+Generates, clicks a handle and a target on the image, drags, stops, saves
+docs/screenshot.png, and closes the tab (which frees its session). Skipped where Chromium or Playwright is missing; CI installs both.
 """
 import io
 import re
 import shutil
 import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ TIMEOUT_MS = 90_000
 
 
 @pytest.fixture(scope="module")
-def url(tmp_path_factory):
+def served(tmp_path_factory):
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     model = "toyfaces-64" if TOYFACES.is_file() else str(save_generator(
@@ -42,7 +43,7 @@ def url(tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     draggan_app.launch(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
+    yield f"http://127.0.0.1:{port}/", demo.draggan.sessions
     demo.close()
     torch.set_num_threads(n)
 
@@ -51,7 +52,8 @@ def pixels(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
 
 
-def test_generate_click_points_drag_and_stop_in_chromium(url):
+def test_generate_click_points_drag_and_stop_in_chromium(served):
+    url, sessions = served
     expect = sync_api.expect
     expect.set_options(timeout=TIMEOUT_MS)
     with sync_api.sync_playwright() as pw:
@@ -90,5 +92,12 @@ def test_generate_click_points_drag_and_stop_in_chromium(url):
             shot = Image.open(io.BytesIO(page.screenshot(full_page=True))).convert("RGB")
             shot.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(SCREENSHOT, optimize=True)
             assert SCREENSHOT.stat().st_size < 300_000
+
+            assert len(sessions) == 1
+            page.close()  # the tab goes away: its session is freed
+            deadline = time.monotonic() + 30
+            while len(sessions) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert len(sessions) == 0
         finally:
             browser.close()
