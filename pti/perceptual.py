@@ -1,0 +1,197 @@
+"""LPIPS-style perceptual distance on VGG16 features, in plain PyTorch (no torchvision).
+
+The distance between two images is, as in LPIPS (Zhang et al. 2018):
+  for each of relu1_2, relu2_2, relu3_3, relu4_3, relu5_3: unit-normalize the feature
+  vector of every pixel across channels, square the difference, weight each channel
+  (learned LPIPS weights, or 1 when they are not available), sum over channels,
+  average over pixels; then sum the five layers.
+Images come in [-1, 1] and are mapped to ImageNet normalization, as LPIPS's scaling
+layer does. Images larger than `max_size` are area-downsampled to it first (PTI and
+NVIDIA's projector use 256: VGG was trained on 224-px images).
+
+Weights: the VGG16 convolutions are read from timm's `vgg16.tv_in1k` (torchvision's
+ImageNet weights) on the Hugging Face Hub, whose `features.N.*` tensors load as they are
+into `VGG16Features`. The optional learned LPIPS weights (v0.1, VGG) come from
+`vivym/lpips`. Both are fetched once into the Hugging Face cache.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from stylegan2.checkpoints import CheckpointError
+
+# The Hub files (unverified from the machine this was written on, which had no internet; see docs/pti.md).
+VGG16_REPO, VGG16_FILE = "timm/vgg16.tv_in1k", "model.safetensors"           # ~553 MB, features are 59 MB of it
+LPIPS_REPO, LPIPS_FILE = "vivym/lpips", "vgg_lpips_linear.safetensors"      # 6 kB: "0.weight" .. "4.weight", [1, C, 1, 1]
+
+# torchvision's VGG16 `features` up to relu5_3: channels per conv, "M" = 2x2 max pool.
+VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
+TAP_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")  # the ReLU before each pool, and the last
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class PerceptualWeightsError(CheckpointError):
+    """The perceptual network's weights cannot be found or read; the message says what to do."""
+
+
+class VGG16Features(torch.nn.Module):
+    """VGG16's convolutional trunk up to relu5_3, indexed as torchvision's `features.N`.
+
+    `width` scales every layer's channels (1.0 = the real VGG16); tests use a thin net.
+    `forward` takes ImageNet-normalized images and returns the five tapped activations.
+    """
+
+    def __init__(self, width: float = 1.0):
+        super().__init__()
+        layers: list[torch.nn.Module] = []
+        taps = []
+        in_ch = 3
+        for v in VGG16_CFG:
+            if v == "M":
+                taps.append(len(layers) - 1)  # the ReLU just before the pool
+                layers.append(torch.nn.MaxPool2d(2, 2))
+            else:
+                out_ch = max(1, round(v * width))
+                layers += [torch.nn.Conv2d(in_ch, out_ch, 3, padding=1), torch.nn.ReLU()]
+                in_ch = out_ch
+        taps.append(len(layers) - 1)
+        self.features = torch.nn.Sequential(*layers)
+        self.taps = tuple(taps)            # (3, 8, 15, 22, 29) as in torchvision
+        self.channels = [m.out_channels for m in self.features if isinstance(m, torch.nn.Conv2d)]
+        self.tap_channels = [self.features[t - 1].out_channels for t in self.taps]
+        self.eval().requires_grad_(False)
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> "VGG16Features":
+        """Build from a state dict holding `features.N.weight/bias` (other keys are ignored).
+
+        The width is read from the first conv, so a thin test net saved the same way loads too.
+        """
+        try:
+            width = state["features.0.weight"].shape[0] / VGG16_CFG[0]
+        except KeyError:
+            raise PerceptualWeightsError("the VGG16 file has no 'features.0.weight': it is not a VGG16 state dict")
+        net = cls(width)
+        want = net.state_dict()
+        sub = {k: v for k, v in state.items() if k in want}
+        missing = sorted(set(want) - set(sub))
+        if missing:
+            raise PerceptualWeightsError(f"the VGG16 file lacks {len(missing)} tensors (first: {missing[0]})")
+        bad = [k for k in sub if sub[k].shape != want[k].shape]
+        if bad:
+            raise PerceptualWeightsError(f"the VGG16 file's {bad[0]} is {tuple(sub[bad[0]].shape)}, "
+                                         f"expected {tuple(want[bad[0]].shape)}")
+        net.load_state_dict({k: v.float() for k, v in sub.items()})
+        return net
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = []
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in self.taps:
+                out.append(x)
+        return out
+
+
+def _unit_normalize(f: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    return f / (f.square().sum(dim=1, keepdim=True).sqrt() + eps)
+
+
+class PerceptualDistance(torch.nn.Module):
+    """LPIPS-style distance between images in [-1, 1]: `d(a, b)` -> [batch].
+
+    For optimization against a fixed target, compute `features(target)` once and call
+    `distance(features(target), features(image))`.
+    """
+
+    def __init__(self, vgg: VGG16Features, lin_weights: list[torch.Tensor] | None = None, max_size: int = 256):
+        super().__init__()
+        self.vgg = vgg
+        self.learned = lin_weights is not None
+        if lin_weights is None:
+            lin_weights = [torch.ones(c) for c in vgg.tap_channels]
+        assert len(lin_weights) == len(vgg.tap_channels)
+        for i, (w, c) in enumerate(zip(lin_weights, vgg.tap_channels)):
+            w = w.reshape(-1).float()
+            if w.numel() != c:
+                raise PerceptualWeightsError(f"LPIPS weights of layer {i} have {w.numel()} channels, the VGG has {c}")
+            # sqrt so that the weight applies to the squared difference, as LPIPS's 1x1 conv does
+            self.register_buffer(f"lin{i}", w.clamp(min=0).sqrt().reshape(1, -1, 1, 1))
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).reshape(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).reshape(1, 3, 1, 1))
+        self.max_size = max_size
+        self.eval().requires_grad_(False)
+
+    def features(self, img: torch.Tensor, max_size: int | None = None) -> list[torch.Tensor]:
+        """img [batch, 3, H, W] in [-1, 1] -> weighted unit-normalized features of the five layers."""
+        size = self.max_size if max_size is None else max_size
+        img = img.float()
+        if img.shape[-1] > size or img.shape[-2] > size:
+            img = F.interpolate(img, size=(size, size), mode="area")
+        x = ((img + 1) / 2 - self.mean) / self.std
+        return [_unit_normalize(f) * getattr(self, f"lin{i}") for i, f in enumerate(self.vgg(x))]
+
+    @staticmethod
+    def distance(fa: list[torch.Tensor], fb: list[torch.Tensor]) -> torch.Tensor:
+        """Distance [batch] between two `features` outputs."""
+        return sum((a - b).square().sum(dim=1).mean(dim=(1, 2)) for a, b in zip(fa, fb))
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor, max_size: int | None = None) -> torch.Tensor:
+        return self.distance(self.features(a, max_size), self.features(b, max_size))
+
+
+def _hub_file(repo: str, filename: str, cache_dir: str | os.PathLike | None, flag: str) -> Path:
+    """Download (or find in the cache) one Hub file; a clear PerceptualWeightsError when that fails."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    fetch = f"`hf download {repo} {filename}`"
+    try:
+        return Path(hf_hub_download(repo, filename, cache_dir=cache_dir))
+    except LocalEntryNotFoundError:
+        raise PerceptualWeightsError(
+            f"The perceptual network needs {filename} from Hub repo {repo}, which is not in the Hugging Face cache, "
+            f"and the Hub cannot be reached (or HF_HUB_OFFLINE is set). Fetch it once while online with {fetch}, "
+            f"or pass a local copy with {flag} PATH") from None
+    except Exception as e:  # HTTP errors, a dropped connection, a full disk
+        raise PerceptualWeightsError(f"could not download {filename} from Hub repo {repo} ({type(e).__name__}: {e}); "
+                                     f"retry, fetch it with {fetch}, or pass a local copy with {flag} PATH") from None
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise PerceptualWeightsError(f"No such file: {path}") from None
+    except Exception as e:  # safetensors raises its own error types for damaged files
+        raise PerceptualWeightsError(f"{path} is not a readable safetensors file ({e})") from None
+
+
+def load_perceptual(device: torch.device | str = "cpu", vgg_path: str | os.PathLike | None = None,
+                    lpips_path: str | os.PathLike | None = None, learned: bool = True, max_size: int = 256,
+                    cache_dir: str | os.PathLike | None = None) -> PerceptualDistance:
+    """The pretrained perceptual distance, on `device`.
+
+    vgg_path / lpips_path: local safetensors files; when None they are fetched from the Hub
+    (`VGG16_REPO`, `LPIPS_REPO`) into the Hugging Face cache, or found there when offline.
+    learned=False uses uniform channel weights instead of LPIPS's learned ones.
+    Raises PerceptualWeightsError saying which file is needed and how to get it.
+    """
+    vgg = VGG16Features.from_state_dict(_read_safetensors(
+        Path(vgg_path) if vgg_path else _hub_file(VGG16_REPO, VGG16_FILE, cache_dir, "--vgg")))
+    lin = None
+    if learned:
+        state = _read_safetensors(Path(lpips_path) if lpips_path else _hub_file(LPIPS_REPO, LPIPS_FILE, cache_dir, "--lpips"))
+        try:
+            lin = [state[f"{i}.weight"] for i in range(len(TAP_LAYERS))]
+        except KeyError as e:
+            raise PerceptualWeightsError(f"the LPIPS weights file lacks {e.args[0]!r}; expected '0.weight' .. '4.weight'")
+    return PerceptualDistance(vgg, lin, max_size=max_size).to(device)
