@@ -251,10 +251,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, total_kimg: float, reals: RealI
     def snapshot() -> None:
         trainer.save(ckpt)
         grid, imgs = trainer.sample_grid()
-        Image.fromarray(grid).save(out / f"fakes-{trainer.nimg // 1000:06d}.png")
+        grid_name = f"fakes-{trainer.nimg // 1000:06d}.png"
+        Image.fromarray(grid).save(out / grid_name)
         if export_path is not None:
             save_generator(trainer.G_ema, export_path)
-        log(f"snapshot kimg {trainer.nimg / 1000:.1f}" + (f": {report(imgs)}" if report is not None else ""))
+        log(f"snapshot kimg {trainer.nimg / 1000:.2f} ({grid_name})" + (f": {report(imgs)}" if report is not None else ""))
 
     n_params = sum(p.numel() for p in trainer.G.parameters()), sum(p.numel() for p in trainer.D.parameters())
     log(f"{'resume' if resume else 'start'} at kimg {trainer.nimg / 1000:.1f}; G {n_params[0]:,} params, "
