@@ -37,19 +37,25 @@ def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> to
 
 
 def bias_act(x: torch.Tensor, b: torch.Tensor | None, act: str = "linear", gain: float | None = None,
-             clamp: float | None = None) -> torch.Tensor:
-    """Add a per-channel bias (dim 1), apply the activation, scale by `gain`, clamp (NVIDIA's bias_act)."""
-    if b is not None:
-        x = x + b.reshape([1, -1] + [1] * (x.ndim - 2))
-    if act == "lrelu":
-        x = F.leaky_relu(x, LRELU_ALPHA)
-        gain = LRELU_GAIN if gain is None else gain
-    elif act != "linear":
+             clamp: float | None = None, inplace: bool = False) -> torch.Tensor:
+    """Add a per-channel bias (dim 1), apply the activation, scale by `gain`, clamp (NVIDIA's bias_act).
+
+    inplace: overwrite `x` (a fresh tensor the caller owns, outside autograd), which saves
+    allocating and first-touching a full-size buffer per operation at high resolutions.
+    """
+    if act not in ("linear", "lrelu"):
         raise ValueError(f"unsupported activation {act!r}")
+    if act == "lrelu" and gain is None:
+        gain = LRELU_GAIN
+    if b is not None:
+        b = b.reshape([1, -1] + [1] * (x.ndim - 2))
+        x = x.add_(b) if inplace else x + b
+    if act == "lrelu":
+        x = F.leaky_relu(x, LRELU_ALPHA, inplace=inplace)
     if gain is not None and gain != 1:
-        x = x * gain
+        x = x.mul_(gain) if inplace else x * gain
     if clamp is not None and clamp >= 0:
-        x = x.clamp(-clamp, clamp)
+        x = x.clamp_(-clamp, clamp) if inplace else x.clamp(-clamp, clamp)
     return x
 
 
@@ -72,10 +78,11 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int = 1, pad: tuple[int, int
         x = x.reshape(n, c, h, 1, w, 1)
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
         x = x.reshape(n, c, h * up, w * up)
-    x = F.pad(x, list(pad))
     f = (f * gain).to(x.dtype).flip([0, 1])  # true convolution, as NVIDIA's flip_filter=False
     weight = f[None, None].expand(c, 1, *f.shape)
-    return F.conv2d(x, weight, groups=c)
+    if len(set(pad)) == 1:  # symmetric: let the conv pad, saving a copy of the activations
+        return F.conv2d(x, weight, padding=pad[0], groups=c)
+    return F.conv2d(F.pad(x, list(pad)), weight, groups=c)
 
 
 def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
@@ -141,7 +148,7 @@ def modulated_conv2d(
         x = _conv(x, w.reshape(-1, in_ch, kh, kw).to(x.dtype), batch, up, padding, resample_filter)
         x = x.reshape(batch, -1, *x.shape[2:])
     if noise is not None:
-        x = x + noise.to(x.dtype)
+        x = x.add_(noise.to(x.dtype)) if not x.requires_grad else x + noise.to(x.dtype)
     return x
 
 
@@ -200,7 +207,7 @@ class SynthesisLayer(torch.nn.Module):
             raise ValueError(f"noise_mode must be 'const', 'random' or 'none', not {noise_mode!r}")
         x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
                              resample_filter=self.resample_filter, fused=fused_modconv)
-        return bias_act(x, self.bias.to(x.dtype), act="lrelu", clamp=self.conv_clamp)
+        return bias_act(x, self.bias.to(x.dtype), act="lrelu", clamp=self.conv_clamp, inplace=not x.requires_grad)
 
 
 class ToRGBLayer(torch.nn.Module):
@@ -217,7 +224,7 @@ class ToRGBLayer(torch.nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool | None = None) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
         x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=fused_modconv)
-        return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
+        return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp, inplace=not x.requires_grad)
 
 
 class SynthesisBlock(torch.nn.Module):
