@@ -10,12 +10,25 @@ or when more than `max_sessions` are live (the least recently used goes first).
 Every method is thread-safe: Gradio runs events of different users, and a Stop
 during a drag of the same user, on different threads.
 
-Imports nothing from Gradio; errors meant for the user are `DragInputError`s.
+Real photos (`invert_photo`, `load_photo`): a photo session edits its own tuned copy of
+the generator (Pivotal Tuning Inversion, `pti`), never shared. The copy lives as long as
+the session shows the photo: it is dropped when the session goes back to a seed, is
+closed, expires or is evicted. At most `max_photos` sessions may hold a copy at once,
+an inversion in progress included (one slot per session: re-inverting reuses the
+session's slot, so for the length of an inversion that session briefly holds two
+copies). At the bound a new inversion is refused (`PhotoLimitError`), rather than
+taking another user's photo away; slots come back as photo sessions end (the time to
+live included). The perceptual network the inversion needs is loaded once per device,
+on the first inversion, and shared read-only.
+
+Imports nothing from Gradio; errors meant for the user are `DragInputError`s (or
+`CheckpointError`s for models, embedding files and perceptual weights).
 """
 from __future__ import annotations
 
 import collections
 import math
+import os
 import shutil
 import tempfile
 import threading
@@ -25,15 +38,24 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from pti import (EmbeddingError, ImageInputError, InversionResult, PerceptualDistance, PTIPreset, StageMetrics,
+                 embedding_info, invert, load_embedding, load_image, load_perceptual, save_embedding)
+from pti.inversion import Progress
+from stylegan2.checkpoints import CheckpointError, portable_spec
 from stylegan2.networks import Generator
 
 from .engine import DragConfig, DragFrame, DragInputError, DragSession
 
 Loader = Callable[[str, str], Generator]  # (model spec, device) -> generator
+PerceptualLoader = Callable[[str], PerceptualDistance]  # device -> perceptual distance
 
 
 class NoSessionError(DragInputError):
     """The key has no session (never generated, or closed/expired)."""
+
+
+class PhotoLimitError(DragInputError):
+    """As many sessions as allowed already hold a tuned generator copy."""
 
 
 def _default_loader(spec: str, device: str) -> Generator:
@@ -41,19 +63,38 @@ def _default_loader(spec: str, device: str) -> Generator:
     return load_generator(spec, device=device, progress=True)
 
 
+def _short_names(message: str, path: str | os.PathLike) -> str:
+    """An upload's temporary path in a message -> its file name."""
+    return message.replace(os.fspath(path), Path(path).name)
+
+
+def read_photo(path: str | os.PathLike, resolution: int, crop: tuple[int, int, int, int] | None = None,
+               ) -> tuple[np.ndarray, list[str]]:
+    """pti.load_image with its errors as DragInputErrors that name the file, not its temporary path."""
+    try:
+        return load_image(path, resolution, crop)
+    except ImageInputError as e:
+        raise DragInputError(_short_names(str(e), path)) from None
+
+
 class EditSession:
-    """One user's editing state: a DragSession over a shared generator, its clicked points and mask.
+    """One user's editing state: a DragSession over a shared generator (or, for a photo, over the
+    session's own tuned copy), its clicked points and mask.
 
     Points are (x, y) image pixels and live on the DragSession (`handles_xy`, `targets_xy`),
     so its undo and tracking keep them in step with the latent.
     """
 
-    def __init__(self, key: str, model: str, device: str, drag: DragSession, seed: int, psi: float):
+    def __init__(self, key: str, model: str, device: str, drag: DragSession, seed: int | None = None,
+                 psi: float | None = None, photo: InversionResult | None = None):
+        """seed and psi: the generated image's; photo: the inversion whose tuned copy `drag` edits."""
+        assert (photo is None) == (seed is not None)
         self.key = key
         self.model = model
         self.device = device
         self.seed = seed
         self.psi = psi
+        self.photo = photo
         self.drag = drag
         self.editable: np.ndarray | None = None  # [H, W] bool, True where the drag may change the image
         self.show_mask = True
@@ -240,19 +281,28 @@ class SessionManager:
     """Sessions by key, with shared generators, a time to live and a bound on how many are live."""
 
     def __init__(self, device: str = "cpu", load: Loader | None = None, max_sessions: int = 32,
-                 ttl_s: float = 1800.0, clock: Callable[[], float] = time.monotonic):
+                 ttl_s: float = 1800.0, clock: Callable[[], float] = time.monotonic,
+                 perceptual_loader: PerceptualLoader | None = None, max_photos: int = 4):
         """device: where generators run; load: (spec, device) -> Generator (default: stylegan2.checkpoints);
-        max_sessions: live sessions kept, least recently used evicted first; ttl_s: idle seconds before a session ends."""
-        assert max_sessions >= 1 and ttl_s > 0
+        max_sessions: live sessions kept, least recently used evicted first; ttl_s: idle seconds before a session ends;
+        perceptual_loader: device -> PerceptualDistance for inversions (default: pti.load_perceptual, Hub weights);
+        max_photos: sessions that may hold a tuned generator copy at once (photos and inversions in progress)."""
+        assert max_sessions >= 1 and ttl_s > 0 and max_photos >= 0
         self.device = device
         self._load = load or _default_loader
         self.max_sessions = max_sessions
         self.ttl_s = ttl_s
+        self.max_photos = max_photos
         self._clock = clock
         self._sessions: collections.OrderedDict[str, EditSession] = collections.OrderedDict()  # LRU first
         self._generators: dict[tuple[str, str], Generator] = {}
         self._load_locks: dict[tuple[str, str], threading.Lock] = collections.defaultdict(threading.Lock)
         self._lock = threading.Lock()
+        self._load_perceptual = perceptual_loader or load_perceptual
+        self._perceptual: dict[str, PerceptualDistance] = {}
+        self._perceptual_lock = threading.Lock()
+        self._inverting: dict[str, threading.Event] = {}  # key -> cancel event of its inversion in progress
+        self._armed: dict[str, threading.Event] = {}      # key -> cancel event of the inversion it asked for
 
     def __len__(self) -> int:
         with self._lock:
@@ -282,18 +332,24 @@ class SessionManager:
             return G
 
     def new_session(self, key: str, model: str, seed: int, psi: float = 0.7, latent_space: str = "w+") -> EditSession:
-        """Start (or restart) the session `key` on a generated image; its old state is dropped."""
+        """Start (or restart) the session `key` on a generated image; its old state (a photo too) is dropped."""
         if not math.isfinite(psi):
             raise DragInputError(f"truncation psi must be a number, got {psi!r}")
         G = self.generator(model)
         drag = DragSession.from_seed(G, int(seed), psi=psi, latent_space=latent_space)
         drag.image()  # render now, outside any lock that readers wait on
         session = EditSession(key, model, self.device, drag, int(seed), float(psi))
+        self._install(session, "generating a new image")
+        return session
+
+    def _install(self, session: EditSession, what: str) -> None:
+        """Make `session` the live one for its key, closing the old one (refused while it drags)."""
+        key = session.key
         with self._lock:
             old = self._sessions.pop(key, None)
             if old is not None and old.running:
                 self._sessions[key] = old  # put it back: one drag at a time per user
-                raise DragInputError("Wait for the drag to finish (or press Stop) before generating a new image")
+                raise DragInputError(f"Wait for the drag to finish (or press Stop) before {what}")
             session.last_used = self._clock()
             self._sessions[key] = session
             evicted = self._expired_locked()
@@ -303,7 +359,149 @@ class SessionManager:
             old.close()
         for s in evicted:
             s.close()
-        return session
+
+    # -- real photos -------------------------------------------------------
+
+    def perceptual(self) -> PerceptualDistance:
+        """The perceptual network on this manager's device, loaded on first use and shared read-only.
+
+        A failed load (PerceptualWeightsError, e.g. offline with nothing cached) is not remembered:
+        the next inversion tries again.
+        """
+        with self._perceptual_lock:
+            net = self._perceptual.get(self.device)
+            if net is None:
+                net = self._load_perceptual(self.device).eval().requires_grad_(False)
+                self._perceptual[self.device] = net
+            return net
+
+    def photo_count(self) -> int:
+        """Sessions holding a tuned generator copy now: photo sessions and inversions in progress."""
+        with self._lock:
+            return len(self._photo_keys_locked())
+
+    def _photo_keys_locked(self) -> set[str]:
+        return {k for k, s in self._sessions.items() if s.photo is not None} | set(self._inverting)
+
+    def arm_invert(self, key: str) -> None:
+        """Note that an inversion was asked for (before it waits in a queue), so a Cancel meanwhile stops it."""
+        with self._lock:
+            armed = self._armed.get(key)
+            if armed is None or armed.is_set():
+                self._armed[key] = threading.Event()
+
+    def cancel_invert(self, key: str) -> bool:
+        """Cancel the inversion of `key` in progress (before its next step) and the one it asked for.
+
+        Returns False if there was nothing to cancel. The session stays as it was.
+        """
+        with self._lock:
+            events = [e for e in (self._inverting.get(key), self._armed.get(key)) if e is not None]
+        for e in events:
+            e.set()
+        return bool(events)
+
+    def inverting(self, key: str) -> bool:
+        with self._lock:
+            return key in self._inverting
+
+    def _reserve_photo(self, key: str) -> threading.Event:
+        """Take a photo slot for `key`; returns the cancel event of its inversion."""
+        with self._lock:
+            evicted = self._expired_locked()  # expired photo sessions give their slots back
+        for s in evicted:
+            s.close()
+        with self._lock:
+            if key in self._inverting:
+                raise DragInputError("A photo is already being inverted in this session: wait for it, or press Cancel")
+            current = self._sessions.get(key)
+            if current is not None and current.running:
+                raise DragInputError("Wait for the drag to finish (or press Stop) before inverting a photo")
+            taken = self._photo_keys_locked()
+            if key not in taken and len(taken) >= self.max_photos:
+                raise PhotoLimitError(f"Too many photo sessions right now (all {self.max_photos} in use): try again "
+                                      "in a few minutes; generated images can be edited meanwhile")
+            cancel = self._armed.pop(key, None) or threading.Event()
+            self._inverting[key] = cancel
+            return cancel
+
+    def _release_photo(self, key: str) -> None:
+        with self._lock:
+            self._inverting.pop(key, None)
+
+    def invert_photo(self, key: str, model: str, photo: str | os.PathLike, preset: PTIPreset,
+                     crop: tuple[int, int, int, int] | None = None, latent_space: str = "w+",
+                     progress: Progress | None = None) -> tuple[EditSession, list[str]]:
+        """Invert the photo file into `model` (PTI) and make it the session `key`, a photo session.
+
+        crop: (x0, y0, x1, y1) in pixels of the upright photo, None for the centre square. progress:
+        called after every step with (stage 'project' | 'tune', step, total, loss). Returns the
+        session and notes on how the photo was prepared. Raises pti.InversionCancelled when
+        `cancel_invert(key)` is called (the session stays as it was), PhotoLimitError at the bound,
+        DragInputError for an unusable photo, CheckpointError when a model or the perceptual weights
+        cannot be loaded. Whatever goes wrong, the old session is untouched.
+        """
+        cancel = self._reserve_photo(key)
+        try:
+            G = self.generator(model)
+            target, notes = read_photo(photo, G.img_resolution, crop)
+            result = invert(G, target, self.perceptual(), preset, progress=progress, cancel=cancel)
+            session = self._photo_session(key, model, result, latent_space)
+            self._install(session, "inverting a photo")
+            return session, notes
+        finally:
+            self._release_photo(key)
+
+    def load_photo(self, key: str, path: str | os.PathLike, latent_space: str = "w+") -> EditSession:
+        """Make the session `key` a photo session from an embedding file (`save_photo`, `draggan invert`).
+
+        Its base model is loaded by the spec the file names. Raises EmbeddingError for a file that is not
+        an embedding, is damaged, or was made with other weights than that model has here; the old
+        session is untouched.
+        """
+        name = Path(path).name
+        try:
+            info = embedding_info(path)
+        except EmbeddingError as e:
+            raise EmbeddingError(_short_names(str(e), path)) from None
+        self._reserve_photo(key)
+        try:
+            try:
+                base = self.generator(info.model_spec)
+            except CheckpointError as e:
+                raise EmbeddingError(f"{name} was made with model {info.model_spec!r}, which cannot be loaded "
+                                     f"here: {e}") from None
+            try:
+                G, pivot = load_embedding(path, self.device, base_G=base)
+            except EmbeddingError as e:
+                raise EmbeddingError(_short_names(str(e), path)) from None
+            try:
+                result = InversionResult(G, pivot, info.target, PTIPreset(**info.preset),
+                                         StageMetrics(**info.metrics["projection"]),
+                                         StageMetrics(**info.metrics["tuning"]))
+            except (TypeError, KeyError):
+                raise EmbeddingError(f"{name}: its metadata does not fit this version of the app; make it "
+                                     "again with `python -m draggan invert`") from None
+            if result.target is None:  # written without the photo: keep its reconstruction instead
+                result.target = result.image()
+            session = self._photo_session(key, info.model_spec, result, latent_space)
+            self._install(session, "loading a photo")
+            return session
+        finally:
+            self._release_photo(key)
+
+    def _photo_session(self, key: str, model: str, result: InversionResult, latent_space: str) -> EditSession:
+        drag = DragSession(result.G, result.pivot_ws, latent_space=latent_space)
+        drag.image()  # render now, outside any lock that readers wait on
+        return EditSession(key, model, self.device, drag, photo=result)
+
+    def save_photo(self, key: str) -> Path:
+        """The photo session `key` as an embedding file in its workdir (the photo as inverted, not as dragged)."""
+        session = self.get(key)
+        if session.photo is None:
+            raise DragInputError("This image is generated, not a photo: invert a photo first to save its embedding")
+        path = session.workdir() / "draggan-photo.safetensors"
+        return save_embedding(path, session.photo, self.generator(session.model), portable_spec(session.model))
 
     def get(self, key: str) -> EditSession:
         """The live session `key` (marked as just used); NoSessionError if there is none."""
@@ -320,8 +518,10 @@ class SessionManager:
         return session
 
     def close(self, key: str) -> bool:
-        """End the session `key` (the browser left). False if there was none."""
+        """End the session `key` (the browser left), cancelling its inversion. False if there was none."""
+        self.cancel_invert(key)
         with self._lock:
+            self._armed.pop(key, None)
             session = self._sessions.pop(key, None)
         if session is None:
             return False

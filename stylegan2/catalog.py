@@ -9,18 +9,25 @@ The default model is the first of the JSON's `default_order` whose weights are o
 the last of that list (the official DragGAN app's default, lions-512), which downloads on first
 use. So the app starts on our small offline model once it is committed, and never reaches for the
 network at startup when a model is already here.
+
+An entry may carry `drag_defaults`: drag settings that suit the model better than DragConfig's
+(which are the paper's, for 512-px models; radii are in 512-px units, so on a 64-px model the
+default motion radius is under a pixel). The app's sliders and the `drag` command start from them.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
 import json
+import math
 from pathlib import Path
 
 from huggingface_hub import try_to_load_from_cache
 
 CATALOG_PATH = Path(__file__).with_name("catalog.json")
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The DragConfig fields an entry's drag_defaults may set, and their types.
+DRAG_DEFAULT_KEYS = {"lr": float, "r1": float, "r2": float, "r3": float, "feature_block": int, "max_steps": int}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,11 +45,26 @@ class CatalogEntry:
     revision: str | None = None  # Hub branch, tag or commit; None = main
     path: str | None = None     # repo-local file, relative to the repository root
     notes: str = ""
+    # DragConfig fields (keys of DRAG_DEFAULT_KEYS) that suit this model better than the paper's; read-only
+    drag_defaults: dict[str, float] = dataclasses.field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         hub = self.repo_id is not None and self.filename is not None
         if hub == (self.path is not None) or (self.repo_id is None) != (self.filename is None):
             raise ValueError(f"catalog entry {self.name!r}: give either repo_id and filename, or path")
+        if not isinstance(self.drag_defaults, dict):
+            raise ValueError(f"catalog entry {self.name!r}: drag_defaults must be an object, "
+                             f"e.g. {{\"r1\": 24}}")
+        for key, value in self.drag_defaults.items():
+            kind = DRAG_DEFAULT_KEYS.get(key)
+            if kind is None:
+                raise ValueError(f"catalog entry {self.name!r}: unknown drag_defaults key {key!r}; "
+                                 f"allowed: {', '.join(DRAG_DEFAULT_KEYS)}")
+            ok = isinstance(value, int) if kind is int else isinstance(value, (int, float))
+            if isinstance(value, bool) or not ok or not math.isfinite(value) or value <= 0:
+                what = "a whole number" if kind is int else "a number"
+                raise ValueError(f"catalog entry {self.name!r}: drag_defaults {key} must be {what} > 0, "
+                                 f"got {value!r}")
 
     @property
     def is_local(self) -> bool:
@@ -96,6 +118,14 @@ def get_entry(name: str) -> CatalogEntry:
         if entry.name == name:
             return entry
     raise KeyError(f"no model {name!r} in the catalog; known: {', '.join(model_names())}")
+
+
+def drag_defaults(spec: str) -> dict[str, float]:
+    """The drag_defaults of the catalog model `spec`; {} for anything else (a path, a Hub file)."""
+    for entry in list_models():
+        if entry.name == spec:
+            return dict(entry.drag_defaults)
+    return {}
 
 
 def default_model() -> str:

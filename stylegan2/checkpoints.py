@@ -46,7 +46,7 @@ from .networks import Generator, GeneratorConfig
 from .safe_pickle import CheckpointError, UnsafeCheckpointError, UnsupportedCheckpointError
 
 __all__ = ["CheckpointError", "UnsafeCheckpointError", "UnsupportedCheckpointError", "Source", "cache_dir",
-           "clear_memory_cache", "load_generator", "locate", "read_generator_file", "resolve_device",
+           "clear_memory_cache", "load_generator", "locate", "portable_spec", "read_generator_file", "resolve_device",
            "resolve_spec", "save_generator"]
 
 log = logging.getLogger(__name__)
@@ -216,6 +216,18 @@ def resolve_spec(spec: str) -> Source:
         return Source(spec, path=path)
     raise CheckpointError(f"unknown model {spec!r}: pass a catalog name ({', '.join(catalog.model_names())}), "
                           "REPO_ID:FILE[@REVISION] or a .pkl/.safetensors path")
+
+
+def portable_spec(spec: str) -> str:
+    """`spec` as a file made from the model should name it: local files by absolute path (so the
+    name still works from another folder), anything else as given."""
+    try:
+        source = resolve_spec(spec)
+    except CheckpointError:
+        return spec
+    if source.path is not None and source.model_name is None and source.path.is_file():
+        return str(source.path.resolve())
+    return spec
 
 
 class _SilentBar(tqdm):

@@ -1,3 +1,4 @@
+import json
 import os
 import sys
 from pathlib import Path
@@ -16,3 +17,23 @@ def reference_dir() -> Path:
     if not (REFERENCE / "sg2_res128.safetensors").exists():
         pytest.skip("../shared/reference is not beside the repo")
     return REFERENCE
+
+
+@pytest.fixture(scope="module")
+def extra_catalog(tmp_path_factory):
+    """A function that adds model entries (dicts as in catalog.json) to the catalog for the module's tests."""
+    from stylegan2 import catalog
+
+    patch = pytest.MonkeyPatch()
+
+    def add(*entries: dict) -> None:
+        data = json.loads(catalog.CATALOG_PATH.read_text(encoding="utf-8"))
+        data["models"] += list(entries)
+        path = tmp_path_factory.mktemp("catalog") / "catalog.json"
+        path.write_text(json.dumps(data), encoding="utf-8")
+        patch.setattr(catalog, "CATALOG_PATH", path)
+        catalog._read_catalog.cache_clear()
+
+    yield add
+    patch.undo()
+    catalog._read_catalog.cache_clear()

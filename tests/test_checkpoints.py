@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -153,6 +154,27 @@ def test_catalog_entries_carry_what_the_app_needs():
     assert catalog.get_entry("toyfaces-64").path == "models/toyfaces-64.safetensors"
     with pytest.raises(KeyError, match="lions-512"):
         catalog.get_entry("no-such-model")
+
+
+def test_catalog_drag_defaults_are_checked_when_the_catalog_is_read(tmp_path, monkeypatch):
+    assert catalog.drag_defaults("toyfaces-64") == {"r1": 24, "r2": 48, "feature_block": 4}
+    assert catalog.drag_defaults("lions-512") == {} and catalog.drag_defaults("some/file.pkl") == {}
+    entry = {"name": "x", "label": "X", "path": "x.safetensors", "resolution": 64, "shows": "x", "licence": "x",
+             "source": "x"}
+    for defaults, message in [({"radius": 3}, "unknown drag_defaults key 'radius'; allowed: lr, r1"),
+                              ({"feature_block": 2.5}, "drag_defaults feature_block must be a whole number > 0"),
+                              ({"r1": -1}, "drag_defaults r1 must be a number > 0"),
+                              ({"lr": True}, "drag_defaults lr must be a number"),
+                              ([24], "drag_defaults must be an object")]:
+        path = tmp_path / "catalog.json"
+        path.write_text(json.dumps({"default_order": ["x"], "models": [entry | {"drag_defaults": defaults}]}))
+        monkeypatch.setattr(catalog, "CATALOG_PATH", path)
+        catalog._read_catalog.cache_clear()
+        try:
+            with pytest.raises(ValueError, match=f"catalog entry 'x': {re.escape(message)}"):
+                catalog.list_models()
+        finally:
+            catalog._read_catalog.cache_clear()
 
 
 def test_default_is_the_local_model_when_present_else_lions(tmp_path, hf_home, monkeypatch):

@@ -64,3 +64,22 @@ def test_bench_reports_engine_and_straightforward_step(model_path, capsys):
     assert rows[0]["speedup"] == 1.0
     for r in rows:
         assert r["ms_per_step"] > 0 and r["resolution"] == 64
+
+
+def test_drag_takes_the_catalog_models_drag_defaults_unless_given(model_path, tmp_path, extra_catalog, capsys):
+    extra_catalog({"name": "tiny-cli", "label": "Tiny", "path": model_path, "resolution": 64, "shows": "noise",
+                   "licence": "test", "source": "tests",
+                   "drag_defaults": {"r1": 24, "feature_block": 4, "max_steps": 3}})
+    trace = tmp_path / "trace.json"
+    args = ["drag", "--model", "tiny-cli", "--handles", "24,32", "--targets", "40,32", "--device", "cpu",
+            "--out", str(tmp_path / "x.png"), "--trace", str(trace)]
+    assert main(args) == 0, capsys.readouterr().err
+    settings = json.loads(trace.read_text())["settings"]
+    assert (settings["r1"], settings["feature_block"], settings["max_steps"]) == (24, 4, 3)
+    assert (settings["r2"], settings["lr"]) == (13, 0.002)                 # not in drag_defaults: DragConfig's
+    assert main(args + ["--r1", "10", "--steps", "2"]) == 0                # what the user passes wins
+    settings = json.loads(trace.read_text())["settings"]
+    assert (settings["r1"], settings["feature_block"], settings["max_steps"]) == (10, 4, 2)
+    assert main(["drag", "--model", model_path, "--steps", "1"] + args[3:]) == 0  # a path: DragConfig's defaults
+    settings = json.loads(trace.read_text())["settings"]
+    assert (settings["r1"], settings["feature_block"], settings["r2"]) == (3, 6, 13)

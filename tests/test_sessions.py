@@ -1,14 +1,20 @@
-"""Per-user sessions: isolation, Stop, shared generators, time to live and the LRU bound."""
+"""Per-user sessions: isolation, Stop, shared generators, time to live, the LRU bound, photo sessions."""
+import gc
 import threading
 import time
+import weakref
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from draggan.engine import DragConfig, DragInputError
-from draggan.sessions import NoSessionError, SessionManager
-from stylegan2 import tiny_generator
+from draggan.sessions import NoSessionError, PhotoLimitError, SessionManager
+from pti import (EmbeddingError, InversionCancelled, PerceptualDistance, PerceptualWeightsError, VGG16Features,
+                 get_preset)
+from pti.embedding import generator_hash
+from stylegan2 import image_to_uint8, seed_to_z, tiny_generator
 
 FAR = DragConfig(lr=0.001, r1=48, r2=96, max_steps=1000)   # moves slowly: only a Stop ends it early
 FAST = DragConfig(lr=0.08, r1=48, r2=96, max_steps=20)     # moves a lot on the tiny model
@@ -193,3 +199,189 @@ def test_the_bound_evicts_the_least_recently_used(manager):
     assert len(manager) == 4 and "b" not in manager and all(k in manager for k in "acde")
     assert list(g)[-1].reason == "stopped"  # an evicted session's drag stops
     assert manager.close("a") and not manager.close("a") and "a" not in manager
+
+
+# ----------------------------------------------------------------------------
+# Real photos: per-session tuned copies, cancel, the bound, the shared perceptual net, embeddings.
+
+QUICK = get_preset("fast", w_steps=3, tune_steps=2)
+LONG = get_preset("fast", w_steps=5000, tune_steps=5000)
+
+
+@pytest.fixture(scope="module")
+def perceptual():
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return PerceptualDistance(VGG16Features(width=1 / 16))
+
+
+@pytest.fixture
+def photos(loads, perceptual):
+    """A manager for photo tests: at most two tuned copies; `perceptual_loads` counts the loader's calls."""
+    def load(spec, device):
+        loads.append((spec, device))
+        return tiny_generator(32, seed=0)
+
+    def load_perceptual(device):
+        perceptual_loads.append(device)
+        return perceptual
+
+    perceptual_loads = []
+    manager = SessionManager(device="cpu", load=load, max_sessions=4, ttl_s=100.0, clock=Clock(),
+                             perceptual_loader=load_perceptual, max_photos=2)
+    manager.perceptual_loads = perceptual_loads
+    return manager
+
+
+@pytest.fixture(scope="module")
+def photo_file(tmp_path_factory):
+    """A photo the tiny model can make (seed 9, no truncation), as a PNG file."""
+    G = tiny_generator(32, seed=0)
+    path = tmp_path_factory.mktemp("photo") / "photo.png"
+    with torch.no_grad():
+        ws = G.mapping(seed_to_z(9, G.z_dim))
+        Image.fromarray(image_to_uint8(G.synthesis(ws, noise_mode="const"))).save(path)
+    return path
+
+
+def test_a_photo_session_drags_its_own_tuned_copy_and_leaves_the_base_alone(photos, photo_file):
+    base = photos.generator("tiny")
+    before = generator_hash(base)
+    a, notes = photos.invert_photo("a", "tiny", photo_file, QUICK)
+    assert notes == [] and a.photo is not None and a.seed is None and photos.photo_count() == 1
+    assert a.drag.G is a.photo.G and a.drag.G is not base
+    assert np.array_equal(a.image(), a.photo.image())        # starts at the reconstruction
+    b, _ = photos.invert_photo("b", "tiny", photo_file, QUICK)
+    assert b.drag.G is not a.drag.G and photos.photo_count() == 2
+
+    frames = list(a.run_drag([[6, 6]], [[24, 22]], FAST))
+    assert frames[-1].mean_distance < 0.8 * np.hypot(18, 16)
+    assert not np.array_equal(a.image(), a.photo.image())
+    a.reset()                                                 # back to the inverted photo
+    assert np.array_equal(a.image(), a.photo.image())
+    assert np.array_equal(b.image(), b.photo.image())         # a's drag never touched b
+    assert generator_hash(base) == before and loads_once(photos)
+
+
+def loads_once(manager) -> bool:
+    return manager.perceptual_loads == ["cpu"]
+
+
+@pytest.mark.parametrize("end", ["generate", "close", "evict", "expire"])
+def test_the_tuned_copy_is_freed_when_the_photo_session_ends(photos, photo_file, end):
+    sess, _ = photos.invert_photo("a", "tiny", photo_file, QUICK)
+    copy_ref = weakref.ref(sess.drag.G)
+    del sess
+    if end == "generate":
+        assert photos.new_session("a", "tiny", seed=1).photo is None
+    elif end == "close":
+        photos.close("a")
+    elif end == "evict":
+        for i, key in enumerate("bcde"):          # max_sessions=4: a, the least recently used, goes
+            photos.new_session(key, "tiny", seed=i)
+    else:
+        photos._clock.t = 101
+        photos.sweep()
+    gc.collect()
+    assert copy_ref() is None and photos.photo_count() == 0
+
+
+def test_cancel_stops_within_a_step_and_keeps_the_session(photos, photo_file):
+    a = photos.new_session("a", "tiny", seed=1)
+    image = a.image().copy()
+    steps = []
+
+    def progress(stage, step, total, loss):
+        steps.append((stage, step))
+        if step == 3:
+            assert photos.cancel_invert("a")     # as the Cancel button does, from another thread
+    with pytest.raises(InversionCancelled):
+        photos.invert_photo("a", "tiny", photo_file, LONG, progress=progress)
+    assert steps == [("project", 1), ("project", 2), ("project", 3)]
+    assert photos.get("a") is a and np.array_equal(a.image(), image) and a.photo is None
+    assert photos.photo_count() == 0 and not photos.inverting("a")
+
+    photos.arm_invert("a")                      # Invert pressed; Cancel while it waits in the queue
+    assert photos.cancel_invert("a")
+    with pytest.raises(InversionCancelled):
+        photos.invert_photo("a", "tiny", photo_file, LONG, progress=lambda *args: steps.append(args))
+    assert len(steps) == 3 and photos.get("a") is a
+    assert not photos.cancel_invert("a")        # nothing running or asked for: no effect on later ones
+    assert photos.invert_photo("a", "tiny", photo_file, QUICK)[0].photo is not None
+
+
+def test_cancel_from_another_thread(photos, photo_file):
+    steps, outcome = [], []
+
+    def run():
+        try:
+            photos.invert_photo("a", "tiny", photo_file, LONG, progress=lambda *args: steps.append(args))
+        except InversionCancelled as e:
+            outcome.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    while len(steps) < 2 and t.is_alive():
+        time.sleep(0.005)
+    photos.cancel_invert("a")
+    t.join(timeout=30)
+    assert not t.is_alive() and len(outcome) == 1 and 2 <= len(steps) < 50 and "a" not in photos
+
+
+def test_at_most_max_photos_tuned_copies(photos, photo_file):
+    photos.invert_photo("a", "tiny", photo_file, QUICK)
+    photos.invert_photo("b", "tiny", photo_file, QUICK)
+    photos.new_session("c", "tiny", seed=3)
+    with pytest.raises(PhotoLimitError, match="Too many photo sessions right now.*try again"):
+        photos.invert_photo("c", "tiny", photo_file, QUICK)
+    assert photos.get("c").photo is None and photos.photo_count() == 2
+    photos.invert_photo("a", "tiny", photo_file, QUICK)      # a session re-inverting reuses its own slot
+    photos.new_session("b", "tiny", seed=4)                   # b goes back to a seed: its slot is free
+    assert photos.invert_photo("c", "tiny", photo_file, QUICK)[0].photo is not None
+    assert photos.photo_count() == 2
+
+
+def test_bad_photos_and_missing_perceptual_weights_leave_the_session_as_it_was(photos, photo_file, tmp_path):
+    a = photos.new_session("a", "tiny", seed=1)
+    huge = tmp_path / "huge.png"
+    Image.new("1", (8000, 6000)).save(huge)                   # 48 MP, a few kB on disk
+    with pytest.raises(DragInputError, match=r"^huge.png is 8000x6000 \(48 megapixels\); the limit is 40"):
+        photos.invert_photo("a", "tiny", huge, QUICK)
+    with pytest.raises(DragInputError, match="outside the 32x32 image"):
+        photos.invert_photo("a", "tiny", photo_file, QUICK, crop=(0, 0, 40, 40))
+
+    def offline(device):
+        raise PerceptualWeightsError("The perceptual network needs model.safetensors ... fetch it once")
+    photos._load_perceptual = offline
+    with pytest.raises(PerceptualWeightsError, match="fetch it once"):
+        photos.invert_photo("a", "tiny", photo_file, QUICK)
+    assert photos.get("a") is a and a.photo is None and photos.photo_count() == 0
+    photos._load_perceptual = lambda device: photos.perceptual_loads.append(device) or PerceptualDistance(
+        VGG16Features(width=1 / 16))
+    assert photos.invert_photo("a", "tiny", photo_file, QUICK)[0].photo is not None   # failures are not cached
+    photos.invert_photo("b", "tiny", photo_file, QUICK)
+    assert loads_once(photos)                                   # then loaded once, shared
+
+
+def test_embedding_round_trip_and_refusals(photos, photo_file, tmp_path):
+    a, _ = photos.invert_photo("a", "tiny", photo_file, QUICK)
+    photo_image = a.image().copy()
+    path = photos.save_photo("a")
+    assert path.parent == a.workdir() and path.suffix == ".safetensors"
+    b = photos.load_photo("b", path)
+    assert b.photo is not None and b.drag.G is not a.drag.G and np.array_equal(b.image(), photo_image)
+    assert b.photo.tuning.psnr_after == a.photo.tuning.psnr_after and np.array_equal(b.photo.target, a.photo.target)
+
+    c = photos.new_session("c", "tiny", seed=3)
+    with pytest.raises(DragInputError, match="generated, not a photo"):
+        photos.save_photo("c")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"junk")
+    with pytest.raises(EmbeddingError, match="^junk.safetensors is not a readable"):
+        photos.load_photo("c", junk)
+    other = SessionManager(device="cpu", load=lambda spec, device: tiny_generator(32, seed=1))
+    with pytest.raises(EmbeddingError, match="other weights"):
+        other.load_photo("c", path)
+    assert photos.get("c") is c and c.photo is None and photos.photo_count() == 2
+    with pytest.raises(PhotoLimitError):                      # a loaded photo takes a slot too
+        photos.load_photo("c", path)

@@ -43,17 +43,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--handles", required=True, help='handle points as "x,y;x,y" (image pixels)')
     parser.add_argument("--targets", required=True, help='target points as "x,y;x,y", one per handle')
     parser.add_argument("--rows", type=int, default=d.rows, help=f"W+ rows optimized (default {d.rows})")
-    parser.add_argument("--feature-block", type=int, default=d.feature_block,
-                        help=f"synthesis block driving the drag, 1-based (default {d.feature_block})")
-    parser.add_argument("--lr", type=float, default=d.lr, help=f"step size (default {d.lr})")
-    parser.add_argument("--r1", type=float, default=d.r1, help=f"motion radius, 512-px units (default {d.r1:g})")
-    parser.add_argument("--r2", type=float, default=d.r2, help=f"tracking radius, 512-px units (default {d.r2:g})")
+    # None = the catalog model's drag_defaults (see stylegan2/catalog.json), else DragConfig's default.
+    parser.add_argument("--feature-block", type=int, default=None,
+                        help=f"synthesis block driving the drag, 1-based "
+                             f"(default: the model's, else {d.feature_block})")
+    parser.add_argument("--lr", type=float, default=None, help=f"step size (default: the model's, else {d.lr})")
+    parser.add_argument("--r1", type=float, default=None,
+                        help=f"motion radius, 512-px units (default: the model's, else {d.r1:g})")
+    parser.add_argument("--r2", type=float, default=None,
+                        help=f"tracking radius, 512-px units (default: the model's, else {d.r2:g})")
     parser.add_argument("--nearest", action="store_true", help="move handles onto the nearest edge first")
-    parser.add_argument("--r3", type=float, default=d.r3, help=f"Nearest search radius, 512-px units (default {d.r3:g})")
+    parser.add_argument("--r3", type=float, default=None,
+                        help=f"Nearest search radius, 512-px units (default: the model's, else {d.r3:g})")
     parser.add_argument("--tracking", choices=["l1", "l2"], default=d.tracking, help="feature distance for tracking")
     parser.add_argument("--mask", help="PNG of the editable area (white = may change); the rest is held fixed")
     parser.add_argument("--lambda-mask", type=float, default=d.lambda_mask, help=f"mask term weight (default {d.lambda_mask:g})")
-    parser.add_argument("--steps", type=int, default=d.max_steps, help=f"maximum steps (default {d.max_steps})")
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"maximum steps (default: the model's, else {d.max_steps})")
     parser.add_argument("--out", required=True, help="where to save the final image (PNG)")
     parser.add_argument("--video", help="every frame of the drag with the point overlay (.mp4 or .gif)")
     parser.add_argument("--video-plain", help="every frame of the drag without the overlay (.mp4 or .gif)")
@@ -71,23 +77,27 @@ def load_mask(path: str, resolution: int) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     from draggan.engine import DragConfig, DragInputError, DragSession
     from stylegan2.checkpoints import CheckpointError, load_generator, resolve_device
-    from stylegan2.catalog import default_model
+    from stylegan2.catalog import default_model, drag_defaults
 
     try:
         handles, targets = parse_points(args.handles, "handles"), parse_points(args.targets, "targets")
         device = resolve_device(args.device)
         if args.embedding:
-            from pti import load_embedding
+            from pti import embedding_info, load_embedding
+            model = embedding_info(args.embedding).model_spec
             G, w0 = load_embedding(args.embedding, device)
             session = DragSession(G, w0, latent_space=args.latent)
         else:
-            G = load_generator(args.model or default_model(), device)
+            model = args.model or default_model()
+            G = load_generator(model, device)
             session = DragSession.from_seed(G, args.seed, psi=args.psi, latent_space=args.latent)
         if args.mask:
             session.set_mask(load_mask(args.mask, session.resolution))
-        cfg = DragConfig(lr=args.lr, r1=args.r1, r2=args.r2, r3=args.r3, nearest=args.nearest, tracking=args.tracking,
-                         feature_block=args.feature_block, rows=args.rows, lambda_mask=args.lambda_mask,
-                         max_steps=args.steps)
+        given = {"lr": args.lr, "r1": args.r1, "r2": args.r2, "r3": args.r3, "feature_block": args.feature_block,
+                 "max_steps": args.steps}
+        cfg = dataclasses.replace(DragConfig(**drag_defaults(model)), nearest=args.nearest, tracking=args.tracking,
+                                  rows=args.rows, lambda_mask=args.lambda_mask,
+                                  **{k: v for k, v in given.items() if v is not None})
         steps = []
         for frame in session.drag(handles, targets, cfg):
             if frame.done:

@@ -42,23 +42,13 @@ def _print_stage(title: str, m) -> None:
           f"{m.perceptual_after:.4f}  ({m.steps} steps, {m.seconds:.1f} s)")
 
 
-def _stored_spec(spec: str) -> str:
-    """How the embedding will name its base model: local files by absolute path, the rest as given."""
-    from stylegan2.checkpoints import resolve_spec
-
-    source = resolve_spec(spec)
-    if source.path is not None and source.model_name is None and source.path.is_file():
-        return str(source.path.resolve())
-    return spec
-
-
 def run(args: argparse.Namespace) -> int:
     from pti.embedding import save_embedding
     from pti.image_io import load_image, parse_crop
     from pti.inversion import InversionCancelled, get_preset, invert
     from pti.perceptual import load_perceptual
     from stylegan2.catalog import default_model
-    from stylegan2.checkpoints import CheckpointError, load_generator, resolve_device
+    from stylegan2.checkpoints import CheckpointError, load_generator, portable_spec, resolve_device
 
     last_print: dict[str, int] = {}
 
@@ -84,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         result = invert(G, target, perceptual, preset, progress=progress, seed=args.seed)
         _print_stage("W projection", result.projection)
         _print_stage("pivotal tuning", result.tuning)
-        save_embedding(args.out, result, G, _stored_spec(model))
+        save_embedding(args.out, result, G, portable_spec(model))
         if args.preview:
             args.preview.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(np.concatenate([result.target, result.image()], axis=1)).save(args.preview)
