@@ -12,6 +12,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REFERENCE = ROOT.parent / "shared" / "reference"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Tests use tiny networks: one thread is faster for them, and far faster than two contending ones."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     if not (REFERENCE / "sg2_res128.safetensors").exists():

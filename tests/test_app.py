@@ -6,7 +6,6 @@ import types
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -26,15 +25,12 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the tiny model gains nothing from threads on a shared machine
     model = save_generator(tiny_generator(RES, seed=0), tmp_path_factory.mktemp("model") / "tiny.safetensors")
     demo = draggan_app.build_demo(str(model), "cpu")
     port = free_port()
     draggan_app.launch(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
     yield types.SimpleNamespace(url=f"http://127.0.0.1:{port}/", demo=demo, model=str(model))
     demo.close()
-    torch.set_num_threads(n)
 
 
 def client(server):

@@ -37,8 +37,6 @@ def generated(G, seed: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, extra_catalog):
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the tiny model gains nothing from threads on a shared machine
     folder = tmp_path_factory.mktemp("pti-app")
     G = tiny_generator(RES, seed=1)
     model = save_generator(G, folder / "tiny.safetensors")
@@ -61,7 +59,6 @@ def server(tmp_path_factory, extra_catalog):
     yield types.SimpleNamespace(url=f"http://127.0.0.1:{port}/", demo=demo, app=demo.draggan, G=G,
                                 model_path=str(model), photos=photos, perceptual_loads=perceptual_loads)
     demo.close()
-    torch.set_num_threads(n)
 
 
 @pytest.fixture

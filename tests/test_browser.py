@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
@@ -34,8 +33,6 @@ TIMEOUT_MS = 90_000
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
     model = "toyfaces-64" if TOYFACES.is_file() else str(save_generator(
         tiny_generator(32, seed=0), tmp_path_factory.mktemp("model") / "tiny.safetensors"))
     demo = draggan_app.build_demo(model, "cpu")
@@ -45,7 +42,6 @@ def served(tmp_path_factory):
     draggan_app.launch(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/", demo.draggan.sessions
     demo.close()
-    torch.set_num_threads(n)
 
 
 def pixels(png: bytes) -> np.ndarray:

@@ -26,15 +26,6 @@ from stylegan2.checkpoints import clear_memory_cache, save_generator
 RES = 32
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small ops on a shared 2-core machine run far faster on one thread than two contending ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def G():
     return tiny_generator(RES, channels=32, w_dim=32, seed=1)

@@ -20,15 +20,6 @@ FAR = DragConfig(lr=0.001, r1=48, r2=96, max_steps=1000)   # moves slowly: only 
 FAST = DragConfig(lr=0.08, r1=48, r2=96, max_steps=20)     # moves a lot on the tiny model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The tiny model gains nothing from threads, and they slow everyone down on a shared machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class Clock:
     def __init__(self):
         self.t = 0.0

@@ -14,15 +14,6 @@ from stylegan2.training import TrainConfig, Trainer, tile, to_tensor
 MODEL = Path(__file__).resolve().parents[1] / "models" / "toyfaces-64.safetensors"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run fastest on one thread, and far faster than on several when the CPU is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_config(**overrides) -> TrainConfig:
     cfg = dict(resolution=16, z_dim=16, g_channel_base=128, g_channel_max=16, d_channel_base=128, d_channel_max=16,
                mapping_layers=2, batch=8, seed=1)
