@@ -20,12 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the pair sampler (default 0)")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--psi", type=float, default=0.7)
-    # Defaults suited to a 64-px model; radii are in 512-px units as everywhere.
-    parser.add_argument("--lr", type=float, default=0.002)
-    parser.add_argument("--r1", type=float, default=24.0, help="motion radius, 512-px units (default 24 = 3 px at 64)")
-    parser.add_argument("--r2", type=float, default=48.0, help="tracking radius, 512-px units (default 48 = 6 px at 64)")
-    parser.add_argument("--r3", type=float, default=40.0)
-    parser.add_argument("--feature-block", type=int, default=4)
+    # None = the model's drag_defaults in the catalog, else DragConfig's defaults; radii in 512-px units.
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--r1", type=float, default=None, help="motion radius, 512-px units")
+    parser.add_argument("--r2", type=float, default=None, help="tracking radius, 512-px units")
+    parser.add_argument("--r3", type=float, default=None, help="Nearest search radius, 512-px units")
+    parser.add_argument("--feature-block", type=int, default=None)
     parser.add_argument("--steps", type=int, default=200, help="maximum steps per edit (default 200)")
     parser.add_argument("--success-px", type=float, default=2.0, help="an edit succeeds within this mean distance")
     parser.add_argument("--json", action="store_true")
@@ -34,12 +34,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from draggan.engine import DragConfig
     from draggan.quality import run_method, summarize, valid_pairs
+    from stylegan2.catalog import drag_defaults
     from stylegan2.checkpoints import CheckpointError, load_generator, resolve_device
 
     try:
         G = load_generator(args.model, resolve_device(args.device))
-        cfg = DragConfig(lr=args.lr, r1=args.r1, r2=args.r2, r3=args.r3, feature_block=args.feature_block,
-                         max_steps=args.steps)
+        given = {"lr": args.lr, "r1": args.r1, "r2": args.r2, "r3": args.r3, "feature_block": args.feature_block}
+        cfg = dataclasses.replace(DragConfig(**drag_defaults(args.model)), max_steps=args.steps,
+                                  **{k: v for k, v in given.items() if v is not None})
         pairs = valid_pairs(G, args.pairs, args.seed, args.psi)
     except (CheckpointError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
