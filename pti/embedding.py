@@ -22,16 +22,14 @@ import dataclasses
 import hashlib
 import json
 import os
-import threading
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
-from stylegan2.checkpoints import CheckpointError
+from stylegan2.checkpoints import CheckpointError, write_safetensors
 from stylegan2.networks import Generator
 
 from .inversion import InversionResult
@@ -75,14 +73,7 @@ def save_embedding(path: str | os.PathLike, result: InversionResult, base_G: Gen
         "metrics": json.dumps({"projection": dataclasses.asdict(result.projection),
                                "tuning": dataclasses.asdict(result.tuning)}),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_safetensors(path, tensors, metadata)
 
 
 @dataclasses.dataclass

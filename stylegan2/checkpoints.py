@@ -47,7 +47,7 @@ from .safe_pickle import CheckpointError, UnsafeCheckpointError, UnsupportedChec
 
 __all__ = ["CheckpointError", "UnsafeCheckpointError", "UnsupportedCheckpointError", "Source", "cache_dir",
            "clear_memory_cache", "load_generator", "locate", "portable_spec", "read_generator_file", "resolve_device",
-           "resolve_spec", "save_generator"]
+           "resolve_spec", "save_generator", "write_safetensors"]
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +89,11 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 # ----------------------------------------------------------------------------
 # Our safetensors format.
 
-def save_generator(G: Generator, path: str | os.PathLike[str]) -> Path:
-    """Write `G` as one `.safetensors` file (weights + `draggan_config` metadata); atomic. Returns the path."""
+def write_safetensors(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor],
+                      metadata: dict[str, str]) -> Path:
+    """Write a `.safetensors` file atomically (a reader never sees half a file). Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in G.state_dict().items()}
-    metadata = {"format": FORMAT, CONFIG_KEY: json.dumps(G.config.to_dict(), sort_keys=True)}
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # unique per writer
     try:
         save_file(tensors, str(tmp), metadata=metadata)
@@ -102,6 +101,13 @@ def save_generator(G: Generator, path: str | os.PathLike[str]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def save_generator(G: Generator, path: str | os.PathLike[str]) -> Path:
+    """Write `G` as one `.safetensors` file (weights + `draggan_config` metadata); atomic. Returns the path."""
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in G.state_dict().items()}
+    metadata = {"format": FORMAT, CONFIG_KEY: json.dumps(G.config.to_dict(), sort_keys=True)}
+    return write_safetensors(path, tensors, metadata)
 
 
 def _read_safetensors(path: Path) -> Generator:
