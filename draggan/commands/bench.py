@@ -1,6 +1,8 @@
 """`python -m draggan bench`: ms per drag step and peak memory, engine vs the straightforward step.
 
-Both run in the same process on the same generator, latent and points. The
+Both run in one invocation on the same generator, latent and points, each method in a
+fresh process (peak memory above that process's starting point: the allocator's on CUDA,
+the resident set elsewhere). The
 straightforward step is the official code's approach (`draggan/baseline.py`): a full
 synthesis with autograd and weight gradients (the official generator's parameters
 require grad), the feature map resized to the image, host-side tracking.
@@ -8,7 +10,6 @@ require grad), the feature map resized to the image, host-side tracking.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import threading
@@ -80,68 +81,98 @@ def _points(res: int) -> tuple[list[list[float]], list[list[float]]]:
     return [[0.3 * res, 0.4 * res], [0.6 * res, 0.5 * res]], [[0.7 * res, 0.4 * res], [0.2 * res, 0.9 * res]]
 
 
-def bench_generator(G, device: torch.device, steps: int, label: str) -> list[dict]:
+METHODS = [("straightforward (official approach)", 0), ("engine, frame every step", 1),
+           ("engine, frame every 10 steps", 10)]  # (name, frame_every; 0 = the straightforward step)
+
+
+def make_generator(source: str | int, device: torch.device):
+    """A catalog name / Hub file / path, or a resolution for a random-weight generator of full StyleGAN2 width."""
+    from stylegan2 import Generator, GeneratorConfig
+    from stylegan2.checkpoints import load_generator
+
+    if isinstance(source, int):
+        torch.manual_seed(0)
+        return Generator(GeneratorConfig(img_resolution=source)).eval().requires_grad_(False).to(device)
+    return load_generator(source, device)
+
+
+def time_method(source: str | int, device: str, every: int, steps: int, threads: int) -> dict:
+    """ms per step and peak memory of one method, in this (fresh) process."""
     from draggan.baseline import baseline_drag
     from draggan.engine import DragConfig, DragSession
 
+    torch.set_num_threads(threads)
+    device = torch.device(device)
+    G = make_generator(source, device)
     res = G.img_resolution
     handles, targets = _points(res)
     w0 = DragSession.from_seed(G, 0).w0
-    rows = []
-
-    def record(method: str, times: list[float], mem: PeakMemory):
-        ms = 1000 * (times[-1] - times[0]) / (len(times) - 1)
-        rows.append({"model": label, "resolution": res, "device": str(device), "method": method,
-                     "ms_per_step": round(ms, 2), "peak_mb": round(mem.peak_mb, 1)})
-
-    # Straightforward: the official generator's weights require grad, so it pays for weight gradients.
-    G_official = copy.deepcopy(G).requires_grad_(True)
-    cfg = DragConfig(max_steps=steps + 1)
     times = []
-    with PeakMemory(device) as mem:
-        for _ in baseline_drag(G_official, w0, handles, targets, cfg):
-            _sync(device)
-            times.append(time.perf_counter())
-    record("straightforward (official approach)", times, mem)
-    del G_official
-
-    for every in (1, 10):
-        cfg = DragConfig(max_steps=steps * every + 1, frame_every=every)
-        # A frame is yielded every `every` steps; time `steps` frames, i.e. steps * every steps.
-        times = []
+    if every == 0:
+        # The official generator's weights require grad, so it pays for weight gradients too.
+        G.requires_grad_(True)
         with PeakMemory(device) as mem:
-            for frame in DragSession(G, w0).drag(handles, targets, cfg):
+            for _ in baseline_drag(G, w0, handles, targets, DragConfig(max_steps=steps + 1)):
+                _sync(device)
+                times.append(time.perf_counter())
+    else:
+        # A frame is yielded every `every` steps: time `steps` frames, i.e. steps * every steps.
+        with PeakMemory(device) as mem:
+            for frame in DragSession(G, w0).drag(handles, targets, DragConfig(max_steps=steps * every + 1,
+                                                                              frame_every=every)):
                 if not frame.done:
                     _sync(device)
                     times.append(time.perf_counter())
-        per_frame = [times[0] + (t - times[0]) / every for t in times]  # -> per step
-        record("engine, frame every step" if every == 1 else f"engine, frame every {every} steps", per_frame, mem)
+        times = [times[0] + (t - times[0]) / every for t in times]  # frame times -> step times
+    ms = 1000 * (times[-1] - times[0]) / (len(times) - 1)
+    return {"resolution": res, "ms_per_step": round(ms, 2), "peak_mb": round(mem.peak_mb, 1)}
 
-    base = rows[0]["ms_per_step"]
+
+def _child(queue, *args) -> None:
+    try:
+        queue.put(time_method(*args))
+    except BaseException as e:  # reported by the parent
+        queue.put(e)
+
+
+def bench_generator(source: str | int, device: torch.device, steps: int, label: str) -> list[dict]:
+    """Every method on the same generator, latent and points, each in a fresh process so that
+    one method's memory high-water mark does not hide another's."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    rows = []
+    for method, every in METHODS:
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_child, args=(queue, source, str(device), every, steps, torch.get_num_threads()))
+        proc.start()
+        result = queue.get()
+        proc.join()
+        if isinstance(result, BaseException):
+            raise result
+        rows.append({"model": label, "device": str(device), "method": method, **result})
+    base = rows[0]
     for r in rows:
-        r["speedup"] = round(base / r["ms_per_step"], 2)
-        r["memory_ratio"] = round(rows[0]["peak_mb"] / max(r["peak_mb"], 1e-6), 2)
+        r["speedup"] = round(base["ms_per_step"] / r["ms_per_step"], 2)
+        r["memory_ratio"] = round(base["peak_mb"] / max(r["peak_mb"], 1e-6), 2)
     return rows
 
 
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from stylegan2 import Generator, GeneratorConfig
-    from stylegan2.checkpoints import CheckpointError, load_generator, resolve_device
+    from stylegan2.checkpoints import CheckpointError, resolve_device
 
     try:
         device = resolve_device(args.device)
         if args.model:
-            generators = [(args.model, lambda: load_generator(args.model, device))]
+            make_generator(args.model, torch.device("cpu"))  # fail early, with the loader's message
+            sources = [(args.model, args.model)]
         else:
-            def random_G(res):
-                torch.manual_seed(0)
-                return Generator(GeneratorConfig(img_resolution=res)).eval().requires_grad_(False).to(device)
-            generators = [(f"random-{r}", (lambda r=r: random_G(r))) for r in (args.random_res or [256, 512])]
+            sources = [(f"random-{r}", r) for r in (args.random_res or [256, 512])]
         results = []
-        for label, make in generators:
-            rows = bench_generator(make(), device, max(args.steps, 2), label)
+        for label, source in sources:
+            rows = bench_generator(source, device, max(args.steps, 2), label)
             results.extend(rows)
             if not args.json:
                 for r in rows:
