@@ -52,6 +52,7 @@ class DragConfig:
     lambda_mask: float = 20.0    # weight of the term that keeps the area outside the mask fixed
     max_steps: int = 300         # stop after this many steps
     frame_every: int = 1         # render and report every n-th step (others stay on the device)
+    check_every: int = 10        # between frames, read back every n-th step whether the handles arrived
 
     def validate(self) -> None:
         for name in ("lr", "r1", "r2", "r3", "nearest_rate", "lambda_mask"):
@@ -60,8 +61,8 @@ class DragConfig:
                 raise DragInputError(f"{name} must be a finite number >= 0, got {v!r}")
         if self.tracking not in ("l1", "l2"):
             raise DragInputError(f"tracking must be 'l1' or 'l2', got {self.tracking!r}")
-        if self.max_steps < 1 or self.frame_every < 1 or self.rows < 1 or self.feature_block < 1:
-            raise DragInputError("max_steps, frame_every, rows and feature_block must be at least 1")
+        if min(self.max_steps, self.frame_every, self.check_every, self.rows, self.feature_block) < 1:
+            raise DragInputError("max_steps, frame_every, check_every, rows and feature_block must be at least 1")
 
     def radius_px(self, r: float, resolution: int) -> int:
         """A radius in image pixels: round(r * res / 512) as the official code does, at least 1."""
@@ -343,8 +344,9 @@ class DragSession:
             pending.append((step, points, distances, loss.detach()))
             step += 1
 
-            if show or step >= cfg.max_steps:
-                # Sync point: read back what the device computed since the last frame.
+            if show or step >= cfg.max_steps or step % cfg.check_every == 0:
+                # Sync point (a frame, the end, or a check for arrival between rare frames):
+                # read back what the device computed since the last one.
                 reached_at = None
                 records = []
                 for s, p, d, l in pending:

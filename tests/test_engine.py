@@ -269,3 +269,15 @@ def test_video_export_with_and_without_overlay(G64, tmp_path):
     while cap.read()[0]:
         n += 1
     assert n == 5
+
+
+def test_arrival_between_rare_frames_ends_the_drag_within_check_every_steps(G64, monkeypatch):
+    calls = []
+    features = G64.synthesis.features
+    monkeypatch.setattr(G64.synthesis, "features", lambda *a, **k: calls.append(1) or features(*a, **k))
+    s = DragSession.from_seed(G64, 1)
+    frames = list(s.drag([[24, 32]], [[40, 32]], DragConfig(max_steps=1000, frame_every=1000, check_every=5, **FAST)))
+    assert frames[-1].reason == "reached" and frames[-1].step < 60
+    assert [f.step for f in frames[:-1]] == [0]  # only the first frame was rendered
+    # Steps after the arrival leave the latent as it was, and stop at the next check.
+    assert frames[-1].step < len(calls) <= frames[-1].step + 6
