@@ -5,6 +5,9 @@ look the same. Images are [H, W, 3] uint8 RGB; points are (x, y) image pixels.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -60,6 +63,20 @@ def draw_mask(image: np.ndarray, editable: np.ndarray | None, alpha: float = 0.3
     return out.astype(np.uint8)
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence native libraries' writes to stderr (file descriptor 2) for the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def write_video(frames: Iterable[np.ndarray], path: str | Path, fps: float = 15.0) -> Path:
     """Write RGB frames as .mp4 (OpenCV; H.264 where available, else MPEG-4) or .gif (Pillow)."""
     path = Path(path)
@@ -76,7 +93,8 @@ def write_video(frames: Iterable[np.ndarray], path: str | Path, fps: float = 15.
     h, w = frames[0].shape[:2]
     h2, w2 = h - h % 2, w - w % 2  # most codecs want even sizes
     for fourcc in ("avc1", "mp4v"):
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w2, h2))
+        with _quiet_stderr():  # FFmpeg reports each encoder it tries and cannot open on stderr
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w2, h2))
         if writer.isOpened():
             break
     else:
