@@ -328,7 +328,6 @@ class DragSession:
                 if fixed is not None:
                     loss = loss + cfg.lambda_mask * ((feat - feat0).abs() * fixed).mean()
 
-            image = None
             if show:
                 with torch.no_grad():
                     img = self.G.synthesis.image_from_features(ws.detach(), [x.detach() for x in feats],
@@ -348,19 +347,17 @@ class DragSession:
                 # Sync point (a frame, the end, or a check for arrival between rare frames):
                 # read back what the device computed since the last one.
                 reached_at = None
-                records = []
-                for s, p, d, l in pending:
-                    d_host = d.cpu().numpy()
-                    records.append((s, p.cpu().numpy(), d_host, float(l)))
-                    if reached_at is None and bool((d_host <= stop_dist).all()):
+                for s, p, d, l in pending:  # up to the first step at which every handle had arrived
+                    d = d.cpu().numpy()
+                    if (d <= stop_dist).all():
                         reached_at = s
                         break
                 now = time.perf_counter()
                 ms = (now - t_last) * 1000 / len(pending)
                 t_last = now
                 pending = []
-                s, p, d, l = records[-1]
-                hxy = [[float(c), float(r)] for r, c in p]
+                l = float(l)
+                hxy = [[float(c), float(r)] for r, c in p.cpu().numpy()]
                 self.handles_xy = hxy
                 if show and reached_at is None:
                     image = image_to_uint8(img)
