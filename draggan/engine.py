@@ -28,12 +28,13 @@ import cv2
 import numpy as np
 import torch
 
+from stylegan2.errors import UserError
 from stylegan2.networks import Generator, image_to_uint8, seed_to_z
 
 from .features import downsample_mask, sample_resized, sample_resized_bilinear
 
 
-class DragInputError(ValueError):
+class DragInputError(UserError, ValueError):
     """Bad input from a user or script; the message says what to do."""
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from stylegan2.checkpoints import CheckpointError, write_safetensors
+from stylegan2.checkpoints import CheckpointError, generator_hash, write_safetensors
 from stylegan2.networks import Generator
 
 from .inversion import InversionResult
@@ -41,16 +40,6 @@ PREFIX = "G."
 
 class EmbeddingError(CheckpointError):
     """An embedding file that cannot be used as asked; the message says what to do."""
-
-
-def generator_hash(G: Generator) -> str:
-    """SHA-256 of the state dict (names, shapes and float32 values, in name order), as hex."""
-    h = hashlib.sha256()
-    for name, t in sorted(G.state_dict().items()):
-        t = t.detach().to("cpu", torch.float32).contiguous()
-        h.update(f"{name}:{tuple(t.shape)};".encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
 
 
 def save_embedding(path: str | os.PathLike, result: InversionResult, base_G: Generator, model_spec: str) -> Path:

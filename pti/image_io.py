@@ -16,11 +16,13 @@ from typing import BinaryIO, Sequence
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from stylegan2.errors import UserError
+
 MAX_PIXELS = 40_000_000  # refuse larger images before decoding: a 40 MP RGB image is 120 MB decoded
 EXIF_ORIENTATION = 0x0112
 
 
-class ImageInputError(ValueError):
+class ImageInputError(UserError, ValueError):
     """A photo that cannot be used as given; the message says what to do."""
 
 

@@ -1,4 +1,5 @@
 """StyleGAN2 networks (pure PyTorch) and safe checkpoint loading."""
-from .networks import Generator, GeneratorConfig, image_to_uint8, seed_to_z, tiny_generator
+from .errors import UserError
+from .networks import Generator, GeneratorConfig, image_to_uint8, seed_to_z
 
-__all__ = ["Generator", "GeneratorConfig", "image_to_uint8", "seed_to_z", "tiny_generator"]
+__all__ = ["Generator", "GeneratorConfig", "UserError", "image_to_uint8", "seed_to_z"]

@@ -46,7 +46,7 @@ from .networks import Generator, GeneratorConfig
 from .safe_pickle import CheckpointError, UnsafeCheckpointError, UnsupportedCheckpointError
 
 __all__ = ["CheckpointError", "UnsafeCheckpointError", "UnsupportedCheckpointError", "Source", "cache_dir",
-           "clear_memory_cache", "load_generator", "locate", "portable_spec", "read_generator_file", "resolve_device",
+           "clear_memory_cache", "generator_hash", "load_generator", "locate", "portable_spec", "read_generator_file", "resolve_device",
            "resolve_spec", "save_generator", "write_safetensors"]
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,16 @@ def write_safetensors(path: str | os.PathLike[str], tensors: dict[str, torch.Ten
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def generator_hash(G: Generator) -> str:
+    """SHA-256 of the state dict (names, shapes and float32 values, in name order), as hex."""
+    h = hashlib.sha256()
+    for name, t in sorted(G.state_dict().items()):
+        t = t.detach().to("cpu", torch.float32).contiguous()
+        h.update(f"{name}:{tuple(t.shape)};".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
 
 
 def save_generator(G: Generator, path: str | os.PathLike[str]) -> Path:

@@ -451,24 +451,3 @@ def seed_to_z(seed: int, z_dim: int) -> torch.Tensor:
 def image_to_uint8(img: torch.Tensor) -> np.ndarray:
     """[1 or batch, 3, H, W] in [-1, 1] -> [H, W, 3] uint8 of the first image, as the official renderer rounds."""
     return (img[0].detach().float() * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-
-
-def tiny_generator(resolution: int = 32, channels: int = 32, w_dim: int = 32, seed: int = 0) -> Generator:
-    """A small generator with random, non-trivial weights (for tests and benchmarks without a checkpoint).
-
-    Noise strengths and `w_avg` are set away from their zero init so every code path matters.
-    """
-    cfg = GeneratorConfig(z_dim=w_dim, w_dim=w_dim, img_resolution=resolution, channel_base=channels * resolution,
-                          channel_max=channels, mapping_layers=2)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        G = Generator(cfg)
-    with torch.no_grad():
-        for name, p in G.named_parameters():
-            if name.endswith("noise_strength"):
-                p.copy_(0.1 * torch.rand([], generator=gen))
-            elif name.endswith("bias") and "affine" not in name:
-                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
-        G.mapping.w_avg.copy_(0.5 * torch.randn(w_dim, generator=gen))
-    return G.eval().requires_grad_(False)

@@ -33,10 +33,11 @@ from typing import Any, BinaryIO, Callable, NamedTuple
 import numpy as np
 import torch
 
+from .errors import UserError
 from .networks import Generator, GeneratorConfig
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A checkpoint could not be found, read or used. The message says what to do.
 
     Defined here, the lowest layer, so the pickle reader can raise it; import it from

@@ -10,7 +10,7 @@ from PIL import Image
 
 gradio_client = pytest.importorskip("gradio_client")
 import app as draggan_app  # noqa: E402
-from stylegan2 import tiny_generator  # noqa: E402
+from stylegan2.testing import tiny_generator  # noqa: E402
 from stylegan2.checkpoints import save_generator  # noqa: E402
 
 RES = 32

@@ -14,8 +14,9 @@ from PIL import Image
 gradio_client = pytest.importorskip("gradio_client")
 import app as draggan_app  # noqa: E402
 from pti import PerceptualDistance, VGG16Features, get_preset, invert, save_embedding  # noqa: E402
-from pti.embedding import generator_hash  # noqa: E402
-from stylegan2 import image_to_uint8, tiny_generator  # noqa: E402
+from stylegan2.checkpoints import generator_hash  # noqa: E402
+from stylegan2 import image_to_uint8  # noqa: E402
+from stylegan2.testing import tiny_generator  # noqa: E402
 from stylegan2.checkpoints import save_generator  # noqa: E402
 
 RES = 32

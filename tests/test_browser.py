@@ -22,7 +22,7 @@ if not Path(CHROMIUM).is_file():
     pytest.skip("Chromium is not installed (apt-get install chromium)", allow_module_level=True)
 
 import app as draggan_app  # noqa: E402
-from stylegan2 import tiny_generator  # noqa: E402
+from stylegan2.testing import tiny_generator  # noqa: E402
 from stylegan2.checkpoints import save_generator  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,8 @@ from huggingface_hub import constants as hf_constants
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from stylegan2 import catalog, checkpoints, safe_pickle, seed_to_z, tiny_generator
+from stylegan2 import catalog, checkpoints, safe_pickle, seed_to_z
+from stylegan2.testing import tiny_generator
 from stylegan2.checkpoints import CheckpointError, load_generator, resolve_device, save_generator
 from test_safe_pickle import write_nvidia_pickle
 

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from draggan.__main__ import main
-from stylegan2 import tiny_generator
+from stylegan2.testing import tiny_generator
 from stylegan2.checkpoints import save_generator
 
 

@@ -12,7 +12,8 @@ from huggingface_hub import constants as hf_constants
 from PIL import Image
 
 from draggan.__main__ import main
-from stylegan2 import checkpoints, image_to_uint8, seed_to_z, tiny_generator
+from stylegan2 import checkpoints, image_to_uint8, seed_to_z
+from stylegan2.testing import tiny_generator
 from stylegan2.checkpoints import load_generator, save_generator
 from test_safe_pickle import Hostile, write_nvidia_pickle
 

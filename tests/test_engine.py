@@ -10,7 +10,10 @@ from safetensors.torch import load_file
 
 from draggan.baseline import baseline_drag
 from draggan.engine import DragConfig, DragInputError, DragSession, nearest_edge_points
-from stylegan2 import Generator, GeneratorConfig, tiny_generator
+from stylegan2 import Generator, GeneratorConfig
+
+
+from stylegan2.testing import tiny_generator
 
 
 # -- parity with ../shared/reference -------------------------------------------

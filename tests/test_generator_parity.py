@@ -5,7 +5,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from stylegan2 import Generator, GeneratorConfig, seed_to_z, tiny_generator
+from stylegan2 import Generator, GeneratorConfig, seed_to_z
+
+from stylegan2.testing import tiny_generator
 
 TOL = 1e-4  # relative to the reference tensor's largest magnitude
 

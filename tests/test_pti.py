@@ -20,7 +20,8 @@ from pti import (EmbeddingError, ImageInputError, InversionCancelled, Perceptual
                  VGG16Features, embedding_info, get_preset, invert, load_embedding, load_image, load_perceptual,
                  parse_crop, prepare_image, save_embedding)
 from pti.perceptual import IMAGENET_MEAN, IMAGENET_STD
-from stylegan2 import image_to_uint8, tiny_generator
+from stylegan2 import image_to_uint8
+from stylegan2.testing import tiny_generator
 from stylegan2.checkpoints import clear_memory_cache, save_generator
 
 RES = 32

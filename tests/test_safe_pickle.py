@@ -26,7 +26,8 @@ import numpy as np
 import pytest
 import torch
 
-from stylegan2 import Generator, seed_to_z, tiny_generator
+from stylegan2 import Generator, seed_to_z
+from stylegan2.testing import tiny_generator
 from stylegan2.safe_pickle import (CheckpointError, UnsafeCheckpointError, UnsupportedCheckpointError,
                                    generator_from_pickle)
 

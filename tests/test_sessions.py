@@ -13,8 +13,10 @@ from draggan.engine import DragConfig, DragInputError
 from draggan.sessions import NoSessionError, PhotoLimitError, SessionManager
 from pti import (EmbeddingError, InversionCancelled, PerceptualDistance, PerceptualWeightsError, VGG16Features,
                  get_preset)
-from pti.embedding import generator_hash
-from stylegan2 import image_to_uint8, seed_to_z, tiny_generator
+from stylegan2.checkpoints import generator_hash
+from stylegan2 import image_to_uint8, seed_to_z
+
+from stylegan2.testing import tiny_generator
 
 FAR = DragConfig(lr=0.001, r1=48, r2=96, max_steps=1000)   # moves slowly: only a Stop ends it early
 FAST = DragConfig(lr=0.08, r1=48, r2=96, max_steps=20)     # moves a lot on the tiny model
