@@ -412,10 +412,71 @@ class GeneratorConfig:
         if "mapping_num_layers" in flat:
             flat["mapping_layers"] = flat["mapping_num_layers"]
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in flat.items() if k in names})
+        # numpy scalars (a pickle may hold them) as plain Python numbers, so validate() sees their value
+        plain = lambda v: v.item() if isinstance(v, (np.integer, np.floating)) else v
+        return cls(**{k: plain(v) for k, v in flat.items() if k in names})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def validate(self) -> "GeneratorConfig":
+        """Check every field against sane bounds before anything is built from it; returns self.
+
+        A file's config decides how much memory `Generator(config)` allocates, so a config read
+        from a file must pass here first. Raises CheckpointError naming the first bad field.
+        """
+        # Imported here: safe_pickle (where CheckpointError lives) imports this module.
+        from .safe_pickle import CheckpointError
+        problem = _config_problem(self)
+        if problem:
+            raise CheckpointError(f"the model's config is outside what this app loads: {problem}")
+        return self
+
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The state dict's tensor shapes of `Generator(self)`, found without allocating any weights."""
+        with torch.device("meta"):
+            return {k: tuple(v.shape) for k, v in Generator(self).state_dict().items()}
+
+
+# Bounds of GeneratorConfig.validate: above every published StyleGAN2 generator, far below a memory bomb.
+MAX_RESOLUTION = 1024
+MAX_CHANNELS = 1024     # per synthesis block, and z_dim, w_dim, c_dim
+MAX_CHANNEL_BASE = 1 << 20
+MAX_MAPPING_LAYERS = 8
+MAX_FP16_RES = 16
+
+
+def _brief(value: Any) -> str:
+    """A field's value for an error message: short scalars as they are, anything else by type."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return repr(value)[:40]
+    return f"a {type(value).__name__}"
+
+
+def _config_problem(cfg: "GeneratorConfig") -> str | None:
+    """The first field of `cfg` outside GeneratorConfig.validate's bounds, as words; None when all fit."""
+    ints = {"z_dim": (0, MAX_CHANNELS), "c_dim": (0, MAX_CHANNELS), "w_dim": (1, MAX_CHANNELS),
+            "img_resolution": (4, MAX_RESOLUTION), "img_channels": (1, 4), "channel_base": (1, MAX_CHANNEL_BASE),
+            "channel_max": (1, MAX_CHANNELS), "num_fp16_res": (0, MAX_FP16_RES),
+            "mapping_layers": (1, MAX_MAPPING_LAYERS)}
+    for name, (lo, hi) in ints.items():
+        value = getattr(cfg, name)
+        if type(value) is not int or not lo <= value <= hi:
+            return f"{name} = {_brief(value)} (expected a whole number in {lo}..{hi})"
+    res = cfg.img_resolution
+    if res & (res - 1):
+        return f"img_resolution = {res} (expected a power of two)"
+    if cfg.z_dim == 0 and cfg.c_dim == 0:
+        return "z_dim = 0 and c_dim = 0 (the mapping network would have no input)"
+    if cfg.channel_base < res:
+        return f"channel_base = {cfg.channel_base} leaves the {res}-px block without channels"
+    clamp, lr = cfg.conv_clamp, cfg.mapping_lr_multiplier
+    if clamp is not None and (isinstance(clamp, bool) or not isinstance(clamp, (int, float))
+                              or not math.isfinite(clamp) or clamp < 0):
+        return f"conv_clamp = {_brief(clamp)} (expected None or a finite number >= 0)"
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or not 0 < lr <= 1:
+        return f"mapping_lr_multiplier = {_brief(lr)} (expected a number in (0, 1])"
+    return None
 
 
 class Generator(torch.nn.Module):

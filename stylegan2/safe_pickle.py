@@ -24,9 +24,12 @@ that cannot be checked against TensorFlow's numbers here, so they are converted 
 from __future__ import annotations
 
 import collections
+import dataclasses
+import errno
 import io
 import os
 import pickle
+import stat
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, NamedTuple
 
@@ -51,6 +54,48 @@ class UnsafeCheckpointError(CheckpointError):
 
 class UnsupportedCheckpointError(CheckpointError):
     """A readable checkpoint of a kind this app cannot run (TensorFlow pickle, StyleGAN3, ...)."""
+
+
+MAX_PICKLE_BYTES = 1 << 30  # NVIDIA's largest StyleGAN2 snapshots (G, D and G_ema at 1024 px) are ~400 MB
+
+
+def shorten(text: Any, limit: int = 100) -> str:
+    """`text` fit to echo in a one-line message: control characters as '?', at most `limit` characters.
+
+    Containers are named by type only: their str() could be huge or nested past the recursion limit.
+    """
+    if not isinstance(text, (str, int, float, BaseException)):
+        text = os.fspath(text) if isinstance(text, os.PathLike) else f"<{type(text).__name__}>"
+    text = "".join(c if c.isprintable() else "?" for c in str(text)[:limit + 1])
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def open_regular_file(path: str | os.PathLike[str], max_bytes: int, what: str = "model file") -> BinaryIO:
+    """Open `path` for reading if it is a regular file of at most `max_bytes`; one-line CheckpointError otherwise.
+
+    Opened without blocking, so a FIFO in place of the file cannot hang the reader, then checked
+    on the open descriptor (what is read is what was checked).
+    """
+    name = shorten(os.fspath(path))
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise CheckpointError(f"{what} not found: {name}") from None
+    except OSError as e:
+        why = {errno.ELOOP: "a symlink loop", errno.EISDIR: "a folder", errno.EACCES: "not readable",
+               errno.ENAMETOOLONG: "a name too long"}.get(e.errno, e.strerror or "unreadable")
+        raise CheckpointError(f"{what} {name} cannot be read ({why}): pass a .pkl or .safetensors file") from None
+    f = os.fdopen(fd, "rb")
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        f.close()
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+        raise CheckpointError(f"{what} {name} is {kind}: pass a .pkl or .safetensors file")
+    if info.st_size > max_bytes:
+        f.close()
+        raise CheckpointError(f"{what} {name} is {info.st_size / 2**20:.0f} MB, over this app's limit of "
+                              f"{max_bytes / 2**20:.0f} MB")
+    return f
 
 
 # ----------------------------------------------------------------------------
@@ -78,7 +123,7 @@ class PickledObject:
         if isinstance(state, tuple) and len(state) == 2:  # (__dict__, __slots__ values)
             state = {**(state[0] or {}), **(state[1] or {})}
         if not isinstance(state, dict):
-            raise CheckpointError(f"unexpected pickled state for {self.class_name}: {type(state).__name__}")
+            raise CheckpointError(f"unexpected pickled state for {shorten(self.class_name)}: {type(state).__name__}")
         self.state = dict(state)
 
     def __repr__(self) -> str:
@@ -101,7 +146,7 @@ class _StandIn:
         return self.func(*args)
 
     def __setstate__(self, state: Any) -> None:
-        raise UnsafeCheckpointError(f"the pickle tries to modify {self.name}: refused")
+        raise UnsafeCheckpointError(f"the pickle tries to modify {shorten(self.name)}: refused")
 
 
 def _reconstruct_persistent_obj(meta: Any) -> PickledObject:
@@ -223,9 +268,9 @@ class SafeUnpickler(pickle.Unpickler):
         if module.startswith(_RECORDED_MODULE_PREFIXES):
             return _record_class(f"{module}.{name}")
         if module.startswith("dnnlib.tflib") or module == "tensorflow" or module.startswith("tensorflow."):
-            raise _refuse_tensorflow(f"{module}.{name}")
+            raise _refuse_tensorflow(shorten(f"{module}.{name}"))
         raise UnsafeCheckpointError(
-            f"refused to load {module}.{name}: the checkpoint asks for a global outside the allowlist, "
+            f"refused to load {shorten(f'{module}.{name}')}: the checkpoint asks for a global outside the allowlist, "
             "which could run code. Use a checkpoint from a trusted source")
 
     def persistent_load(self, pid: Any) -> Any:
@@ -242,31 +287,78 @@ def safe_load(file: BinaryIO) -> Any:
         return SafeUnpickler(file).load()
     except CheckpointError:
         raise
+    except RecursionError:  # a stand-in fed absurdly nested arguments
+        raise CheckpointError("refused: the pickle nests its data too deeply for a network checkpoint") from None
     except Exception as e:  # any failure of the pickle machinery means a damaged file
-        raise CheckpointError(f"corrupt or truncated pickle ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"corrupt or truncated pickle ({type(e).__name__}: {shorten(e)})") from None
 
 
 # ----------------------------------------------------------------------------
 # From the unpickled records to our Generator.
 
-def module_state_dict(obj: PickledObject, prefix: str = "") -> dict[str, torch.Tensor]:
-    """Flat state dict of a pickled `nn.Module` record: parameters and persistent buffers, recursively."""
-    state = obj.state
-    non_persistent = set(state.get("_non_persistent_buffers_set") or ())
+@dataclasses.dataclass(frozen=True)
+class WalkBudget:
+    """Limits of `module_state_dict`'s walk; a StyleGAN2 generator at 1024 px stays far inside them."""
+    max_modules: int = 2048         # module records in the tree (a generator has about 150)
+    max_depth: int = 16             # nesting of submodules (a generator has 4)
+    max_tensors: int = 4096         # parameters and buffers (a generator has about 300)
+    max_bytes: int = MAX_PICKLE_BYTES  # their total size
+
+
+def module_state_dict(obj: PickledObject, prefix: str = "", budget: WalkBudget = WalkBudget()
+                      ) -> dict[str, torch.Tensor]:
+    """Flat state dict of a pickled `nn.Module` record: parameters and persistent buffers of the tree.
+
+    Walks with its own stack (no recursion), visits each record once and refuses a record met
+    twice (a shared submodule or a cycle: a generator has neither), and stops at `budget`.
+    """
     out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    total_bytes = 0
+    stack: list[tuple[PickledObject, str, int]] = [(obj, prefix, 0)]
+    while stack:
+        node, pre, depth = stack.pop()
+        if id(node) in seen:
+            raise CheckpointError(f"submodule {shorten(pre.rstrip('.'))} appears twice in the network (shared or "
+                                  "cyclic): a StyleGAN2 generator has neither")
+        seen.add(id(node))
+        if depth > budget.max_depth or len(seen) + len(stack) > budget.max_modules:
+            raise CheckpointError("the network's module tree is deeper or larger than any StyleGAN2 generator")
+        for name, value in _module_tensors(node, pre):
+            out[name] = value
+            total_bytes += value.numel() * value.element_size()
+            if len(out) > budget.max_tensors or total_bytes > budget.max_bytes:
+                raise CheckpointError("the network holds more tensors or bytes than any StyleGAN2 generator")
+        children = node.state.get("_modules") or {}
+        if not isinstance(children, dict):
+            raise CheckpointError(f"_modules of {shorten(pre or obj.class_name)} is not a dict")
+        for name, child in reversed(list(children.items())):
+            if child is None:
+                continue
+            if not isinstance(child, PickledObject) or not isinstance(name, str):
+                raise CheckpointError(f"submodule {shorten(f'{pre}{name}')} is a {type(child).__name__}, not a module")
+            stack.append((child, f"{pre}{name}.", depth + 1))
+    return out
+
+
+def _module_tensors(node: PickledObject, prefix: str) -> list[tuple[str, torch.Tensor]]:
+    """(prefixed name, tensor) of one record's own parameters and persistent buffers."""
+    state = node.state
+    non_persistent = state.get("_non_persistent_buffers_set") or set()
+    if not isinstance(non_persistent, (set, frozenset)):
+        raise CheckpointError(f"_non_persistent_buffers_set of {shorten(prefix or node.class_name)} is not a set")
+    out = []
     for group in ("_parameters", "_buffers"):
-        for name, value in (state.get(group) or {}).items():
+        entries = state.get(group) or {}
+        if not isinstance(entries, dict):
+            raise CheckpointError(f"{group} of {shorten(prefix or node.class_name)} is not a dict")
+        for name, value in entries.items():
             if value is None or (group == "_buffers" and name in non_persistent):
                 continue
-            if not isinstance(value, torch.Tensor):
-                raise CheckpointError(f"{prefix}{name} in {obj.class_name} is a {type(value).__name__}, not a tensor")
-            out[prefix + name] = value
-    for name, child in (state.get("_modules") or {}).items():
-        if child is None:
-            continue
-        if not isinstance(child, PickledObject):
-            raise CheckpointError(f"submodule {prefix}{name} is a {type(child).__name__}, not a module")
-        out.update(module_state_dict(child, f"{prefix}{name}."))
+            if not isinstance(name, str) or not isinstance(value, torch.Tensor):
+                raise CheckpointError(f"{shorten(f'{prefix}{name}')} in {shorten(node.class_name)} is a "
+                                      f"{type(value).__name__}, not a tensor")
+            out.append((prefix + name, value))
     return out
 
 
@@ -281,6 +373,9 @@ def generator_kwargs(obj: PickledObject) -> dict[str, Any]:
         raise CheckpointError(f"the pickled {obj.class_name} has no constructor arguments (_init_kwargs)")
     out = dict(zip(_GENERATOR_POSITIONAL, args))
     out.update(kwargs)
+    for nested in ("synthesis_kwargs", "mapping_kwargs"):
+        if not isinstance(out.get(nested) or {}, dict):
+            raise CheckpointError(f"the pickled {shorten(obj.class_name)}'s {nested} is not a dict")
     synthesis = dict(out.get("synthesis_kwargs") or {})
     # NVIDIA's blocks default to conv_clamp=None; our config's default (256) is for new models.
     if "conv_clamp" not in out and "conv_clamp" not in synthesis:
@@ -299,8 +394,17 @@ def _unsupported_setting(kwargs: dict[str, Any]) -> str | None:
     checks.append(("mapping activation", dict(kwargs.get("mapping_kwargs") or {}).get("activation", "lrelu"), "lrelu"))
     for name, value, ours in checks:
         if (list(value) if isinstance(value, (list, tuple)) else value) != ours:
-            return f"{name}={value!r}"
+            return f"{name}={_brief_value(value)}"
     return None
+
+
+def _brief_value(value: Any) -> str:
+    """A setting's value for a message: short lists of numbers and scalars as written, else the type."""
+    if isinstance(value, (list, tuple)) and len(value) <= 8 and all(type(v) in (int, float) for v in value):
+        return repr(list(value))
+    if value is None or type(value) in (bool, int, float, str):
+        return shorten(repr(value), 40)
+    return f"a {type(value).__name__}"
 
 
 def _find_generator(data: Any) -> tuple[str, PickledObject]:
@@ -311,47 +415,67 @@ def _find_generator(data: Any) -> tuple[str, PickledObject]:
             if isinstance(data.get(key), PickledObject):
                 return key, data[key]
         raise UnsupportedCheckpointError(
-            f"no generator in this pickle: expected a dict with G_ema or G, found keys {sorted(map(str, data))[:8]}")
+            f"no generator in this pickle: expected a dict with G_ema or G, found keys {[shorten(k, 30) for k in list(data)[:8]]}")
     raise UnsupportedCheckpointError(f"not an NVIDIA network pickle (top level is a {type(data).__name__})")
 
 
-def _describe_mismatch(state: dict[str, torch.Tensor], ours: dict[str, torch.Tensor]) -> str:
-    if any(k.startswith(("synthesis.input.", "synthesis.L0_")) for k in state):
+def describe_mismatch(shapes: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]) -> str | None:
+    """What differs between a file's tensor shapes and those its config implies, in words; None if they match."""
+    if shapes == expected:
+        return None
+    if any(k.startswith(("synthesis.input.", "synthesis.L0_")) for k in shapes):
         return "this is a StyleGAN3 generator; only StyleGAN2 generators are supported"
-    missing = sorted(set(ours) - set(state))
-    unexpected = sorted(set(state) - set(ours))
-    shapes = sorted(k for k in set(ours) & set(state) if ours[k].shape != state[k].shape)
-    parts = [f"{label}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
-             for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)) if keys]
-    return "weights do not fit a StyleGAN2 generator built from the pickle's own config (" + "; ".join(parts) + ")"
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(shapes) if expected[k] != shapes[k])
+    parts = [f"{label}: {', '.join(shorten(k, 60) for k in keys[:4])}{' ...' if len(keys) > 4 else ''}"
+             for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
+    return "weights do not fit a StyleGAN2 generator built from the file's own config (" + "; ".join(parts) + ")"
 
 
-def generator_from_records(data: Any) -> Generator:
-    """Build our `Generator` from `safe_load`'s result (a dict with G_ema/G, or one network record)."""
+def config_from_dict(d: Any, where: str) -> GeneratorConfig:
+    """`GeneratorConfig.from_dict(d)`, validated; CheckpointError (one line) for anything malformed or out of bounds."""
+    try:
+        cfg = GeneratorConfig.from_dict(d)
+    except (TypeError, ValueError, AttributeError) as e:
+        raise UnsupportedCheckpointError(f"{where}: malformed generator arguments ({shorten(e)})") from None
+    try:
+        return cfg.validate()
+    except CheckpointError as e:
+        raise UnsupportedCheckpointError(f"{where}: {e}") from None
+
+
+def generator_from_records(data: Any, budget: WalkBudget = WalkBudget()) -> Generator:
+    """Build our `Generator` from `safe_load`'s result (a dict with G_ema/G, or one network record).
+
+    The config is validated and the weights' shapes checked against it before the generator is built.
+    """
     key, net = _find_generator(data)
     kwargs = generator_kwargs(net)
     setting = _unsupported_setting(kwargs)
     if setting:
         raise UnsupportedCheckpointError(f"{key} was built with {setting}; our StyleGAN2 supports the defaults only")
-    try:
-        G = Generator(GeneratorConfig.from_dict(kwargs))
-    except Exception as e:
-        raise UnsupportedCheckpointError(f"cannot build a StyleGAN2 generator from {key}'s arguments: {e}") from e
-    state, ours = module_state_dict(net), G.state_dict()
-    if set(state) != set(ours) or any(ours[k].shape != v.shape for k, v in state.items()):
-        raise UnsupportedCheckpointError(f"{key}: {_describe_mismatch(state, ours)}")
+    cfg = config_from_dict(kwargs, key)
+    state = module_state_dict(net, budget=budget)
+    problem = describe_mismatch({k: tuple(v.shape) for k, v in state.items()}, cfg.state_shapes())
+    if problem:
+        raise UnsupportedCheckpointError(f"{key}: {problem}")
+    G = Generator(cfg)
     G.load_state_dict(state, strict=True)
     return G.eval().requires_grad_(False)
 
 
-def generator_from_pickle(path: str | os.PathLike[str]) -> Generator:
-    """Read an NVIDIA StyleGAN2 `.pkl` safely and return its `G_ema` (else `G`) as our `Generator` on the CPU."""
+def generator_from_pickle(path: str | os.PathLike[str], max_bytes: int = MAX_PICKLE_BYTES) -> Generator:
+    """Read an NVIDIA StyleGAN2 `.pkl` safely and return its `G_ema` (else `G`) as our `Generator` on the CPU.
+
+    max_bytes: larger files are refused before reading; it also bounds the walk's tensor bytes.
+    """
     path = Path(path)
-    with open(path, "rb") as f:
+    with open_regular_file(path, max_bytes) as f:
         head = f.read(4)
         if head.startswith(b"PK\x03\x04"):
             raise UnsupportedCheckpointError(
-                f"{path.name} is a torch.save zip archive, not an NVIDIA network pickle")
+                f"{shorten(path.name)} is a torch.save zip archive, not an NVIDIA network pickle")
         f.seek(0)
         data = safe_load(f)
-    return generator_from_records(data)
+    return generator_from_records(data, WalkBudget(max_bytes=max_bytes))
