@@ -16,44 +16,63 @@ into that format in the conversion cache, named by the pickle's SHA-256, so late
 touch pickle. The cache is `$DRAGGAN_CACHE`, else `<HF_HOME>/draggan` (by default
 `~/.cache/huggingface/draggan`).
 
-Loaded generators are kept per (source, device) in this process and shared: they are in eval
-mode with `requires_grad=False`. A caller that changes weights (e.g. pivotal tuning) must work
-on `copy.deepcopy(G)`.
+Loaded generators are shared per (file, device) in this process: they are in eval mode with
+`requires_grad=False`; a caller that changes weights (e.g. pivotal tuning) must work on
+`copy.deepcopy(G)`. `generator_cache` keeps the recently used ones (an LRU bounded by count and
+bytes, `set_memory_cache_limits`) and finds again any that a caller still holds. Each
+(file, device) has its own load lock, so a slow load or download never delays another model.
+
+Everything read from a file is bounded before it is used: the file's size, the safetensors
+header, the config (`GeneratorConfig.validate`) and the tensors' shapes against that config,
+all before the generator is built. On a public server, `load_generator(..., allow_custom=False)`
+loads catalog models only (`check_spec_allowed`), with one message whatever else was asked for.
 """
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import threading
 import warnings
+import weakref
 from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
 from huggingface_hub import constants as hf_constants
-from huggingface_hub import hf_hub_download
-from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HFValidationError, LocalEntryNotFoundError,
-                                    RepositoryNotFoundError, RevisionNotFoundError)
+from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, HFValidationError,
+                                    LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError)
 from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from . import catalog, safe_pickle
-from .networks import Generator, GeneratorConfig
-from .safe_pickle import CheckpointError, UnsafeCheckpointError, UnsupportedCheckpointError
+from .networks import Generator
+from .safe_pickle import (CheckpointError, UnsafeCheckpointError, UnsupportedCheckpointError, config_from_dict,
+                          describe_mismatch, open_regular_file, shorten)
 
-__all__ = ["CheckpointError", "UnsafeCheckpointError", "UnsupportedCheckpointError", "Source", "cache_dir",
-           "clear_memory_cache", "generator_hash", "load_generator", "locate", "portable_spec", "read_generator_file", "resolve_device",
-           "resolve_spec", "save_generator", "write_safetensors"]
+__all__ = ["CheckpointError", "ModelNotAllowedError", "UnsafeCheckpointError", "UnsupportedCheckpointError",
+           "GeneratorCache", "SafetensorsHeader", "Source", "cache_dir", "check_spec_allowed", "clear_memory_cache",
+           "generator_cache", "generator_hash", "load_generator", "locate", "portable_spec", "read_generator_file",
+           "read_safetensors_header", "resolve_device", "resolve_spec", "save_generator", "set_memory_cache_limits",
+           "write_safetensors"]
 
 log = logging.getLogger(__name__)
 
 FORMAT = "draggan-stylegan2"
 CONFIG_KEY = "draggan_config"
 CONVERTER_VERSION = 1  # part of the cached file's name: bump when the pickle conversion changes
+MAX_MODEL_BYTES = safe_pickle.MAX_PICKLE_BYTES  # larger model files are refused before reading
+MAX_HEADER_BYTES = 1 << 20  # a safetensors header (tensor list + metadata); ours are under 64 KB
+MAX_SPEC_CHARS = 1024       # a model spec longer than any path or Hub file name is refused unread
+HUB_TIMEOUT_S = 10          # seconds to wait for the Hub's answer (metadata request, each download read)
 _HUB_SPEC = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+):(?P<file>[^@]+?)(?:@(?P<rev>[^@]+))?$")
 
 
@@ -120,25 +139,92 @@ def save_generator(G: Generator, path: str | os.PathLike[str]) -> Path:
     return write_safetensors(path, tensors, metadata)
 
 
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+                "BOOL": 1}
+_FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
+
+
+@dataclasses.dataclass(frozen=True)
+class SafetensorsHeader:
+    """What a `.safetensors` file says about itself, read without loading any tensor."""
+    metadata: dict[str, str]               # the string metadata (`__metadata__`)
+    shapes: dict[str, tuple[int, ...]]     # tensor name -> shape
+    dtypes: dict[str, str]                 # tensor name -> safetensors dtype ("F32", "U8", ...)
+
+
+def read_safetensors_header(path: str | os.PathLike[str], max_bytes: int = MAX_MODEL_BYTES,
+                            max_header_bytes: int = MAX_HEADER_BYTES, what: str = "model file") -> SafetensorsHeader:
+    """Read and check a `.safetensors` header: its size, JSON, dtypes, shapes and data offsets.
+
+    Only the header is read (at most `max_header_bytes`); a file over `max_bytes` is refused unread.
+    Raises CheckpointError (one line) for anything malformed, so a tensor read later cannot fail or surprise.
+    """
+    name = shorten(Path(path).name)
+    bad = f"{name} is not a readable .safetensors file"
+    with open_regular_file(path, max_bytes, what) as f:
+        size = os.fstat(f.fileno()).st_size
+        prefix = f.read(8)
+        n = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
+        if n < 2 or 8 + n > size:
+            raise CheckpointError(f"{bad} (truncated or not safetensors)")
+        if n > max_header_bytes:
+            raise CheckpointError(f"{bad}: its header is {n} bytes, over this app's limit of {max_header_bytes}")
+        try:
+            header = json.loads(f.read(n))
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than any real header
+            raise CheckpointError(f"{bad} (damaged header)") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{bad} (damaged header)")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(f"{bad} (its metadata is not text)")
+    shapes, dtypes = {}, {}
+    for key, entry in header.items():
+        problem = _tensor_entry_problem(entry, size - 8 - n)
+        if problem:
+            raise CheckpointError(f"{bad}: tensor {shorten(key, 60)} {problem}")
+        shapes[key], dtypes[key] = tuple(entry["shape"]), entry["dtype"]
+    return SafetensorsHeader(metadata, shapes, dtypes)
+
+
+def _tensor_entry_problem(entry: object, data_bytes: int) -> str | None:
+    """What is wrong with one header entry ({dtype, shape, data_offsets}); None when it is sound."""
+    if not isinstance(entry, dict) or entry.get("dtype") not in _DTYPE_BYTES:
+        return "has no known dtype"
+    shape, offsets = entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(shape, list) or len(shape) > 8 or not all(type(d) is int and d >= 0 for d in shape):
+        return "has a malformed shape"
+    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1] <= data_bytes):
+        return "lies outside the file"
+    if offsets[1] - offsets[0] != math.prod(shape) * _DTYPE_BYTES[entry["dtype"]]:
+        return "has a size that does not match its shape"
+    return None
+
+
 def _read_safetensors(path: Path) -> Generator:
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            metadata = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors raises its own error types for damaged headers and data
-        raise CheckpointError(f"{path} is not a readable .safetensors file ({e}); download or convert it again") from e
-    if CONFIG_KEY not in metadata:
-        raise CheckpointError(f"{path} has no {CONFIG_KEY!r} metadata: it is not a generator saved by this app "
+    header = read_safetensors_header(path)
+    name = shorten(path.name)
+    if CONFIG_KEY not in header.metadata:
+        raise CheckpointError(f"{name} has no {CONFIG_KEY!r} metadata: it is not a generator saved by this app "
                               "(convert NVIDIA pickles with `python -m draggan convert`)")
     try:
-        G = Generator(GeneratorConfig.from_dict(json.loads(metadata[CONFIG_KEY])))
-    except Exception as e:
-        raise CheckpointError(f"{path}: bad {CONFIG_KEY} metadata ({e})") from e
-    ours = G.state_dict()
-    bad = sorted(set(ours) ^ set(state)) + sorted(k for k in set(ours) & set(state) if ours[k].shape != state[k].shape)
-    if bad:
-        raise CheckpointError(f"{path}: weights do not match its config ({', '.join(bad[:4])}"
-                              f"{' ...' if len(bad) > 4 else ''}); convert it again")
+        config = json.loads(header.metadata[CONFIG_KEY])
+    except (ValueError, RecursionError):
+        raise CheckpointError(f"{name}: its {CONFIG_KEY} metadata is not JSON; convert it again") from None
+    cfg = config_from_dict(config, name)  # validated: nothing is allocated from an unchecked config
+    problem = describe_mismatch(header.shapes, cfg.state_shapes())
+    if problem is None and any(header.dtypes[k] not in _FLOAT_DTYPES for k in header.dtypes):
+        problem = "its tensors must be floating point"
+    if problem:
+        raise CheckpointError(f"{name}: {problem}; convert it again")
+    G = Generator(cfg)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for damaged data
+        raise CheckpointError(f"{name} is not a readable .safetensors file ({shorten(e)}); download or convert "
+                              "it again") from None
     G.load_state_dict(state, strict=True)
     return G.eval().requires_grad_(False)
 
@@ -153,7 +239,7 @@ def cache_dir() -> Path:
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular_file(path, MAX_MODEL_BYTES) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -165,30 +251,54 @@ def _read_pickle(path: Path) -> Generator:
         try:
             return _read_safetensors(cached)
         except CheckpointError as e:
-            log.warning("converting %s again: %s", path.name, e)
-    log.info("converting %s to %s (once)", path, cached)
+            log.warning("converting %s again: %s", shorten(path.name), e)
+    log.info("converting %s to %s (once)", shorten(path), cached)
     try:
-        G = safe_pickle.generator_from_pickle(path)
+        G = safe_pickle.generator_from_pickle(path, MAX_MODEL_BYTES)
     except CheckpointError as e:
-        raise type(e)(f"{path.name}: {e}") from e
+        raise type(e)(f"{shorten(path.name)}: {e}") from None
     try:
         save_generator(G, cached)
     except OSError as e:  # a read-only cache costs time on the next load, nothing else
-        warnings.warn(f"could not cache the converted {path.name} in {cached.parent}: {e}", stacklevel=3)
+        warnings.warn(f"could not cache the converted {shorten(path.name)} in {cached.parent}: {e}", stacklevel=3)
     return G
 
 
 def read_generator_file(path: str | os.PathLike[str]) -> Generator:
-    """Read a local `.safetensors` (ours) or `.pkl` (NVIDIA, via the conversion cache) on the CPU."""
+    """Read a local `.safetensors` (ours) or `.pkl` (NVIDIA, via the conversion cache) on the CPU.
+
+    Raises CheckpointError (one line) for a missing, unreadable, oversized or invalid file.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"model file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         return _read_safetensors(path)
     if suffix == ".pkl":
         return _read_pickle(path)
-    raise CheckpointError(f"{path.name}: unsupported file type; pass an NVIDIA .pkl or a .safetensors from this app")
+    raise CheckpointError(f"{shorten(path.name)}: unsupported file type; pass an NVIDIA .pkl or a .safetensors "
+                          "from this app")
+
+
+# ----------------------------------------------------------------------------
+# Which specs may be loaded.
+
+class ModelNotAllowedError(CheckpointError):
+    """The spec names something other than a catalog model, where only catalog models may be loaded."""
+
+
+NOT_ALLOWED = "Only the models listed in this app can be loaded here"
+
+
+def check_spec_allowed(spec: object, allow_custom: bool) -> None:
+    """Refuse `spec` unless it is a catalog name or `allow_custom` is set; touches no file and no network.
+
+    The refusal is one fixed message, whatever the spec names (an existing file, a missing one, a
+    Hub file), so a refused visitor learns nothing about the server's files. Raises ModelNotAllowedError.
+    """
+    if allow_custom and isinstance(spec, str):
+        return
+    if not isinstance(spec, str) or spec.strip() not in catalog.model_names():
+        raise ModelNotAllowedError(f"{NOT_ALLOWED}: {', '.join(catalog.model_names())}")
 
 
 # ----------------------------------------------------------------------------
@@ -206,32 +316,45 @@ class Source:
 
     @property
     def key(self) -> tuple[str, ...]:
-        """Identifies the file for the in-process cache (without touching the network)."""
+        """Names the file without touching the file system or the network (a path as given, made absolute)."""
         if self.path is not None:
-            return ("file", str(self.path.resolve()))
+            return ("file", os.path.abspath(self.path))
         return ("hub", str(self.repo_id), str(self.filename), self.revision or "main")
 
 
 def resolve_spec(spec: str) -> Source:
     """Parse a spec: catalog name, then an existing local path, then `repo_id:filename[@revision]`, then a path."""
+    if not isinstance(spec, str) or len(spec) > MAX_SPEC_CHARS:
+        raise CheckpointError(f"a model spec is text of at most {MAX_SPEC_CHARS} characters: pass a catalog name, "
+                              "REPO_ID:FILE or a .pkl/.safetensors path")
     spec = spec.strip()
     if not spec:
         raise CheckpointError("no model given: pass a catalog name, REPO_ID:FILE or a .pkl/.safetensors path")
+    if not spec.isprintable():
+        raise CheckpointError("a model spec cannot contain control characters (newlines, tabs, ...)")
     if spec in catalog.model_names():
         entry = catalog.get_entry(spec)
         if entry.local_path is not None:
             return Source(spec, path=entry.local_path, model_name=spec)
         return Source(spec, repo_id=entry.repo_id, filename=entry.filename, revision=entry.revision, model_name=spec)
     path = Path(spec).expanduser()
-    if path.exists():
+    if _exists(path):
         return Source(spec, path=path)
     match = _HUB_SPEC.match(spec)
     if match:
         return Source(spec, repo_id=match["repo"], filename=match["file"], revision=match["rev"])
     if path.suffix.lower() in (".pkl", ".safetensors") or os.sep in spec or "/" in spec:
         return Source(spec, path=path)
-    raise CheckpointError(f"unknown model {spec!r}: pass a catalog name ({', '.join(catalog.model_names())}), "
+    raise CheckpointError(f"unknown model {shorten(spec)!r}: pass a catalog name ({', '.join(catalog.model_names())}), "
                           "REPO_ID:FILE[@REVISION] or a .pkl/.safetensors path")
+
+
+def _exists(path: Path) -> bool:
+    """Whether anything (even a broken or looping symlink) is at `path`; never raises."""
+    try:
+        return os.path.lexists(path)
+    except (OSError, ValueError):
+        return False
 
 
 def portable_spec(spec: str) -> str:
@@ -242,7 +365,7 @@ def portable_spec(spec: str) -> str:
     except CheckpointError:
         return spec
     if source.path is not None and source.model_name is None and source.path.is_file():
-        return str(source.path.resolve())
+        return os.path.realpath(source.path)
     return spec
 
 
@@ -252,30 +375,50 @@ class _SilentBar(tqdm):
         super().__init__(*args, **kwargs)
 
 
+def _hub_reachable(repo: str, file: str, rev: str | None) -> bool:
+    """One metadata request, no retries, `HUB_TIMEOUT_S` at most: can the Hub be asked at all?
+
+    hf_hub_download alone retries an unreachable Hub for tens of seconds when the file is not cached;
+    after a failed probe it is asked for the cached copy only.
+    """
+    try:
+        get_hf_file_metadata(hf_hub_url(repo, file, revision=rev), timeout=HUB_TIMEOUT_S)
+    except HfHubHTTPError:  # the Hub answered (404, gated, ...): hf_hub_download will say what it said
+        return True
+    except Exception:  # no connection, a timeout, a proxy: the HTTP library's own types
+        return False
+    return True
+
+
 def _download(source: Source, progress: bool) -> Path:
     repo, file, rev = source.repo_id, source.filename, source.revision
-    where = f"{file} from Hub repo {repo}" + (f" (revision {rev})" if rev else "")
-    fetch = f"`hf download {repo} {file}" + (f" --revision {rev}" if rev else "") + "`"
+    where = shorten(f"{file} from Hub repo {repo}" + (f" (revision {rev})" if rev else ""), 200)
+    fetch = shorten(f"`hf download {repo} {file}" + (f" --revision {rev}" if rev else "") + "`", 200)
+    offline = hf_constants.is_offline_mode()
     try:
-        return Path(hf_hub_download(repo, file, revision=rev, tqdm_class=None if progress else _SilentBar))
-    except LocalEntryNotFoundError as e:
-        why = "HF_HUB_OFFLINE is set" if hf_constants.is_offline_mode() else "the Hub cannot be reached"
+        reachable = not offline and _hub_reachable(repo, file, rev)
+        return Path(hf_hub_download(repo, file, revision=rev, etag_timeout=HUB_TIMEOUT_S,
+                                    local_files_only=not reachable, tqdm_class=None if progress else _SilentBar))
+    except LocalEntryNotFoundError:
+        why = "HF_HUB_OFFLINE is set" if offline else "the Hub cannot be reached"
         raise CheckpointError(f"{where} is needed but is not in the Hugging Face cache and {why}. "
                               f"Fetch it into the Hugging Face cache (HF_HOME) with {fetch} while online, "
-                              "or pass a local copy with --model PATH") from e
-    except GatedRepoError as e:
-        raise CheckpointError(f"Hub repo {repo} is gated: accept its terms on the Hub and log in (`hf auth login`)") from e
-    except RepositoryNotFoundError as e:
-        raise CheckpointError(f"Hub repo {repo} not found (or private: log in with `hf auth login`)") from e
-    except RevisionNotFoundError as e:
-        raise CheckpointError(f"Hub repo {repo} has no revision {rev!r}") from e
-    except EntryNotFoundError as e:
-        raise CheckpointError(f"Hub repo {repo} has no file {file!r}") from e
+                              "or pass a local copy with --model PATH") from None
+    except GatedRepoError:
+        raise CheckpointError(f"Hub repo {repo} is gated: accept its terms on the Hub and log in "
+                              "(`hf auth login`)") from None
+    except RepositoryNotFoundError:
+        raise CheckpointError(f"Hub repo {repo} not found (or private: log in with `hf auth login`)") from None
+    except RevisionNotFoundError:
+        raise CheckpointError(f"Hub repo {repo} has no revision {shorten(rev)!r}") from None
+    except EntryNotFoundError:
+        raise CheckpointError(f"Hub repo {repo} has no file {shorten(file)!r}") from None
     except HFValidationError as e:
-        raise CheckpointError(f"{source.spec!r} is not a valid Hub file spec (REPO_ID:FILE[@REVISION]): {e}") from e
+        raise CheckpointError(f"{shorten(source.spec)!r} is not a valid Hub file spec (REPO_ID:FILE[@REVISION]): "
+                              f"{shorten(e)}") from None
     except Exception as e:  # HTTP errors, a connection dropped mid-download (the HTTP library's own types), disk full
-        raise CheckpointError(f"could not download {where} ({type(e).__name__}: {e}); "
-                              f"retry, or fetch it with {fetch}") from e
+        raise CheckpointError(f"could not download {where} ({type(e).__name__}: {shorten(e)}); "
+                              f"retry, or fetch it with {fetch}") from None
 
 
 def locate(spec: str, progress: bool = True) -> Path:
@@ -286,41 +429,143 @@ def locate(spec: str, progress: bool = True) -> Path:
 def _locate(source: Source, progress: bool) -> Path:
     if source.path is None:
         return _download(source, progress)
-    if not source.path.is_file():
-        if source.model_name is not None:
-            raise CheckpointError(f"model {source.model_name!r} is not available: {source.path} does not exist yet; "
-                                  "pick another --model")
-        raise CheckpointError(f"model file not found: {source.path}")
+    if source.model_name is not None and not _exists(source.path):
+        raise CheckpointError(f"model {source.model_name!r} is not available: {source.path} does not exist yet; "
+                              "pick another --model")
+    _file_identity(source.path)  # one line for a missing file, a folder, a FIFO, a symlink loop, a huge file
     return source.path
+
+
+def _file_identity(path: Path) -> tuple[str, ...]:
+    """The file as it is now (real path, inode, size, mtime): a file replaced under its name is another file."""
+    with open_regular_file(path, MAX_MODEL_BYTES) as f:
+        st = os.fstat(f.fileno())
+    return ("file", os.path.realpath(path), str(st.st_dev), str(st.st_ino), str(st.st_size), str(st.st_mtime_ns))
+
+
+# ----------------------------------------------------------------------------
+# Generators in memory.
+
+def _nbytes(G: Generator) -> int:
+    return sum(t.numel() * t.element_size() for t in G.state_dict().values())
+
+
+class GeneratorCache:
+    """Loaded generators by key: an LRU of the recently used, bounded by count and bytes, plus weak
+    references to every one still alive, so one evicted while a caller still holds it is found again
+    instead of being loaded a second time (memory is bounded by the LRU plus what callers hold).
+
+    Each key has its own lock, held while that key loads: two callers asking for one model share one
+    load, and a slow load of one model never delays another.
+    """
+
+    def __init__(self, max_models: int = 4, max_bytes: int = 2 << 30):
+        self.max_models = max_models  # generators kept alive by the cache itself
+        self.max_bytes = max_bytes    # their total weight bytes (the most recent one is kept even if over)
+        self._lru: collections.OrderedDict[tuple, tuple[Generator, int]] = collections.OrderedDict()
+        self._alive: weakref.WeakValueDictionary[tuple, Generator] = weakref.WeakValueDictionary()
+        self._loading: dict[tuple, list] = {}  # key -> [lock, number of callers using it]
+        self._lock = threading.Lock()  # guards the maps above; never held while loading
+
+    def get(self, key: tuple, load: Callable[[], Generator]) -> Generator:
+        """The generator for `key`, calling `load()` (under the key's own lock) only when none is alive."""
+        G = self._lookup(key)
+        if G is not None:
+            return G
+        with self._key_lock(key):
+            G = self._lookup(key)  # loaded while this caller waited for the lock
+            if G is None:
+                G = load()
+                with self._lock:
+                    self._alive[key] = G
+                    self._keep(key, G)
+        return G
+
+    def _lookup(self, key: tuple) -> Generator | None:
+        with self._lock:
+            G = self._alive.get(key)
+            if G is not None:
+                self._keep(key, G)
+            return G
+
+    def _keep(self, key: tuple, G: Generator) -> None:
+        """Mark `key` most recently used, then drop the least recent beyond the limits (lock held)."""
+        self._lru[key] = self._lru.pop(key, None) or (G, _nbytes(G))
+        total = sum(size for _, size in self._lru.values())
+        while len(self._lru) > 1 and (len(self._lru) > self.max_models or total > self.max_bytes):
+            total -= self._lru.popitem(last=False)[1][1]
+
+    @contextlib.contextmanager
+    def _key_lock(self, key: tuple) -> Iterator[None]:
+        with self._lock:
+            entry = self._loading.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._lock:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._loading[key]
+
+    def set_limits(self, max_models: int | None = None, max_bytes: int | None = None) -> None:
+        """Change the bounds (None: unchanged) and apply them now."""
+        with self._lock:
+            self.max_models = self.max_models if max_models is None else max(1, int(max_models))
+            self.max_bytes = self.max_bytes if max_bytes is None else max(0, int(max_bytes))
+            if self._lru:
+                key, (G, _) = next(reversed(self._lru.items()))
+                self._keep(key, G)
+
+    def cached_keys(self) -> list[tuple]:
+        """Keys the LRU keeps alive, least recently used first."""
+        with self._lock:
+            return list(self._lru)
+
+    def clear(self) -> None:
+        """Forget every generator (callers still holding one keep it)."""
+        with self._lock:
+            self._lru.clear()
+            self._alive.clear()
+
+
+generator_cache = GeneratorCache()
+
+
+def clear_memory_cache() -> None:
+    """Forget the generators loaded in this process (the files on disk stay)."""
+    generator_cache.clear()
+
+
+def set_memory_cache_limits(max_models: int | None = None, max_bytes: int | None = None) -> None:
+    """Bound how many generators, and how many weight bytes, the cache keeps alive (None: unchanged)."""
+    generator_cache.set_limits(max_models, max_bytes)
 
 
 # ----------------------------------------------------------------------------
 # The one entry point.
 
-_loaded: dict[tuple[tuple[str, ...], str], Generator] = {}
-_lock = threading.Lock()
-
-
-def clear_memory_cache() -> None:
-    """Forget the generators loaded in this process (the files on disk stay)."""
-    with _lock:
-        _loaded.clear()
-
-
-def load_generator(spec: str, device: str | torch.device = "cpu", progress: bool = True) -> Generator:
-    """Load a generator once per (source, device) and share it read-only (eval mode, no grads).
+def load_generator(spec: str, device: str | torch.device = "cpu", progress: bool = True,
+                   allow_custom: bool = True) -> Generator:
+    """Load a generator once per (file, device) and share it read-only (eval mode, no grads).
 
     spec: catalog name, `repo_id:filename[@revision]`, or a local `.pkl` / `.safetensors` path.
     device: "cpu", "cuda", "mps" or "auto" (see `resolve_device`).
     progress: show a progress bar while downloading from the Hub.
+    allow_custom: False (a public server) loads catalog names only, checked before any file or
+    network access; anything else raises ModelNotAllowedError with one fixed message.
     Raises CheckpointError (or a subclass) with a one-line message saying what to do;
     ValueError for a device that is not available.
     """
+    check_spec_allowed(spec, allow_custom)
     dev = resolve_device(device)
     source = resolve_spec(spec)
-    with _lock:  # one load at a time: two sessions asking at once share one read
-        key = (source.key, str(dev))
-        if key not in _loaded:
-            G = read_generator_file(_locate(source, progress))
-            _loaded[key] = G.to(dev).eval().requires_grad_(False)
-        return _loaded[key]
+    # A local file is keyed by what it is now (a replaced file loads anew); a Hub file by its name,
+    # as the download itself, under that key's lock, must not delay other models.
+    key = _file_identity(_locate(source, progress)) if source.path is not None else source.key
+
+    def load() -> Generator:
+        return read_generator_file(_locate(source, progress)).to(dev).eval().requires_grad_(False)
+
+    return generator_cache.get((key, str(dev)), load)
