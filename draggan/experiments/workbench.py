@@ -1,0 +1,152 @@
+"""What every protocol works with: a generator, its detector and predictor, and one drag call.
+
+A `Bench` is built in the driver from live objects, or from a `BenchSpec` (plain strings)
+so that a Ray worker can rebuild the same bench once and keep it. `edit` runs one drag
+through the drag-method interface (`draggan.methods.run_drag`) and times it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from stylegan2.networks import Generator, image_to_uint8, seed_to_z
+
+from .detectors import ExperimentSetupError, LandmarkDetector, get_detector
+
+NEAREST_SUFFIX = "+nearest"  # 'draggan+nearest': the method with Nearest (R3) handles, as the Qt reproduction
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchSpec:
+    """How to rebuild a bench anywhere: every field a string, so it pickles and travels to Ray workers."""
+    model: str                       # catalog name, Hub 'repo_id:filename' or a local file
+    device: str = "cpu"              # where the generator runs on the worker
+    detector: str | None = None      # 'toy', 'dlib' or None (protocols without landmarks)
+    predictor: str | None = None     # learned-drag predictor file for the 'auto' methods, or None
+
+
+@dataclasses.dataclass
+class Bench:
+    """A generator with what the protocols need around it."""
+    G: Generator
+    detector: LandmarkDetector | None = None
+    auto: Any = None                 # draggan.auto's predictor for G (methods 'auto', ...), or None
+    spec: BenchSpec | None = None    # set when built by load_bench; Ray needs it
+
+    @property
+    def model(self) -> str | None:
+        """The model spec for catalog drag defaults, or None for a generator built in code."""
+        return self.spec.model if self.spec else None
+
+
+def load_predictor(path: str, G: Generator) -> Any:
+    """The Auto DragGAN model stored at `path`, trained for G, on G's device."""
+    from draggan.auto import load_auto_model
+
+    return load_auto_model(path, G, next(G.parameters()).device)
+
+
+def load_bench(spec: BenchSpec) -> Bench:
+    """Load the generator, detector and predictor a spec names."""
+    from stylegan2.checkpoints import load_generator, resolve_device
+
+    G = load_generator(spec.model, resolve_device(spec.device))
+    detector = get_detector(spec.detector) if spec.detector else None
+    auto = load_predictor(spec.predictor, G) if spec.predictor else None
+    return Bench(G, detector, auto, spec)
+
+
+def split_method(name: str) -> tuple[str, dict[str, Any]]:
+    """'draggan+nearest' -> ('draggan', {'nearest': True}); other names map to themselves."""
+    if name.endswith(NEAREST_SUFFIX):
+        return name[: -len(NEAREST_SUFFIX)], {"nearest": True}
+    return name, {}
+
+
+def check_methods(methods: list[str], bench: Bench) -> None:
+    """Refuse, up front and in one line, methods this bench cannot run."""
+    from draggan.methods import LEARNED, METHOD_NAMES
+
+    for name in methods:
+        base, _ = split_method(name)
+        if base not in METHOD_NAMES:
+            raise ExperimentSetupError(f"unknown method {name!r}; choose from {', '.join(METHOD_NAMES)} "
+                                       f"(any of them with {NEAREST_SUFFIX})")
+        if base in LEARNED and bench.auto is None:
+            raise ExperimentSetupError(f"method {name!r} needs an Auto DragGAN predictor for this model: train one "
+                                       f"with `python -m draggan train-auto` and pass its file with --predictor PATH")
+
+
+def seed_latent(G: Generator, seed: int, psi: float) -> torch.Tensor:
+    """W+ latent [1, num_ws, w_dim] of a seed, mapped as in the official app."""
+    device = next(G.parameters()).device
+    with torch.no_grad():
+        return G.mapping(seed_to_z(int(seed), G.z_dim).to(device), truncation_psi=psi)
+
+
+@torch.no_grad()
+def render(G: Generator, ws: torch.Tensor) -> np.ndarray:
+    """The image [H, W, 3] uint8 of W+ latent ws [1, num_ws, w_dim]."""
+    return image_to_uint8(G.synthesis(ws, noise_mode="const"))
+
+
+@dataclasses.dataclass
+class EditResult:
+    """The end of one drag."""
+    image: np.ndarray            # [H, W, 3] uint8
+    latent: torch.Tensor         # [1, num_ws, w_dim]
+    steps: int
+    seconds: float               # wall time of the whole drag, rendering of its frames included
+    reason: str                  # 'reached', 'max_steps' or 'stopped'
+
+
+def edit(bench: Bench, method: str, w_start: torch.Tensor, handles_xy: list[list[float]],
+         targets_xy: list[list[float]], config, image: np.ndarray | None = None,
+         on_frame: Callable[[Any, float], None] | None = None) -> EditResult:
+    """Run one drag with `method` (a METHOD_NAMES entry, optionally '+nearest') and return its last frame.
+
+    w_start: [1, num_ws, w_dim]; image: its rendering when the caller has it (saves Nearest a render).
+    on_frame(frame, seconds) sees every frame the method yields (decay curves); `seconds` is the drag's
+    wall time so far, and the time spent inside on_frame is counted in neither it nor the result.
+    """
+    from draggan.methods import DragJob, run_drag
+
+    base, overrides = split_method(method)
+    if overrides:
+        config = dataclasses.replace(config, **overrides)
+    job = DragJob(G=bench.G, w_start=w_start, handles_xy=handles_xy, targets_xy=targets_xy, config=config,
+                  auto=bench.auto, image=image)
+    t0 = time.perf_counter()
+    outside = 0.0  # seconds spent in on_frame
+    last = None
+    for frame in run_drag(base, job):
+        if on_frame is not None:
+            t = time.perf_counter()
+            on_frame(frame, t - t0 - outside)
+            outside += time.perf_counter() - t
+        last = frame
+    seconds = time.perf_counter() - t0 - outside
+    assert last is not None and last.done and last.image is not None, "a drag method must end with a done frame"
+    return EditResult(last.image, last.latent, int(last.step), seconds, last.reason)
+
+
+@dataclasses.dataclass
+class DragSettings:
+    """What every protocol sets of the drag; the rest comes from the model's catalog drag_defaults."""
+    max_steps: int = 300               # per edit (the Qt reproduction: 300; its panel's default 200)
+    feature_block: int | None = None   # 1-based synthesis block driving the drag (4..7); None: the model's default
+    psi: float = 0.7                   # truncation of the seeds' latents
+    seed: int = 0                      # seed of the pair sampler
+    drag: dict[str, Any] = dataclasses.field(default_factory=dict)  # other DragConfig overrides (lr, r1, r2, r3)
+
+    def drag_config(self, model: str | None, **overrides: Any):
+        """The DragConfig of every edit: one frame, at the end, so time per edit is not spent rendering."""
+        from draggan.config import DragConfig
+
+        given = {**self.drag, **overrides}
+        given.setdefault("frame_every", self.max_steps)
+        return DragConfig.for_model(model, max_steps=self.max_steps, feature_block=self.feature_block, **given)
