@@ -1,14 +1,15 @@
-"""The straightforward drag step, as the official renderer computes it: our yardstick.
+"""The straightforward drag step (method 'straightforward'), as the official renderer computes it: our yardstick.
 
 One full synthesis with autograd (all blocks, image included), the feature map resized
 to the image size, tracking by slicing windows with host-side indices, motion
 supervision by `grid_sample` on the resized map, the mask term at image resolution.
-The benchmark compares the engine against it, and a test checks that both compute the
-same drag. Not used by the app.
+The benchmark compares the DragGAN method against it, and a test checks that both
+compute the same drag.
 """
 from __future__ import annotations
 
-from typing import Iterator
+import time
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
@@ -16,16 +17,21 @@ import torch.nn.functional as F
 
 from stylegan2.networks import Generator, image_to_uint8
 
-from .engine import DragConfig
+from . import engine
+from .config import DragConfig, DragFrame
+
+if TYPE_CHECKING:
+    from .methods import DragJob
 
 
 def baseline_drag(G: Generator, w0: torch.Tensor, handles_xy, targets_xy, cfg: DragConfig,
                   fixed_mask: torch.Tensor | None = None, noise_mode: str = "const",
-                  ) -> Iterator[tuple[list[list[int]], torch.Tensor, np.ndarray]]:
-    """Yield (tracked points as [[row, col]], W+ after the step's update, image before it) per step.
+                  ) -> Iterator[tuple[list[list[int]], torch.Tensor, np.ndarray, float, bool]]:
+    """Yield (tracked points as [[row, col]], W+ after the step's update, image before it, loss, arrived) per step.
 
     w0: [1, num_ws, w_dim]; fixed_mask: [H, W] with 1 where the image must stay fixed.
-    Optimizes W+ rows [:cfg.rows]; runs cfg.max_steps steps or until every handle arrives.
+    Optimizes W+ rows [:cfg.rows]; runs cfg.max_steps steps or until every handle arrives
+    (that last step yields its points and image with arrived=True and does not update).
     """
     h = w = G.img_resolution
     feature_idx = min(cfg.feature_block, len(G.synthesis.blocks)) - 1
@@ -79,10 +85,49 @@ def baseline_drag(G: Generator, w0: torch.Tensor, handles_xy, targets_xy, cfg: D
             m = fixed_mask.to(feat_resize.dtype)[None, None]
             loss = loss + cfg.lambda_mask * F.l1_loss(feat_resize * m, feat0_resize * m)
         image = image_to_uint8(img)
+        loss_value = float(loss.detach()) if torch.is_tensor(loss) else float(loss)
         if stop:
-            yield [list(p) for p in points], torch.cat([latent, w0[:, rows:]], 1).detach().clone(), image
+            yield [list(p) for p in points], torch.cat([latent, w0[:, rows:]], 1).detach().clone(), image, loss_value, True
             return
         opt.zero_grad()
         loss.backward()
         opt.step()
-        yield [list(p) for p in points], torch.cat([latent, w0[:, rows:]], 1).detach().clone(), image
+        yield [list(p) for p in points], torch.cat([latent, w0[:, rows:]], 1).detach().clone(), image, loss_value, False
+
+
+def straightforward(job: "DragJob") -> Iterator[DragFrame]:
+    """`baseline_drag` as a drag method: a frame per step (every `frame_every`-th), then a last frame."""
+    cfg, G = job.config, job.G
+    handles = engine.start_handles(job)
+    fixed = None
+    if job.editable is not None and bool(job.editable.any()) and not bool(job.editable.all()):
+        fixed = ~job.editable
+    latent, step, reason = job.w_start, 0, "max_steps"
+    points = [[y, x] for x, y in handles]
+    t_last = time.perf_counter()
+    for step, (points, ws, image, loss, arrived) in enumerate(
+            baseline_drag(G, job.w_start, handles, job.targets_xy, cfg, fixed, job.noise_mode)):
+        now = time.perf_counter()
+        ms, t_last = (now - t_last) * 1000, now
+        if arrived:
+            reason = "reached"
+            break
+        if step % cfg.frame_every == 0:
+            xy = [[float(c), float(r)] for r, c in points]
+            yield DragFrame(step, xy, job.targets_xy, _distances(xy, job.targets_xy), loss, ms, image,
+                            latent=latent, start_xy=handles)
+        latent = ws
+        if job.stop.is_set():
+            reason = "stopped"
+            step += 1
+            break
+    else:
+        step = cfg.max_steps
+    xy = [[float(c), float(r)] for r, c in points]
+    yield DragFrame(step, xy, job.targets_xy, _distances(xy, job.targets_xy), float("nan"), 0.0,
+                    engine.render(G, latent, job.noise_mode), done=True, reason=reason, latent=latent,
+                    start_xy=handles)
+
+
+def _distances(handles_xy: list[list[float]], targets_xy: list[list[float]]) -> list[float]:
+    return [float(np.hypot(t[0] - h[0], t[1] - h[1])) for h, t in zip(handles_xy, targets_xy)]

@@ -1,123 +1,95 @@
-"""The DragGAN engine: motion supervision + point tracking on a StyleGAN2 latent.
+"""DragGAN's optimizer (method 'draggan'): motion supervision + point tracking on a StyleGAN2 latent.
 
-A `DragSession` holds one user's small state (latent, points, mask, history) over
-a generator that it never modifies, so many sessions can share one generator.
-
-Each step, as in the paper and the official code:
-  1. synthesis up to the feature block, with autograd (the image tail is run
-     without autograd, and only for frames that are shown);
-  2. point tracking: each handle moves to the pixel within +-r2 whose feature is
-     nearest to the handle's feature at the first step;
-  3. motion supervision: mean |sg(F(q)) - F(q + d)| over q within r1 of each handle,
-     d the unit vector towards its target, plus lambda * mean |(F - F0) * M_fixed|;
-  4. one Adam step on the first `rows` rows of W+ (the rest stay at w0).
+One function per equation of the paper, then a loop that only schedules them:
+  - `track_points`: each handle moves to the pixel within +-r2 whose feature is nearest to
+    the handle's feature at the first step (paper eq. 2);
+  - `motion_loss`: mean |sg(F(q)) - F(q + d)| over q within r1 of each handle, d the unit
+    vector towards its target (eq. 1), plus `mask_loss`, lambda * mean |(F - F0) * M_fixed|;
+  - `optimize_latent`: per step, synthesis up to the feature block with autograd, tracking,
+    the loss, one Adam step on the first `rows` rows of W+ (the rest stay fixed); the image
+    tail runs without autograd, only for frames that are shown (`FrameSchedule`).
 
 Features are read at image resolution without resizing the map (see `features.py`).
 Points are (x, y) image pixels at the API; inside, tensors hold (row, col).
 """
 from __future__ import annotations
 
-import copy
-import dataclasses
 import math
-import threading
 import time
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import cv2
 import numpy as np
 import torch
 
-from stylegan2.errors import UserError
-from stylegan2.networks import Generator, image_to_uint8, seed_to_z
+from stylegan2.networks import Generator, image_to_uint8
 
+from .config import DragConfig, DragFrame, DragInputError, validate_points  # noqa: F401 (re-exported)
 from .features import downsample_mask, sample_resized, sample_resized_bilinear
 
-
-class DragInputError(UserError, ValueError):
-    """Bad input from a user or script; the message says what to do."""
-
-
-@dataclasses.dataclass
-class DragConfig:
-    """Settings of one drag. Radii are in 512-px units, scaled by resolution / 512 as in the official code."""
-    lr: float = 0.002            # Adam step size on the latent
-    r1: float = 3.0              # motion supervision radius
-    r2: float = 13.0             # point tracking half-window
-    r3: float = 40.0             # Nearest: how far to look for an edge
-    nearest: bool = False        # move handles onto the nearest Canny edge before dragging
-    nearest_rate: float = 0.8    # Nearest: fraction of the way to the edge
-    feature_block: int = 6       # 1-based synthesis block whose features drive the drag (paper: 6th)
-    rows: int = 6                # how many W+ rows are optimized; the rest stay at w0
-    tracking: str = "l1"         # 'l1' (paper) or 'l2' (official code)
-    lambda_mask: float = 20.0    # weight of the term that keeps the area outside the mask fixed
-    max_steps: int = 300         # stop after this many steps
-    frame_every: int = 1         # render and report every n-th step (others stay on the device)
-    check_every: int = 10        # between frames, read back every n-th step whether the handles arrived
-
-    def validate(self) -> None:
-        for name in ("lr", "r1", "r2", "r3", "nearest_rate", "lambda_mask"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise DragInputError(f"{name} must be a finite number >= 0, got {v!r}")
-        if self.tracking not in ("l1", "l2"):
-            raise DragInputError(f"tracking must be 'l1' or 'l2', got {self.tracking!r}")
-        if min(self.max_steps, self.frame_every, self.check_every, self.rows, self.feature_block) < 1:
-            raise DragInputError("max_steps, frame_every, check_every, rows and feature_block must be at least 1")
-
-    def radius_px(self, r: float, resolution: int) -> int:
-        """A radius in image pixels: round(r * res / 512) as the official code does, at least 1."""
-        return max(int(round(r * resolution / 512)), 1)
+if TYPE_CHECKING:
+    from .methods import DragJob
 
 
-@dataclasses.dataclass
-class DragFrame:
-    """What the caller sees of one step (or of the end of the drag)."""
-    step: int                        # steps done before this frame's image was rendered
-    handles_xy: list[list[float]]    # tracked handle positions at this step
-    targets_xy: list[list[float]]
-    distances: list[float]           # each handle's distance to its target, in pixels
-    loss: float
-    ms: float                        # mean milliseconds per step since the previous frame
-    image: np.ndarray | None         # [H, W, 3] uint8 of the latent at this step, or None
-    done: bool = False               # the last frame of the drag
-    reason: str = ""                 # when done: 'reached', 'max_steps' or 'stopped'
+# ----------------------------------------------------------------------------
+# The equations, as pure functions of tensors. Points are [N, 2] (row, col) image pixels.
 
-    @property
-    def mean_distance(self) -> float:
-        return float(np.mean(self.distances)) if self.distances else 0.0
+def square_offsets(radius: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """All integer (row, col) offsets of the square [-radius, radius]^2, [(2r+1)^2, 2] float32."""
+    r = torch.arange(-radius, radius + 1, device=device, dtype=torch.float32)
+    return torch.stack(torch.meshgrid(r, r, indexing="ij"), -1).reshape(-1, 2)
 
 
-@dataclasses.dataclass
-class _Snapshot:
-    latent: torch.Tensor                   # [1, num_ws, w_dim]
-    handles_xy: list[list[float]]
-    targets_xy: list[list[float]]
+def track_points(feat: torch.Tensor, points: torch.Tensor, refs: torch.Tensor, window: torch.Tensor,
+                 metric: str, resolution: int) -> torch.Tensor:
+    """Point tracking: each point moves to the pixel of its window whose feature is nearest its reference.
+
+    feat: [1, C, s, s]; points: [N, 2] rowcol; refs: [N, C] the handles' features at the first step;
+    window: [K, 2] offsets; metric 'l1' or 'l2'. Candidates outside the image never win.
+    Returns [N, 2] rowcol.
+    """
+    cand = points[:, None] + window[None]                                   # [N, K, 2]
+    inside = ((cand >= 0) & (cand <= resolution - 1)).all(-1)               # [N, K]
+    f = sample_resized(feat, cand.clamp(0, resolution - 1), resolution)     # [C, N, K]
+    diff = f - refs.T[:, :, None]
+    dist = diff.abs().sum(0) if metric == "l1" else diff.square().sum(0).sqrt()
+    idx = dist.masked_fill(~inside, float("inf")).argmin(dim=1)             # [N]
+    return cand[torch.arange(len(points), device=points.device), idx]
 
 
-def _as_points(points: Sequence[Sequence[float]], name: str, resolution: int) -> list[list[float]]:
-    out = []
-    for i, p in enumerate(points):
-        if len(p) != 2:
-            raise DragInputError(f"{name} {i + 1} must be an (x, y) pair, got {p!r}")
-        x, y = float(p[0]), float(p[1])
-        if not (math.isfinite(x) and math.isfinite(y)):
-            raise DragInputError(f"{name} {i + 1} is not a number: {p!r}")
-        if not (0 <= x <= resolution - 1 and 0 <= y <= resolution - 1):
-            raise DragInputError(f"{name} {i + 1} at ({x:g}, {y:g}) is outside the {resolution}x{resolution} image")
-        out.append([x, y])
-    return out
+def motion_loss(feat: torch.Tensor, points: torch.Tensor, targets: torch.Tensor, r1: int,
+                resolution: int) -> torch.Tensor:
+    """Motion supervision: sum over handles of mean |sg(F(q)) - F(q + d)| over the disc q of radius r1.
+
+    feat: [1, C, s, s] with autograd; points, targets: [N, 2] rowcol. F(q + d) is bilinear. A handle
+    within 1 px of its target adds nothing, as in the official code. The disc is measured as the
+    official code does, on rows/cols of linspace(0, res, res) (hence the stretch).
+    """
+    to_target = targets - points
+    distances = to_target.norm(dim=1)                                                # [N]
+    direction = to_target / (distances[:, None] + 1e-7)                              # [N, 2]
+    q = points[:, None] + square_offsets(r1 + 1, feat.device)[None]                  # [N, Q, 2]
+    stretch = resolution / (resolution - 1)
+    in_disc = ((q * stretch - points[:, None]).norm(dim=-1) < r1) & ((q >= 0) & (q <= resolution - 1)).all(-1)
+    active = (distances > 1).to(feat.dtype)[:, None] * in_disc.to(feat.dtype)        # [N, Q]
+    qc = q.clamp(0, resolution - 1)
+    f_q = sample_resized(feat, qc, resolution).detach()                              # [C, N, Q]
+    f_qd = sample_resized_bilinear(feat, qc + direction[:, None], resolution)        # [C, N, Q]
+    per_handle = ((f_q - f_qd).abs() * active).sum(dim=(0, 2)) / (feat.shape[1] * in_disc.sum(1).clamp(min=1))
+    return per_handle.sum()
 
 
-def validate_points(handles_xy, targets_xy, resolution: int) -> tuple[list[list[float]], list[list[float]]]:
-    """Check a drag's points; raise DragInputError with what to do."""
-    if not handles_xy:
-        raise DragInputError("Click a handle point (red) and then its target (blue) before pressing Drag")
-    if len(targets_xy) < len(handles_xy):
-        raise DragInputError(f"Handle {len(targets_xy) + 1} has no target: click a target point for it before pressing Drag")
-    if len(targets_xy) > len(handles_xy):
-        raise DragInputError("There are more targets than handles: give every target a handle")
-    return _as_points(handles_xy, "handle", resolution), _as_points(targets_xy, "target", resolution)
+def mask_loss(feat: torch.Tensor, feat0: torch.Tensor, fixed: torch.Tensor, lambda_mask: float) -> torch.Tensor:
+    """lambda * mean |(F - F0) * M|: keeps the features outside the editable area as they started.
+
+    fixed: [1, 1, s, s], the fraction of each feature cell that must stay fixed.
+    """
+    return lambda_mask * ((feat - feat0).abs() * fixed).mean()
+
+
+def stop_distance(resolution: int) -> float:
+    """A handle has arrived within this many pixels of its target (the official rule)."""
+    return max(2 * resolution / 512, 2)
 
 
 def nearest_edge_points(image: np.ndarray, handles_xy: list[list[float]], radius: float, rate: float = 0.8,
@@ -142,255 +114,192 @@ def nearest_edge_points(image: np.ndarray, handles_xy: list[list[float]], radius
     return out
 
 
-class DragSession:
-    """One user's drag state over a shared, frozen generator."""
+# ----------------------------------------------------------------------------
+# Scheduling.
 
-    def __init__(self, G: Generator, w0: torch.Tensor, latent_space: str = "w+", noise_mode: str = "const",
-                 use_fp16: bool = False):
-        """w0: W+ latent [1, num_ws, w_dim] (or W [1, w_dim]) to start from."""
-        if latent_space not in ("w", "w+"):
-            raise DragInputError(f"latent space must be 'w' or 'w+', got {latent_space!r}")
-        self.G = G
-        self.device = next(G.parameters()).device
-        if w0.ndim == 2:
-            w0 = w0.unsqueeze(1).repeat(1, G.num_ws, 1)
-        assert w0.shape == (1, G.num_ws, G.w_dim), w0.shape
-        self.w0 = w0.detach().to(self.device, torch.float32).clone()
-        self.latent = self.w0.clone()          # [1, num_ws, w_dim], current W+
-        self.latent_space = latent_space
-        self.noise_mode = noise_mode
-        self.use_fp16 = use_fp16
-        self.handles_xy: list[list[float]] = []
-        self.targets_xy: list[list[float]] = []
-        self.editable: torch.Tensor | None = None  # [H, W] bool, True where the drag may change things
-        self.history: list[_Snapshot] = []
-        self.last_frames: list[tuple[bytes, list[list[float]], list[list[float]]]] = []  # (jpeg, handles, targets)
-        self._stop = threading.Event()
-        self._image: np.ndarray | None = None
+class FrameSchedule:
+    """Which steps render a frame (image tail + a yield) and which read results back from the device.
 
-    @classmethod
-    def from_seed(cls, G: Generator, seed: int, psi: float = 0.7, latent_space: str = "w+",
-                  cutoff: int | None = None, **kwargs) -> "DragSession":
-        """Start from a seed, mapped exactly as in the official app."""
-        device = next(G.parameters()).device
-        with torch.no_grad():
-            w0 = G.mapping(seed_to_z(int(seed), G.z_dim).to(device), truncation_psi=psi, truncation_cutoff=cutoff)
-        return cls(G, w0, latent_space=latent_space, **kwargs)
+    A frame is rendered at most every `frame_every` steps and, when `frame_interval_s` > 0, at most
+    once per that many seconds, so a viewer gets a steady rate and the drag never waits for it.
+    Between frames the host reads back every `check_every` steps whether the handles arrived.
+    """
 
-    @property
-    def resolution(self) -> int:
-        return self.G.img_resolution
+    def __init__(self, cfg: DragConfig, clock: Callable[[], float] = time.perf_counter):
+        self.cfg = cfg
+        self.clock = clock
+        self.last_frame = -math.inf
 
-    # -- rendering ---------------------------------------------------------
-
-    @torch.no_grad()
-    def image(self) -> np.ndarray:
-        """The current latent's image, [H, W, 3] uint8."""
-        if self._image is None:
-            img = self.G.synthesis(self.latent, noise_mode=self.noise_mode, use_fp16=self.use_fp16)
-            self._image = image_to_uint8(img)
-        return self._image
-
-    def _set_latent(self, latent: torch.Tensor, image: np.ndarray | None = None) -> None:
-        self.latent = latent.detach().clone()
-        self._image = image
-
-    # -- editing state -----------------------------------------------------
-
-    def set_mask(self, editable: np.ndarray | None) -> None:
-        """The editable area ([H, W], nonzero = may change), or None for no mask term."""
-        if editable is None:
-            self.editable = None
-            return
-        editable = np.asarray(editable)
-        if editable.shape[:2] != (self.resolution, self.resolution):
-            raise DragInputError(f"the mask is {editable.shape[1]}x{editable.shape[0]}, the image is "
-                                 f"{self.resolution}x{self.resolution}")
-        if editable.ndim == 3:
-            editable = editable.max(axis=2)
-        self.editable = torch.from_numpy(editable > 0).to(self.device)
-
-    def stop(self) -> None:
-        """Ask a running drag to stop; it takes effect before its next step."""
-        self._stop.set()
-
-    def undo(self) -> bool:
-        """Restore the latent and points from before the last drag (or reset). False if nothing to undo."""
-        if not self.history:
+    def render(self, step: int) -> bool:
+        if step % self.cfg.frame_every:
             return False
-        snap = self.history.pop()
-        self._set_latent(snap.latent)
-        self.handles_xy, self.targets_xy = snap.handles_xy, snap.targets_xy
+        now = self.clock()
+        if now - self.last_frame < self.cfg.frame_interval_s:
+            return False
+        self.last_frame = now
         return True
 
-    def reset(self) -> None:
-        """Back to w0 (undoable), keeping the points."""
-        self.history.append(_Snapshot(self.latent.clone(), copy.deepcopy(self.handles_xy), copy.deepcopy(self.targets_xy)))
-        self._set_latent(self.w0)
+    def sync(self, steps_done: int, rendered: bool) -> bool:
+        return rendered or steps_done >= self.cfg.max_steps or steps_done % self.cfg.check_every == 0
 
-    # -- the drag ----------------------------------------------------------
 
-    def drag(self, handles_xy: Sequence[Sequence[float]], targets_xy: Sequence[Sequence[float]],
-             config: DragConfig | None = None) -> Iterator[DragFrame]:
-        """Run a drag, yielding a frame every `config.frame_every` steps and a last frame with done=True.
+def rowcol(points_xy: list[list[float]], device: torch.device | str) -> torch.Tensor:
+    """(x, y) points -> [N, 2] (row, col) float32 tensor."""
+    return torch.tensor([[y, x] for x, y in points_xy], device=device, dtype=torch.float32).reshape(-1, 2)
 
-        The handles are updated as they are tracked; `stop()` from another thread ends the drag
-        before its next step. Raises DragInputError for bad points or settings.
-        """
-        cfg = config or DragConfig()
-        cfg.validate()
-        res = self.resolution
-        handles, targets = validate_points(handles_xy, targets_xy, res)
-        blocks = self.G.synthesis.blocks
-        feature_block = min(cfg.feature_block, len(blocks))
-        rows = min(cfg.rows, self.G.num_ws)
-        self._stop.clear()
-        self.history.append(_Snapshot(self.latent.clone(), copy.deepcopy(self.handles_xy), copy.deepcopy(self.targets_xy)))
-        self.last_frames = []
 
-        if cfg.nearest:
-            handles = nearest_edge_points(self.image(), handles, cfg.r3 * res / 512, cfg.nearest_rate)
-        # Tracking works on whole pixels, as the official code does.
-        handles = [[float(round(x)), float(round(y))] for x, y in handles]
-        self.handles_xy, self.targets_xy = handles, targets
+def xy(points_rc: torch.Tensor) -> list[list[float]]:
+    """[N, 2] (row, col) tensor -> (x, y) points on the host."""
+    return [[float(c), float(r)] for r, c in points_rc.cpu().numpy()]
 
-        dev = self.device
-        points = torch.tensor([[y, x] for x, y in handles], device=dev)          # [N, 2] rowcol
-        target_rc = torch.tensor([[y, x] for x, y in targets], device=dev)        # [N, 2]
-        r1 = cfg.radius_px(cfg.r1, res)
-        r2 = cfg.radius_px(cfg.r2, res)
-        stop_dist = max(2 * res / 512, 2)
-        fixed = None
-        if self.editable is not None and bool(self.editable.any()) and not bool(self.editable.all()):
-            fixed = downsample_mask(~self.editable, blocks[feature_block - 1].resolution)  # [1, 1, s, s]
 
-        w0 = self.w0
-        if self.latent_space == "w+":
-            param = self.latent[:, :rows].clone().requires_grad_(True)          # [1, rows, w_dim]
-        else:
-            param = self.latent[:, 0].clone().requires_grad_(True)             # [1, w_dim]
-        opt = torch.optim.Adam([param], lr=cfg.lr)
+def features(G: Generator, ws: torch.Tensor, block: int, noise_mode: str) -> list[torch.Tensor]:
+    """The feature maps of blocks 1..block (1-based), with autograd."""
+    with torch.enable_grad():
+        return G.synthesis.features(ws, stop=block, noise_mode=noise_mode)
 
-        def full_latent() -> torch.Tensor:
-            head = param if param.ndim == 3 else param.unsqueeze(1).expand(-1, rows, -1)
-            return torch.cat([head, w0[:, rows:]], dim=1)
 
-        # Offsets of the tracking window and of the square holding the motion disc.
-        win = torch.arange(-r2, r2 + 1, device=dev, dtype=torch.float32)
-        win = torch.stack(torch.meshgrid(win, win, indexing="ij"), -1).reshape(-1, 2)   # [(2r2+1)^2, 2]
-        sq = torch.arange(-r1 - 1, r1 + 2, device=dev, dtype=torch.float32)
-        sq = torch.stack(torch.meshgrid(sq, sq, indexing="ij"), -1).reshape(-1, 2)      # [(2r1+3)^2, 2]
-        stretch = res / (res - 1)  # the official disc measures rows/cols on linspace(0, res, res)
+def reference_features(G: Generator, ws: torch.Tensor, points_xy: list[list[float]], block: int,
+                       noise_mode: str) -> torch.Tensor:
+    """The handles' features on the image of `ws`: what tracking looks for. [N, C]."""
+    with torch.no_grad():
+        feat = G.synthesis.features(ws, stop=block, noise_mode=noise_mode)[-1].float()
+    return sample_resized(feat, rowcol(points_xy, ws.device), G.img_resolution).T
 
-        feat_refs = feat0 = None
-        pending: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        step = 0
-        t_last = time.perf_counter()
-        reason = ""
-        while True:
-            if self._stop.is_set():
-                reason = "stopped"
-                break
-            if step >= cfg.max_steps:
-                reason = "max_steps"
-                break
-            show = step % cfg.frame_every == 0
-            ws = full_latent()
-            with torch.enable_grad():
-                feats = self.G.synthesis.features(ws, stop=feature_block, noise_mode=self.noise_mode,
-                                                  use_fp16=self.use_fp16)
-            feat = feats[-1].float()                                                    # [1, C, s, s]
-            if feat_refs is None:
-                feat0 = feat.detach()
-                feat_refs = sample_resized(feat0, points, res).T                       # [N, C]
 
-            with torch.no_grad():  # point tracking
-                cand = points[:, None] + win[None]                                      # [N, K, 2]
-                inside = ((cand >= 0) & (cand <= res - 1)).all(-1)
-                f = sample_resized(feat.detach(), cand.clamp(0, res - 1), res)          # [C, N, K]
-                diff = f - feat_refs.T[:, :, None]
-                dist = diff.abs().sum(0) if cfg.tracking == "l1" else diff.square().sum(0).sqrt()
-                idx = dist.masked_fill(~inside, float("inf")).argmin(dim=1)             # [N]
-                points = cand[torch.arange(len(points), device=dev), idx]
-                to_target = target_rc - points
-                distances = to_target.norm(dim=1)                                       # [N]
-                done = (distances <= stop_dist).all()
+def render(G: Generator, ws: torch.Tensor, noise_mode: str) -> np.ndarray:
+    with torch.no_grad():
+        return image_to_uint8(G.synthesis(ws, noise_mode=noise_mode))
 
-            with torch.enable_grad():  # motion supervision
-                direction = to_target / (distances[:, None] + 1e-7)                       # [N, 2] rowcol
-                q = points[:, None] + sq[None]                                              # [N, Q, 2]
-                in_disc = ((q * stretch - points[:, None]).norm(dim=-1) < r1) & ((q >= 0) & (q <= res - 1)).all(-1)
-                active = (distances > 1).to(feat.dtype)[:, None] * in_disc.to(feat.dtype)  # [N, Q]
-                qc = q.clamp(0, res - 1)
-                f_q = sample_resized(feat, qc, res).detach()                                # [C, N, Q]
-                f_qd = sample_resized_bilinear(feat, qc + direction[:, None], res)         # [C, N, Q]
-                per_handle = ((f_q - f_qd).abs() * active).sum(dim=(0, 2)) / (feat.shape[1] * in_disc.sum(1).clamp(min=1))
-                loss = per_handle.sum()
-                if fixed is not None:
-                    loss = loss + cfg.lambda_mask * ((feat - feat0).abs() * fixed).mean()
 
-            if show:
-                with torch.no_grad():
-                    img = self.G.synthesis.image_from_features(ws.detach(), [x.detach() for x in feats],
-                                                               noise_mode=self.noise_mode, use_fp16=self.use_fp16)
-            # One Adam step, undone without a host sync if every handle had already arrived.
-            before = param.detach().clone()
-            opt.zero_grad(set_to_none=True)
-            with torch.enable_grad():
-                loss.backward()
-            opt.step()
-            with torch.no_grad():
-                param.copy_(torch.where(done, before, param))
-            pending.append((step, points, distances, loss.detach()))
-            step += 1
+# ----------------------------------------------------------------------------
+# The method.
 
-            if show or step >= cfg.max_steps or step % cfg.check_every == 0:
-                # Sync point (a frame, the end, or a check for arrival between rare frames):
-                # read back what the device computed since the last one.
-                reached_at = None
-                for s, p, d, l in pending:  # up to the first step at which every handle had arrived
-                    d = d.cpu().numpy()
-                    if (d <= stop_dist).all():
-                        reached_at = s
-                        break
-                now = time.perf_counter()
-                ms = (now - t_last) * 1000 / len(pending)
-                t_last = now
-                pending = []
-                l = float(l)
-                hxy = [[float(c), float(r)] for r, c in p.cpu().numpy()]
-                self.handles_xy = hxy
-                if show and reached_at is None:
-                    image = image_to_uint8(img)
-                    self._remember(image, hxy, targets)
-                    yield DragFrame(s, hxy, targets, d.tolist(), l, ms, image)
+def start_handles(job: "DragJob") -> list[list[float]]:
+    """Where the drag starts each handle: Nearest (if asked) moves it towards an edge; then whole pixels."""
+    cfg, res = job.config, job.G.img_resolution
+    handles = job.handles_xy
+    if cfg.nearest:
+        image = job.image if job.image is not None else render(job.G, job.w_start, job.noise_mode)
+        handles = nearest_edge_points(image, handles, cfg.r3 * res / 512, cfg.nearest_rate)
+    # Tracking works on whole pixels, as the official code does.
+    return [[float(round(x)), float(round(y))] for x, y in handles]
+
+
+def draggan(job: "DragJob") -> Iterator[DragFrame]:
+    """The DragGAN optimizer from `job.w_start`: frames as scheduled, then a last frame (done=True)."""
+    handles = start_handles(job)
+    yield from optimize_latent(job, job.w_start, handles, start_xy=handles)
+
+
+def optimize_latent(job: "DragJob", latent: torch.Tensor, handles_xy: list[list[float]],
+                    refs: torch.Tensor | None = None, start_xy: list[list[float]] | None = None,
+                    ) -> Iterator[DragFrame]:
+    """Optimize the first rows of `latent` until the handles reach the targets, max_steps, or `job.stop`.
+
+    handles_xy: where the handles are on `latent`'s image; refs: [N, C] the features they are tracked by
+    (None: their features on `latent`'s image, as the paper). The rows past `rows` stay as in `latent`.
+    """
+    G, cfg, res = job.G, job.config, job.G.img_resolution
+    dev = latent.device
+    # 1. Set up: points as (row, col), radii in pixels, the fixed area at feature resolution, Adam.
+    block = min(cfg.feature_block, len(G.synthesis.blocks))
+    rows = min(cfg.rows, G.num_ws)
+    points, targets = rowcol(handles_xy, dev), rowcol(job.targets_xy, dev)
+    r1 = cfg.radius_px(cfg.r1, res)
+    window = square_offsets(cfg.radius_px(cfg.r2, res), dev)
+    fixed = None
+    if job.editable is not None and bool(job.editable.any()) and not bool(job.editable.all()):
+        fixed = downsample_mask(~job.editable.to(dev), G.synthesis.blocks[block - 1].resolution)  # [1, 1, s, s]
+    tail = latent[:, rows:].detach()
+    param = (latent[:, :rows] if job.latent_space == "w+" else latent[:, :1]).detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([param], lr=cfg.lr)
+
+    def full_latent() -> torch.Tensor:                                          # [1, num_ws, w_dim]
+        return torch.cat([param.expand(-1, rows, -1), tail], dim=1)
+
+    schedule = FrameSchedule(cfg)
+    pending: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (step, points, distances, loss)
+    feat0 = None
+    step, reason, t_last = 0, "", time.perf_counter()
+    while True:
+        # 2. One step: stop first, then features, tracking, loss, an optional frame, the update.
+        if job.stop.is_set() or step >= cfg.max_steps:
+            reason = "stopped" if job.stop.is_set() else "max_steps"
+            if pending:  # steps not yet read back: one of them may have arrived (the latent froze there)
+                reached_at, (s, p, _, _) = _first_arrival(pending, res)
                 if reached_at is not None:
-                    step = reached_at
-                    reason = "reached"
-                    break
-
-        self._set_latent(full_latent())
-        image = self.image()
-        self._remember(image, self.handles_xy, targets)
+                    step, reason = reached_at, "reached"
+            break
+        show = schedule.render(step)
+        ws = full_latent()
+        feats = features(G, ws, block, job.noise_mode)
+        feat = feats[-1].float()                                                # [1, C, s, s]
+        if feat0 is None:
+            feat0 = feat.detach()
+            if refs is None:
+                refs = sample_resized(feat0, points, res).T                    # [N, C]
         with torch.no_grad():
-            pts = torch.tensor([[y, x] for x, y in self.handles_xy])
-            dists = (torch.tensor([[y, x] for x, y in targets]) - pts).norm(dim=1).tolist()
-        yield DragFrame(step, self.handles_xy, targets, dists, float("nan"), 0.0, image, done=True, reason=reason)
+            points = track_points(feat.detach(), points, refs, window, cfg.tracking, res)
+            distances = (targets - points).norm(dim=1)                          # [N]
+            arrived = (distances <= stop_distance(res)).all()
+        with torch.enable_grad():
+            loss = motion_loss(feat, points, targets, r1, res)
+            if fixed is not None:
+                loss = loss + mask_loss(feat, feat0, fixed, cfg.lambda_mask)
+        if show:
+            with torch.no_grad():
+                img = G.synthesis.image_from_features(ws.detach(), [x.detach() for x in feats], job.noise_mode)
+        _adam_step_unless(arrived, param, opt, loss)
+        pending.append((step, points, distances, loss.detach()))
+        step += 1
 
-    def _remember(self, image: np.ndarray, handles, targets) -> None:
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
-        self.last_frames.append((buf.tobytes(), copy.deepcopy(handles), copy.deepcopy(targets)))
+        # 3. Sync point (a frame, the end, or a check for arrival): read back what the device computed.
+        if not schedule.sync(step, show):
+            continue
+        reached_at, (s, p, d, l) = _first_arrival(pending, res)
+        now = time.perf_counter()
+        ms, t_last, pending = (now - t_last) * 1000 / len(pending), now, []
+        if reached_at is not None:
+            step, reason = reached_at, "reached"
+            break
+        if show:
+            yield DragFrame(s, xy(p), job.targets_xy, d.tolist(), float(l), ms, image_to_uint8(img),
+                            latent=ws.detach(), start_xy=start_xy)
 
-    def drag_frames(self, overlay: bool = True) -> list[np.ndarray]:
-        """Every frame of the last drag as RGB images, with or without the point overlay."""
-        from .draw import draw_points
-        out = []
-        for jpeg, handles, targets in self.last_frames:
-            img = cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-            out.append(draw_points(img, handles, targets) if overlay else img)
-        return out
+    # 4. The last frame: the final latent and its image.
+    final = full_latent().detach().clone()
+    handles = xy(points if reason != "reached" else p)
+    dists = (targets - rowcol(handles, dev)).norm(dim=1).tolist()
+    yield DragFrame(step, handles, job.targets_xy, dists, float("nan"), 0.0, render(G, final, job.noise_mode),
+                    done=True, reason=reason, latent=final, start_xy=start_xy)
 
-    def export_video(self, path, overlay: bool = True, fps: float = 15.0):
-        """Write the last drag as .mp4 or .gif; returns the path."""
-        from .draw import write_video
-        return write_video(self.drag_frames(overlay), path, fps=fps)
+
+def _adam_step_unless(arrived: torch.Tensor, param: torch.Tensor, opt: torch.optim.Optimizer,
+                      loss: torch.Tensor) -> None:
+    """One Adam step, undone without a host sync if every handle had already arrived."""
+    before = param.detach().clone()
+    opt.zero_grad(set_to_none=True)
+    with torch.enable_grad():
+        loss.backward()
+    opt.step()
+    with torch.no_grad():
+        param.copy_(torch.where(arrived, before, param))
+
+
+def _first_arrival(pending: list, resolution: int) -> tuple[int | None, tuple]:
+    """The first pending step at which every handle had arrived (and that step's record), else the last step's."""
+    for s, p, d, l in pending:
+        d = d.cpu().numpy()
+        if (d <= stop_distance(resolution)).all():
+            return s, (s, p, d, l)
+    s, p, d, l = pending[-1]
+    return None, (s, p, d.cpu().numpy(), l)
+
+
+def __getattr__(name: str):
+    # `from draggan.engine import DragSession` keeps working for scripts written for version 1.
+    if name == "DragSession":
+        from .editor import DragSession
+        return DragSession
+    raise AttributeError(name)

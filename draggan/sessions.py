@@ -1,33 +1,31 @@
 """Per-user editing sessions over shared generators: what the app keeps for each browser tab.
 
 A `SessionManager` maps a session key (the app uses Gradio's session hash) to an
-`EditSession`: one user's `DragSession` with its points, mask and drag-in-progress.
-Generators are loaded once per (model, device) and shared read-only by every session;
-a session holds only its latent, points, mask, undo history and last drag's frames.
+`EditSession`: one user's `DragSession` (`editor.py`) with its points, mask and drag-in-progress.
+Generators come from the loader (`stylegan2.checkpoints.load_generator`, which keeps one copy
+per model and device, shared read-only by every session); a session holds only its latent,
+points, mask, undo history and last drag's frames.
 
-Sessions end when the app closes them (the browser left), when unused for `ttl_s`,
-or when more than `max_sessions` are live (the least recently used goes first).
-Every method is thread-safe: Gradio runs events of different users, and a Stop
-during a drag of the same user, on different threads.
+Sessions end when the app closes them (the browser left), when unused for `ttl_s`, or when
+the table is full: then the least recently used *idle* session goes. A session that is dragging
+or inverting is never evicted; if every session is busy, the new one is refused with a message.
+One client (the app passes its IP address) holds at most `max_per_client` sessions: beyond that
+its own least recently used idle session goes, never someone else's.
+Every method is thread-safe: Gradio runs events of different users, and a Stop during a drag
+of the same user, on different threads.
 
-Real photos (`invert_photo`, `load_photo`): a photo session edits its own tuned copy of
-the generator (Pivotal Tuning Inversion, `pti`), never shared. The copy lives as long as
-the session shows the photo: it is dropped when the session goes back to a seed, is
-closed, expires or is evicted. At most `max_photos` sessions may hold a copy at once,
-an inversion in progress included (one slot per session: re-inverting reuses the
-session's slot, so for the length of an inversion that session briefly holds two
-copies). At the bound a new inversion is refused (`PhotoLimitError`), rather than
-taking another user's photo away; slots come back as photo sessions end (the time to
-live included). The perceptual network the inversion needs is loaded once per device,
-on the first inversion, and shared read-only.
+Real photos (`invert_photo`, `load_photo`): a photo session edits its own tuned copy of the
+generator (Pivotal Tuning Inversion, `pti`), never shared. The copy lives as long as the session
+shows the photo. At most `max_photos` sessions may hold a copy at once, an inversion in progress
+included (`PhotoSlots`); at the bound a new inversion is refused (`PhotoLimitError`) rather than
+taking another user's photo away. The perceptual network loads once per device, on the first
+inversion, and is shared read-only.
 
-Imports nothing from Gradio; errors meant for the user are `DragInputError`s (or
-`CheckpointError`s for models, embedding files and perceptual weights).
+Imports nothing from Gradio; errors meant for the user are `UserError`s.
 """
 from __future__ import annotations
 
 import collections
-import math
 import os
 import shutil
 import tempfile
@@ -44,10 +42,13 @@ from pti.inversion import Progress
 from stylegan2.checkpoints import CheckpointError, portable_spec
 from stylegan2.networks import Generator
 
-from .engine import DragConfig, DragFrame, DragInputError, DragSession
+from .config import MAX_POINTS, DragConfig, DragFrame, DragInputError, check_point
+from .editor import DragSession, seed_latent
 
-Loader = Callable[[str, str], Generator]  # (model spec, device) -> generator
+Loader = Callable[[str, str], Generator]  # (model spec, device) -> generator, one shared copy per model
 PerceptualLoader = Callable[[str], PerceptualDistance]  # device -> perceptual distance
+PredictorLoader = Callable[[str, Generator], object]  # (model spec, its generator) -> AutoDragModel or None
+SEED_MAX = 2**32 - 1  # numpy RandomState seeds, as the official app
 
 
 class NoSessionError(DragInputError):
@@ -61,6 +62,11 @@ class PhotoLimitError(DragInputError):
 def _default_loader(spec: str, device: str) -> Generator:
     from stylegan2.checkpoints import load_generator
     return load_generator(spec, device=device, progress=True)
+
+
+def _default_predictor(spec: str, G: Generator):
+    from .predictors import predictor_for
+    return predictor_for(spec, G)
 
 
 def _short_names(message: str, path: str | os.PathLike) -> str:
@@ -85,9 +91,9 @@ class EditSession:
     so its undo and tracking keep them in step with the latent.
     """
 
-    def __init__(self, key: str, model: str, device: str, drag: DragSession, seed: int | None = None,
+    def __init__(self, key: str, model: str, device: str, editor: DragSession, seed: int | None = None,
                  psi: float | None = None, photo: InversionResult | None = None):
-        """seed and psi: the generated image's; photo: the inversion whose tuned copy `drag` edits."""
+        """seed and psi: the generated image's; photo: the inversion whose tuned copy `editor` edits."""
         assert (photo is None) == (seed is not None)
         self.key = key
         self.model = model
@@ -95,10 +101,10 @@ class EditSession:
         self.seed = seed
         self.psi = psi
         self.photo = photo
-        self.drag = drag
-        self.editable: np.ndarray | None = None  # [H, W] bool, True where the drag may change the image
+        self.editor = editor
         self.show_mask = True
         self.last_used = 0.0                     # manager clock; set by the manager
+        self.client: str | None = None           # who opened it (the app: the IP address), for the per-client bound
         self._lock = threading.RLock()
         self._running = False
         self._armed = False          # a drag was asked for and has not started yet
@@ -110,19 +116,24 @@ class EditSession:
 
     @property
     def resolution(self) -> int:
-        return self.drag.resolution
+        return self.editor.resolution
 
     @property
     def latent_space(self) -> str:
-        return self.drag.latent_space
+        return self.editor.latent_space
 
     @property
     def handles_xy(self) -> list[list[float]]:
-        return self.drag.handles_xy
+        return self.editor.handles_xy
 
     @property
     def targets_xy(self) -> list[list[float]]:
-        return self.drag.targets_xy
+        return self.editor.targets_xy
+
+    @property
+    def editable(self) -> np.ndarray | None:
+        """[H, W] bool, True where the drag may change the image; None: no mask."""
+        return self.editor.editable
 
     @property
     def running(self) -> bool:
@@ -131,7 +142,7 @@ class EditSession:
     def image(self) -> np.ndarray:
         """The current image, [H, W, 3] uint8."""
         with self._lock:
-            return self.drag.image()
+            return self.editor.image()
 
     # -- points and mask ---------------------------------------------------
 
@@ -141,16 +152,15 @@ class EditSession:
 
     def add_point(self, xy: Sequence[float]) -> str:
         """Add a click: handles and targets alternate. Returns 'handle' or 'target'."""
-        x, y = float(xy[0]), float(xy[1])
-        res = self.resolution
-        if not (math.isfinite(x) and math.isfinite(y) and 0 <= x <= res - 1 and 0 <= y <= res - 1):
-            raise DragInputError(f"The point ({x:g}, {y:g}) is outside the {res}x{res} image: click on the image")
+        x, y = check_point(xy, self.resolution, "the point")
         with self._lock:
             self._check_idle("adding points")
-            d = self.drag
+            d = self.editor
             if len(d.handles_xy) > len(d.targets_xy):
                 d.targets_xy = d.targets_xy + [[x, y]]
                 return "target"
+            if len(d.handles_xy) >= MAX_POINTS:
+                raise DragInputError(f"At most {MAX_POINTS} handle/target pairs: drag these first, or clear some")
             d.handles_xy = d.handles_xy + [[x, y]]
             return "handle"
 
@@ -158,7 +168,7 @@ class EditSession:
         """Remove the last clicked point. False if there was none."""
         with self._lock:
             self._check_idle("changing points")
-            d = self.drag
+            d = self.editor
             if len(d.handles_xy) > len(d.targets_xy):
                 d.handles_xy = d.handles_xy[:-1]
             elif d.targets_xy:
@@ -170,19 +180,12 @@ class EditSession:
     def clear_points(self) -> None:
         with self._lock:
             self._check_idle("clearing points")
-            self.drag.handles_xy, self.drag.targets_xy = [], []
+            self.editor.handles_xy, self.editor.targets_xy = [], []
 
     def set_mask(self, editable: np.ndarray | None) -> None:
         """The editable area ([H, W], nonzero = may change); None or all-empty clears it."""
         with self._lock:
-            if editable is not None:
-                editable = np.asarray(editable) > 0
-                if editable.ndim == 3:
-                    editable = editable.any(axis=2)
-                if not editable.any():
-                    editable = None
-            self.drag.set_mask(editable)
-            self.editable = editable
+            self.editor.set_mask(editable)
 
     # -- drag, stop, undo --------------------------------------------------
 
@@ -199,7 +202,7 @@ class EditSession:
         """
         with self._lock:
             if self._running:
-                self.drag.stop()
+                self.editor.stop()
             if self._armed:  # also a Drag pressed again during this one, now waiting behind it
                 self._stop_pending = True
             return self._running or self._armed
@@ -208,8 +211,8 @@ class EditSession:
         """Block until no drag runs; False on timeout."""
         return self._idle.wait(timeout)
 
-    def run_drag(self, handles_xy, targets_xy, config: DragConfig) -> Iterator[DragFrame]:
-        """The engine's drag over this session, one at a time per session.
+    def run_drag(self, handles_xy, targets_xy, config: DragConfig, method: str = "draggan") -> Iterator[DragFrame]:
+        """A drag over this session, one at a time per session.
 
         If the caller abandons the iterator (a client disconnects or cancels), the drag is
         stopped and run to its end, so the latent and points stay consistent.
@@ -224,12 +227,9 @@ class EditSession:
             self._idle.clear()
         try:
             if stop_first:
-                d = self.drag
-                dist = [float(np.hypot(t[0] - h[0], t[1] - h[1])) for h, t in zip(d.handles_xy, d.targets_xy)]
-                yield DragFrame(0, d.handles_xy, d.targets_xy, dist, float("nan"), 0.0, self.drag.image(),
-                                done=True, reason="stopped")
+                yield self._unchanged_frame()
                 return
-            frames = self.drag.drag(handles_xy, targets_xy, config)
+            frames = self.editor.drag(handles_xy, targets_xy, config, method)
             finished = False
             try:
                 for frame in frames:
@@ -237,7 +237,7 @@ class EditSession:
                     yield frame
             finally:
                 if not finished:
-                    self.drag.stop()
+                    self.editor.stop()
                     for _ in frames:
                         pass
         finally:
@@ -245,17 +245,24 @@ class EditSession:
                 self._running = False
                 self._idle.set()
 
+    def _unchanged_frame(self) -> DragFrame:
+        """The last frame of a drag stopped before it started."""
+        d = self.editor
+        dist = [float(np.hypot(t[0] - h[0], t[1] - h[1])) for h, t in zip(d.handles_xy, d.targets_xy)]
+        return DragFrame(0, d.handles_xy, d.targets_xy, dist, float("nan"), 0.0, d.image(), done=True,
+                         reason="stopped", latent=d.latent, start_xy=d.handles_xy)
+
     def undo(self) -> bool:
         """Undo the last drag (or reset). False if there is nothing to undo."""
         with self._lock:
             self._check_idle("undoing")
-            return self.drag.undo()
+            return self.editor.undo()
 
     def reset(self) -> None:
         """Back to the generated image (undoable), keeping the points."""
         with self._lock:
             self._check_idle("resetting")
-            self.drag.reset()
+            self.editor.reset()
 
     # -- files and lifetime ------------------------------------------------
 
@@ -271,38 +278,105 @@ class EditSession:
         with self._lock:
             self._closed = True
             if self._running:
-                self.drag.stop()
+                self.editor.stop()
             if self._workdir is not None:
                 shutil.rmtree(self._workdir, ignore_errors=True)
                 self._workdir = None
 
 
+class PhotoSlots:
+    """Who may hold a tuned generator copy: at most `limit` keys at once, with the cancel event of each inversion.
+
+    An inversion takes its session's slot (`reserve`) for its whole length and gives it back
+    (`release`); a photo session keeps holding one through `held` (the manager's photo sessions).
+    `arm` records an inversion asked for but still waiting in a queue, so `cancel` reaches it too.
+    """
+
+    def __init__(self, limit: int, held: Callable[[], set[str]]):
+        """limit: copies at once; held: the keys of sessions that show a photo now (called under no lock of ours)."""
+        assert limit >= 0
+        self.limit = limit
+        self._held = held
+        self._lock = threading.Lock()
+        self._inverting: dict[str, threading.Event] = {}  # key -> cancel event of its inversion in progress
+        self._armed: dict[str, threading.Event] = {}      # key -> cancel event of the inversion it asked for
+
+    def taken(self) -> set[str]:
+        held = self._held()  # the manager's lock, never taken while ours is held (it calls `inverting`)
+        with self._lock:
+            return held | set(self._inverting)
+
+    def arm(self, key: str) -> None:
+        with self._lock:
+            armed = self._armed.get(key)
+            if armed is None or armed.is_set():
+                self._armed[key] = threading.Event()
+
+    def cancel(self, key: str) -> bool:
+        """Cancel the inversion of `key` in progress and the one it asked for; False if there was none."""
+        with self._lock:
+            events = [e for e in (self._inverting.get(key), self._armed.get(key)) if e is not None]
+        for e in events:
+            e.set()
+        return bool(events)
+
+    def inverting(self, key: str) -> bool:
+        with self._lock:
+            return key in self._inverting
+
+    def reserve(self, key: str) -> threading.Event:
+        """Take a slot for `key`'s inversion; returns its cancel event. PhotoLimitError at the bound."""
+        held = self._held()  # the manager's lock, never taken while ours is held (it calls `inverting`)
+        with self._lock:
+            if key in self._inverting:
+                raise DragInputError("A photo is already being inverted in this session: wait for it, or press Cancel")
+            taken = held | set(self._inverting)
+            if key not in taken and len(taken) >= self.limit:
+                raise PhotoLimitError(f"Too many photo sessions right now (all {self.limit} in use): try again "
+                                      "in a few minutes; generated images can be edited meanwhile")
+            cancel = self._armed.pop(key, None) or threading.Event()
+            self._inverting[key] = cancel
+            return cancel
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            self._inverting.pop(key, None)
+
+    def forget(self, key: str) -> None:
+        """The session `key` ended: cancel whatever it asked for."""
+        self.cancel(key)
+        with self._lock:
+            self._armed.pop(key, None)
+
+
 class SessionManager:
-    """Sessions by key, with shared generators, a time to live and a bound on how many are live."""
+    """Sessions by key, with a time to live, a bound on how many are live and on how many one client holds."""
 
     def __init__(self, device: str = "cpu", load: Loader | None = None, max_sessions: int = 32,
                  ttl_s: float = 1800.0, clock: Callable[[], float] = time.monotonic,
-                 perceptual_loader: PerceptualLoader | None = None, max_photos: int = 4):
-        """device: where generators run; load: (spec, device) -> Generator (default: stylegan2.checkpoints);
-        max_sessions: live sessions kept, least recently used evicted first; ttl_s: idle seconds before a session ends;
-        perceptual_loader: device -> PerceptualDistance for inversions (default: pti.load_perceptual, Hub weights);
-        max_photos: sessions that may hold a tuned generator copy at once (photos and inversions in progress)."""
-        assert max_sessions >= 1 and ttl_s > 0 and max_photos >= 0
+                 perceptual_loader: PerceptualLoader | None = None, max_photos: int = 4,
+                 max_per_client: int | None = None, predictor_loader: PredictorLoader | None = None):
+        """device: where generators run; load: (spec, device) -> Generator, sharing one copy per model
+        (default: stylegan2.checkpoints.load_generator with custom models allowed);
+        max_sessions: live sessions kept; ttl_s: idle seconds before a session ends;
+        perceptual_loader: device -> PerceptualDistance for inversions (default: pti.load_perceptual);
+        max_photos: sessions that may hold a tuned generator copy at once (photos and inversions in progress);
+        max_per_client: sessions one client may hold (default: a quarter of max_sessions, at least 2);
+        predictor_loader: (spec, G) -> the model's Auto DragGAN predictor or None (default: the catalog's)."""
+        assert max_sessions >= 1 and ttl_s > 0
         self.device = device
         self._load = load or _default_loader
+        self._load_predictor = predictor_loader or _default_predictor
         self.max_sessions = max_sessions
+        self.max_per_client = max_per_client or max(2, max_sessions // 4)
         self.ttl_s = ttl_s
-        self.max_photos = max_photos
         self._clock = clock
         self._sessions: collections.OrderedDict[str, EditSession] = collections.OrderedDict()  # LRU first
-        self._generators: dict[tuple[str, str], Generator] = {}
-        self._load_locks: dict[tuple[str, str], threading.Lock] = collections.defaultdict(threading.Lock)
         self._lock = threading.Lock()
+        self.photos = PhotoSlots(max_photos, self._photo_keys)
         self._load_perceptual = perceptual_loader or load_perceptual
         self._perceptual: dict[str, PerceptualDistance] = {}
         self._perceptual_lock = threading.Lock()
-        self._inverting: dict[str, threading.Event] = {}  # key -> cancel event of its inversion in progress
-        self._armed: dict[str, threading.Event] = {}      # key -> cancel event of the inversion it asked for
 
     def __len__(self) -> int:
         with self._lock:
@@ -312,53 +386,78 @@ class SessionManager:
         with self._lock:
             return key in self._sessions
 
+    @property
+    def max_photos(self) -> int:
+        return self.photos.limit
+
     def generator(self, model: str) -> Generator:
-        """The shared generator for `model` on this manager's device, loaded on first use.
+        """The shared generator for `model` on this manager's device (the loader keeps one copy).
 
-        Concurrent first uses wait for one load. Raises whatever the loader raises
-        (CheckpointError with a user-facing message for missing or bad files).
+        Raises whatever the loader raises (CheckpointError with a user-facing message).
         """
-        k = (model, self.device)
-        with self._lock:
-            lock = self._load_locks[k]
-        with lock:
-            with self._lock:
-                G = self._generators.get(k)
-            if G is None:
-                G = self._load(model, self.device)
-                G.eval().requires_grad_(False)
-                with self._lock:
-                    self._generators[k] = G
-            return G
+        return self._load(model, self.device).eval().requires_grad_(False)
 
-    def new_session(self, key: str, model: str, seed: int, psi: float = 0.7, latent_space: str = "w+") -> EditSession:
-        """Start (or restart) the session `key` on a generated image; its old state (a photo too) is dropped."""
-        if not math.isfinite(psi):
-            raise DragInputError(f"truncation psi must be a number, got {psi!r}")
+    def new_session(self, key: str, model: str, seed: int, psi: float = 0.7, latent_space: str = "w+",
+                    client: str | None = None) -> EditSession:
+        """Start (or restart) the session `key` on a generated image; its old state (a photo too) is dropped.
+
+        client: who asks (the app passes the IP address), for the per-client bound.
+        """
+        seed, psi = check_seed(seed), check_psi(psi)
         G = self.generator(model)
-        drag = DragSession.from_seed(G, int(seed), psi=psi, latent_space=latent_space)
-        drag.image()  # render now, outside any lock that readers wait on
-        session = EditSession(key, model, self.device, drag, int(seed), float(psi))
+        editor = DragSession(G, seed_latent(G, seed, psi), latent_space=latent_space,
+                             auto=self._load_predictor(model, G))
+        editor.image()  # render now, outside any lock that readers wait on
+        session = EditSession(key, model, self.device, editor, seed, psi)
+        session.client = client
         self._install(session, "generating a new image")
         return session
 
+    def _busy(self, session: EditSession) -> bool:
+        return session.running or self.photos.inverting(session.key)
+
     def _install(self, session: EditSession, what: str) -> None:
-        """Make `session` the live one for its key, closing the old one (refused while it drags)."""
+        """Make `session` the live one for its key, closing the old one (refused while it drags).
+
+        Makes room by evicting idle sessions only: first this client's own beyond its bound, then the
+        least recently used; if every other session is busy, the new one is refused.
+        """
         key = session.key
         with self._lock:
-            old = self._sessions.pop(key, None)
+            old = self._sessions.get(key)
             if old is not None and old.running:
-                self._sessions[key] = old  # put it back: one drag at a time per user
                 raise DragInputError(f"Wait for the drag to finish (or press Stop) before {what}")
+            if old is not None:
+                session.client = session.client or old.client
+            evicted = self._expired_locked()
+            evicted += self._make_room_locked(key, session.client)
+            self._sessions.pop(key, None)
             session.last_used = self._clock()
             self._sessions[key] = session
-            evicted = self._expired_locked()
-            while len(self._sessions) > self.max_sessions:
-                evicted.append(self._sessions.popitem(last=False)[1])
-        if old is not None:
-            old.close()
-        for s in evicted:
+        for s in ([old] if old is not None else []) + evicted:
             s.close()
+
+    def _make_room_locked(self, key: str, client: str | None) -> list[EditSession]:
+        others = [s for k, s in self._sessions.items() if k != key]  # LRU first
+        evicted = []
+        if client is not None:
+            own = [s for s in others if s.client == client]
+            for s in [s for s in own if not self._busy(s)][:max(0, len(own) + 1 - self.max_per_client)]:
+                evicted.append(self._sessions.pop(s.key))
+            if len(own) - len(evicted) + 1 > self.max_per_client:
+                for s in evicted:  # nothing of this client's could go: keep them all
+                    self._sessions[s.key] = s
+                raise DragInputError(f"You already have {self.max_per_client} sessions open here, all busy: close a tab "
+                                     "or wait for its drag to finish")
+        idle = [s for k, s in self._sessions.items() if k != key and not self._busy(s)]
+        while len(self._sessions) + (key not in self._sessions) > self.max_sessions:
+            if not idle:
+                for s in evicted:
+                    self._sessions[s.key] = s
+                raise DragInputError("The server is busy: every session is working right now. Try again in a minute")
+            victim = idle.pop(0)
+            evicted.append(self._sessions.pop(victim.key))
+        return evicted
 
     # -- real photos -------------------------------------------------------
 
@@ -377,61 +476,37 @@ class SessionManager:
 
     def photo_count(self) -> int:
         """Sessions holding a tuned generator copy now: photo sessions and inversions in progress."""
-        with self._lock:
-            return len(self._photo_keys_locked())
+        return len(self.photos.taken())
 
-    def _photo_keys_locked(self) -> set[str]:
-        return {k for k, s in self._sessions.items() if s.photo is not None} | set(self._inverting)
+    def _photo_keys(self) -> set[str]:
+        with self._lock:
+            return {k for k, s in self._sessions.items() if s.photo is not None}
 
     def arm_invert(self, key: str) -> None:
         """Note that an inversion was asked for (before it waits in a queue), so a Cancel meanwhile stops it."""
-        with self._lock:
-            armed = self._armed.get(key)
-            if armed is None or armed.is_set():
-                self._armed[key] = threading.Event()
+        self.photos.arm(key)
 
     def cancel_invert(self, key: str) -> bool:
         """Cancel the inversion of `key` in progress (before its next step) and the one it asked for.
 
         Returns False if there was nothing to cancel. The session stays as it was.
         """
-        with self._lock:
-            events = [e for e in (self._inverting.get(key), self._armed.get(key)) if e is not None]
-        for e in events:
-            e.set()
-        return bool(events)
+        return self.photos.cancel(key)
 
     def inverting(self, key: str) -> bool:
-        with self._lock:
-            return key in self._inverting
+        return self.photos.inverting(key)
 
     def _reserve_photo(self, key: str) -> threading.Event:
         """Take a photo slot for `key`; returns the cancel event of its inversion."""
-        with self._lock:
-            evicted = self._expired_locked()  # expired photo sessions give their slots back
-        for s in evicted:
-            s.close()
-        with self._lock:
-            if key in self._inverting:
-                raise DragInputError("A photo is already being inverted in this session: wait for it, or press Cancel")
-            current = self._sessions.get(key)
-            if current is not None and current.running:
-                raise DragInputError("Wait for the drag to finish (or press Stop) before inverting a photo")
-            taken = self._photo_keys_locked()
-            if key not in taken and len(taken) >= self.max_photos:
-                raise PhotoLimitError(f"Too many photo sessions right now (all {self.max_photos} in use): try again "
-                                      "in a few minutes; generated images can be edited meanwhile")
-            cancel = self._armed.pop(key, None) or threading.Event()
-            self._inverting[key] = cancel
-            return cancel
-
-    def _release_photo(self, key: str) -> None:
-        with self._lock:
-            self._inverting.pop(key, None)
+        self.sweep()  # expired photo sessions give their slots back
+        current = self._sessions.get(key)
+        if current is not None and current.running:
+            raise DragInputError("Wait for the drag to finish (or press Stop) before inverting a photo")
+        return self.photos.reserve(key)
 
     def invert_photo(self, key: str, model: str, photo: str | os.PathLike, preset: PTIPreset,
                      crop: tuple[int, int, int, int] | None = None, latent_space: str = "w+",
-                     progress: Progress | None = None) -> tuple[EditSession, list[str]]:
+                     progress: Progress | None = None, client: str | None = None) -> tuple[EditSession, list[str]]:
         """Invert the photo file into `model` (PTI) and make it the session `key`, a photo session.
 
         crop: (x0, y0, x1, y1) in pixels of the upright photo, None for the centre square. progress:
@@ -446,18 +521,19 @@ class SessionManager:
             G = self.generator(model)
             target, notes = read_photo(photo, G.img_resolution, crop)
             result = invert(G, target, self.perceptual(), preset, progress=progress, cancel=cancel)
-            session = self._photo_session(key, model, result, latent_space)
+            session = self._photo_session(key, model, result, latent_space, client)
             self._install(session, "inverting a photo")
             return session, notes
         finally:
-            self._release_photo(key)
+            self.photos.release(key)
 
-    def load_photo(self, key: str, path: str | os.PathLike, latent_space: str = "w+") -> EditSession:
+    def load_photo(self, key: str, path: str | os.PathLike, latent_space: str = "w+",
+                   client: str | None = None) -> EditSession:
         """Make the session `key` a photo session from an embedding file (`save_photo`, `draggan invert`).
 
-        Its base model is loaded by the spec the file names. Raises EmbeddingError for a file that is not
-        an embedding, is damaged, or was made with other weights than that model has here; the old
-        session is untouched.
+        Its base model is loaded by the spec the file names (the loader's policy applies). Raises
+        EmbeddingError for a file that is not an embedding, is damaged, or was made with other weights
+        than that model has here; the old session is untouched.
         """
         name = Path(path).name
         try:
@@ -469,8 +545,7 @@ class SessionManager:
             try:
                 base = self.generator(info.model_spec)
             except CheckpointError as e:
-                raise EmbeddingError(f"{name} was made with model {info.model_spec!r}, which cannot be loaded "
-                                     f"here: {e}") from None
+                raise EmbeddingError(f"{name} was made with a model that cannot be loaded here: {e}") from None
             try:
                 G, pivot = load_embedding(path, self.device, base_G=base)
             except EmbeddingError as e:
@@ -484,16 +559,19 @@ class SessionManager:
                                      "again with `python -m draggan invert`") from None
             if result.target is None:  # written without the photo: keep its reconstruction instead
                 result.target = result.image()
-            session = self._photo_session(key, info.model_spec, result, latent_space)
+            session = self._photo_session(key, info.model_spec, result, latent_space, client)
             self._install(session, "loading a photo")
             return session
         finally:
-            self._release_photo(key)
+            self.photos.release(key)
 
-    def _photo_session(self, key: str, model: str, result: InversionResult, latent_space: str) -> EditSession:
-        drag = DragSession(result.G, result.pivot_ws, latent_space=latent_space)
-        drag.image()  # render now, outside any lock that readers wait on
-        return EditSession(key, model, self.device, drag, photo=result)
+    def _photo_session(self, key: str, model: str, result: InversionResult, latent_space: str,
+                       client: str | None) -> EditSession:
+        editor = DragSession(result.G, result.pivot_ws, latent_space=latent_space)
+        editor.image()  # render now, outside any lock that readers wait on
+        session = EditSession(key, model, self.device, editor, photo=result)
+        session.client = client
+        return session
 
     def save_photo(self, key: str) -> Path:
         """The photo session `key` as an embedding file in its workdir (the photo as inverted, not as dragged)."""
@@ -519,9 +597,8 @@ class SessionManager:
 
     def close(self, key: str) -> bool:
         """End the session `key` (the browser left), cancelling its inversion. False if there was none."""
-        self.cancel_invert(key)
+        self.photos.forget(key)
         with self._lock:
-            self._armed.pop(key, None)
             session = self._sessions.pop(key, None)
         if session is None:
             return False
@@ -541,6 +618,28 @@ class SessionManager:
         out = []
         for key in list(self._sessions):
             s = self._sessions[key]
-            if now - s.last_used > self.ttl_s and not s.running:
+            if now - s.last_used > self.ttl_s and not self._busy(s):
                 out.append(self._sessions.pop(key))
         return out
+
+
+def check_seed(seed: float) -> int:
+    """A seed as the official app takes it: a whole number in [0, 2^32 - 1]."""
+    try:
+        value = float(seed)
+    except (TypeError, ValueError):
+        raise DragInputError(f"Seed must be a whole number from 0 to {SEED_MAX}, got {seed!r}") from None
+    if not (value == value and value.is_integer() and 0 <= value <= SEED_MAX):
+        raise DragInputError(f"Seed must be a whole number from 0 to {SEED_MAX}, got {seed!r}")
+    return int(value)
+
+
+def check_psi(psi: float) -> float:
+    """Truncation psi: a number in [0, 1] (the slider's range)."""
+    try:
+        value = float(psi)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0 <= value <= 1:
+        raise DragInputError(f"Truncation ψ must be a number from 0 to 1, got {psi!r}")
+    return value

@@ -8,8 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from draggan.baseline import baseline_drag
-from draggan.engine import DragConfig, DragInputError, DragSession, nearest_edge_points
+from draggan import DragConfig, DragInputError, DragSession
+from draggan.engine import nearest_edge_points
+from draggan.methods import DragJob, run_drag
 from stylegan2 import Generator, GeneratorConfig
 
 
@@ -73,19 +74,42 @@ def test_latent_after_k_steps_matches_reference(ref_G, reference_dir, lr, k):
     assert torch.equal(s.latent[:, cfg.rows:], ref["drag_w0"][:, cfg.rows:])  # rows past `rows` never move
 
 
+def _both_methods(G, handles, targets, cfg, seed=0):
+    """The same drag by the DragGAN method and the straightforward (official) step, through the one interface."""
+    w0 = DragSession.from_seed(G, seed).w0
+    return [list(run_drag(m, DragJob(G, w0, handles, targets, cfg))) for m in ("draggan", "straightforward")]
+
+
 def test_engine_equals_straightforward_full_resolution_step():
     """Sampling native features equals resizing them (64-px image, 32-px feature map)."""
     G = tiny_generator(64, 32)
     cfg = DragConfig(max_steps=6, lr=0.02, r1=24, r2=64, feature_block=4, tracking="l1")
-    handles, targets = [[24, 32], [50, 20]], [[40, 32], [45, 10]]
-    s = DragSession.from_seed(G, 0)
-    frames = list(s.drag(handles, targets, cfg))
-    base = list(baseline_drag(G, s.w0, handles, targets, cfg))
-    assert len(base) == len(frames) - 1 == 6
-    for f, (points, _, image) in zip(frames, base):
-        assert [[int(y), int(x)] for x, y in f.handles_xy] == points
-        assert np.abs(f.image.astype(int) - image.astype(int)).max() <= 1
-    assert (s.latent - base[-1][1]).abs().max().item() < 1e-5
+    frames, base = _both_methods(G, [[24, 32], [50, 20]], [[40, 32], [45, 10]], cfg)
+    assert len(base) == len(frames) == 7
+    for f, b in zip(frames[:-1], base[:-1]):
+        assert f.step == b.step and f.handles_xy == b.handles_xy
+        assert np.abs(f.image.astype(int) - b.image.astype(int)).max() <= 1
+    assert (frames[-1].latent - base[-1].latent).abs().max().item() < 1e-5
+
+
+def test_a_handle_within_one_pixel_adds_no_motion_term():
+    """As the official code: one handle already at its target (1 px away), one far; both methods agree."""
+    G = tiny_generator(64, 32)
+    cfg = DragConfig(max_steps=4, lr=0.02, r1=24, r2=64, feature_block=4, tracking="l1")
+    frames, base = _both_methods(G, [[24, 32], [50, 20]], [[25, 32], [45, 10]], cfg)
+    assert [f.handles_xy for f in frames[:-1]] == [b.handles_xy for b in base[:-1]]
+    assert (frames[-1].latent - base[-1].latent).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("handle", [[0, 30], [30, 0], [0, 0], [63, 63]])
+def test_tracking_at_the_image_edge_stays_inside(handle):
+    """Window positions past the edge are clamped for sampling; they must never win the argmin."""
+    G = tiny_generator(64, 32)
+    cfg = DragConfig(max_steps=8, lr=0.05, r1=24, r2=64, feature_block=4)
+    frames = list(run_drag("draggan", DragJob(G, DragSession.from_seed(G, 3).w0, [handle], [[32, 32]], cfg)))
+    for f in frames:
+        x, y = f.handles_xy[0]
+        assert 0 <= x <= 63 and 0 <= y <= 63, (f.step, f.handles_xy)
 
 
 # -- behaviour -----------------------------------------------------------------
@@ -258,20 +282,14 @@ def test_mask_of_the_wrong_size_is_refused(G64):
         s.set_mask(np.ones((32, 32), bool))
 
 
-def test_video_export_with_and_without_overlay(G64, tmp_path):
+def test_the_last_drag_is_recorded_for_a_video(G64, tmp_path):
     s = DragSession.from_seed(G64, 2)
-    list(s.drag([[10, 10]], [[60, 60]], DragConfig(max_steps=4, **FAST)))
-    plain, marked = s.drag_frames(overlay=False), s.drag_frames(overlay=True)
-    assert len(plain) == len(marked) == 5 and plain[0].shape == (64, 64, 3)
-    assert marked[0].shape[0] >= 512  # small images are enlarged so marks stay legible
-    for name in ("drag.gif", "drag.mp4"):
-        path = s.export_video(tmp_path / name)
-        assert path.stat().st_size > 1000
-    cap = cv2.VideoCapture(str(tmp_path / "drag.mp4"))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    assert n == 5
+    frames = list(s.drag([[10, 10]], [[60, 60]], DragConfig(max_steps=4, **FAST)))
+    assert len(s.recorder) == len(frames) == 5
+    plain = s.recorder.frames(overlay=False)
+    assert np.abs(plain[-1].astype(int) - s.image().astype(int)).mean() < 3  # JPEG of the final image
+    path = s.export_video(tmp_path / "drag.gif")
+    assert path.stat().st_size > 500
 
 
 def test_arrival_between_rare_frames_ends_the_drag_within_check_every_steps(G64, monkeypatch):

@@ -35,37 +35,39 @@ def loads():
     return []
 
 
+def caching_loader(loads: list, seed: int = 0):
+    """A loader with load_generator's contract: one shared copy per (model, device), loaded once."""
+    cache, lock = {}, threading.Lock()
+
+    def load(spec, device):
+        with lock:
+            if (spec, device) not in cache:
+                loads.append((spec, device))
+                cache[spec, device] = tiny_generator(32, seed=seed)
+            return cache[spec, device]
+    return load
+
+
 @pytest.fixture
 def manager(loads):
-    def load(spec, device):
-        loads.append((spec, device))
-        return tiny_generator(32, seed=0)
+    load = caching_loader(loads)
     return SessionManager(device="cpu", load=load, max_sessions=4, ttl_s=100.0, clock=Clock())
 
 
 def test_two_sessions_share_the_generator_but_not_points_or_latents(manager, loads):
     a = manager.new_session("a", "tiny", seed=1)
     b = manager.new_session("b", "tiny", seed=2)
-    assert a.drag.G is b.drag.G and loads == [("tiny", "cpu")]
-    assert not any(p.requires_grad for p in a.drag.G.parameters())  # shared read-only
-    assert not torch.equal(a.drag.latent, b.drag.latent)
+    assert a.editor.G is b.editor.G and loads == [("tiny", "cpu")]
+    assert not any(p.requires_grad for p in a.editor.G.parameters())  # shared read-only
+    assert not torch.equal(a.editor.latent, b.editor.latent)
 
     assert a.add_point([3, 4]) == "handle" and a.add_point([20, 22]) == "target"
     assert b.handles_xy == [] and b.targets_xy == []
-    b_latent, b_image = b.drag.latent.clone(), b.image().copy()
+    b_latent, b_image = b.editor.latent.clone(), b.image().copy()
     frames = list(a.run_drag(a.handles_xy, a.targets_xy, FAST))
     assert frames[-1].done and frames[-1].mean_distance < 0.7 * np.hypot(17, 18)
-    assert torch.equal(b.drag.latent, b_latent) and np.array_equal(b.image(), b_image)
-    assert b.handles_xy == [] and not b.drag.history
-
-
-def test_concurrent_first_uses_load_once(manager, loads):
-    threads = [threading.Thread(target=manager.new_session, args=(f"k{i}", "tiny", i)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(loads) == 1 and len({id(manager.get(f"k{i}").drag.G) for i in range(4)}) == 1
+    assert torch.equal(b.editor.latent, b_latent) and np.array_equal(b.image(), b_image)
+    assert b.handles_xy == [] and not b.editor.history
 
 
 def test_stopping_one_session_does_not_stop_another(manager):
@@ -107,7 +109,7 @@ def test_stop_pressed_while_the_drag_waits_cancels_it(manager):
     assert a.stop()
     frames = list(a.run_drag([[4, 4]], [[28, 28]], FAR))
     assert len(frames) == 1 and frames[0].reason == "stopped" and frames[0].step == 0
-    assert not a.drag.history               # nothing ran, nothing to undo
+    assert not a.editor.history               # nothing ran, nothing to undo
     frames = list(a.run_drag([[4, 4]], [[28, 28]], DragConfig(max_steps=3)))
     assert frames[-1].reason == "max_steps" and frames[-1].step == 3
 
@@ -120,12 +122,12 @@ def test_stop_pressed_while_the_drag_waits_cancels_it(manager):
 
 def test_an_abandoned_drag_is_stopped_and_committed(manager):
     a = manager.new_session("a", "tiny", seed=1)
-    w0 = a.drag.latent.clone()
+    w0 = a.editor.latent.clone()
     g = a.run_drag([[4, 4]], [[28, 28]], FAR)
     next(g), next(g)
     g.close()                               # a client went away mid-drag
-    assert not a.running and not torch.equal(a.drag.latent, w0)
-    assert a.undo() and torch.equal(a.drag.latent, w0)
+    assert not a.running and not torch.equal(a.editor.latent, w0)
+    assert a.undo() and torch.equal(a.editor.latent, w0)
 
 
 def test_points_alternate_and_are_checked(manager):
@@ -155,10 +157,10 @@ def test_mask_is_per_session_and_empty_means_none(manager):
     m = np.zeros((32, 32), bool)
     m[8:16, 8:16] = True
     a.set_mask(m)
-    assert a.editable is not None and a.editable.sum() == 64 and a.drag.editable is not None
-    assert b.editable is None and b.drag.editable is None
+    assert a.editable is not None and a.editable.sum() == 64 and a.editor.editable is not None
+    assert b.editable is None and b.editor.editable is None
     a.set_mask(np.zeros((32, 32)))
-    assert a.editable is None and a.drag.editable is None
+    assert a.editable is None and a.editor.editable is None
     with pytest.raises(DragInputError):
         a.set_mask(np.ones((16, 16)))
 
@@ -180,17 +182,29 @@ def test_time_to_live_ends_idle_sessions(manager):
     assert manager.get("b") and len(manager) == 1
 
 
-def test_the_bound_evicts_the_least_recently_used(manager):
+def test_the_bound_evicts_the_least_recently_used_idle_session_never_a_running_drag(manager):
     for i, key in enumerate("abcd"):
         manager.new_session(key, "tiny", seed=i)
     manager.get("a")                        # now b is the least recently used
-    evicted = manager.get("b")
+    running = manager.get("b")
     manager.get("c"), manager.get("d"), manager.get("a")
-    g = evicted.run_drag([[4, 4]], [[28, 28]], FAR)
-    next(g)
+    g = running.run_drag([[4, 4]], [[28, 28]], FAR)
+    next(g)                                 # b drags: it must not be evicted, c (the LRU idle one) goes
     manager.new_session("e", "tiny", seed=5)
-    assert len(manager) == 4 and "b" not in manager and all(k in manager for k in "acde")
-    assert list(g)[-1].reason == "stopped"  # an evicted session's drag stops
+    assert len(manager) == 4 and "c" not in manager and all(k in manager for k in "abde")
+    assert running.running and len(running.editor.history) == 1
+    running.stop()
+    assert list(g)[-1].reason == "stopped"
+    # Every session busy: a new one is refused, nobody is pushed out.
+    gens = [manager.get(k).run_drag([[4, 4]], [[28, 28]], FAR) for k in "abde"]
+    for gen in gens:
+        next(gen)
+    with pytest.raises(DragInputError, match="busy"):
+        manager.new_session("f", "tiny", seed=6)
+    assert all(k in manager for k in "abde") and "f" not in manager
+    for k, gen in zip("abde", gens):
+        manager.get(k).stop()
+        list(gen)
     assert manager.close("a") and not manager.close("a") and "a" not in manager
 
 
@@ -242,10 +256,10 @@ def test_a_photo_session_drags_its_own_tuned_copy_and_leaves_the_base_alone(phot
     before = generator_hash(base)
     a, notes = photos.invert_photo("a", "tiny", photo_file, QUICK)
     assert notes == [] and a.photo is not None and a.seed is None and photos.photo_count() == 1
-    assert a.drag.G is a.photo.G and a.drag.G is not base
+    assert a.editor.G is a.photo.G and a.editor.G is not base
     assert np.array_equal(a.image(), a.photo.image())        # starts at the reconstruction
     b, _ = photos.invert_photo("b", "tiny", photo_file, QUICK)
-    assert b.drag.G is not a.drag.G and photos.photo_count() == 2
+    assert b.editor.G is not a.editor.G and photos.photo_count() == 2
 
     frames = list(a.run_drag([[6, 6]], [[24, 22]], FAST))
     assert frames[-1].mean_distance < 0.8 * np.hypot(18, 16)
@@ -263,7 +277,7 @@ def loads_once(manager) -> bool:
 @pytest.mark.parametrize("end", ["generate", "close", "evict", "expire"])
 def test_the_tuned_copy_is_freed_when_the_photo_session_ends(photos, photo_file, end):
     sess, _ = photos.invert_photo("a", "tiny", photo_file, QUICK)
-    copy_ref = weakref.ref(sess.drag.G)
+    copy_ref = weakref.ref(sess.editor.G)
     del sess
     if end == "generate":
         assert photos.new_session("a", "tiny", seed=1).photo is None
@@ -362,7 +376,7 @@ def test_embedding_round_trip_and_refusals(photos, photo_file, tmp_path):
     path = photos.save_photo("a")
     assert path.parent == a.workdir() and path.suffix == ".safetensors"
     b = photos.load_photo("b", path)
-    assert b.photo is not None and b.drag.G is not a.drag.G and np.array_equal(b.image(), photo_image)
+    assert b.photo is not None and b.editor.G is not a.editor.G and np.array_equal(b.image(), photo_image)
     assert b.photo.tuning.psnr_after == a.photo.tuning.psnr_after and np.array_equal(b.photo.target, a.photo.target)
 
     c = photos.new_session("c", "tiny", seed=3)

@@ -1,0 +1,137 @@
+"""What every drag method shares: its settings, the frames it yields, and how points are checked.
+
+Points are (x, y) image pixels at every boundary (the app, the command line, scripts); the
+optimizer converts them to (row, col) tensors once, inside.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from stylegan2.errors import UserError
+
+MAX_POINTS = 100        # handle/target pairs per drag: the 68-landmark protocol needs 68
+TRACKING = ("l1", "l2")
+
+
+class DragInputError(UserError, ValueError):
+    """Bad input from a user or script; the message says what to do."""
+
+
+@dataclasses.dataclass
+class DragConfig:
+    """Settings of one drag. Radii are in 512-px units, scaled by resolution / 512 as in the official code."""
+    lr: float = 0.002            # Adam step size on the latent
+    r1: float = 3.0              # motion supervision radius
+    r2: float = 13.0             # point tracking half-window
+    r3: float = 40.0             # Nearest: how far to look for an edge
+    nearest: bool = False        # move handles onto the nearest Canny edge before dragging
+    nearest_rate: float = 0.8    # Nearest: fraction of the way to the edge
+    feature_block: int = 6       # 1-based synthesis block whose features drive the drag (paper: 6th)
+    rows: int = 6                # how many W+ rows are optimized; the rest stay as they were
+    tracking: str = "l1"         # 'l1' (paper) or 'l2' (official code)
+    lambda_mask: float = 20.0    # weight of the term that keeps the area outside the mask fixed
+    max_steps: int = 300         # stop after this many steps
+    frame_every: int = 1         # render a frame at most every n-th step (others stay on the device)
+    frame_interval_s: float = 0.0  # and at most one frame per this many seconds (0: no pacing); the app paces
+    check_every: int = 10        # between frames, read back every n-th step whether the handles arrived
+    auto_steps: int = 0          # learned methods: autoregressive steps (0: the predictor's own n)
+
+    # The settings a model's catalog `drag_defaults` may set.
+    MODEL_KEYS = ("lr", "r1", "r2", "r3", "feature_block", "max_steps")
+
+    @classmethod
+    def for_model(cls, spec: str | None, **overrides: Any) -> "DragConfig":
+        """DragConfig's defaults, then the catalog model's `drag_defaults`, then `overrides` (None = not given).
+
+        The one place where a model's settings meet the user's; the result is validated.
+        """
+        from stylegan2.catalog import drag_defaults
+
+        given = {k: v for k, v in overrides.items() if v is not None}
+        unknown = set(given) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise DragInputError(f"unknown drag setting(s): {', '.join(sorted(unknown))}")
+        cfg = cls(**(drag_defaults(spec) if spec else {}))
+        cfg = dataclasses.replace(cfg, **given)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        for name in ("lr", "r1", "r2", "r3", "nearest_rate", "lambda_mask", "frame_interval_s"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise DragInputError(f"{name} must be a finite number >= 0, got {v!r}")
+        if self.tracking not in TRACKING:
+            raise DragInputError(f"tracking must be 'l1' or 'l2', got {self.tracking!r}")
+        for name in ("max_steps", "frame_every", "check_every", "rows", "feature_block", "auto_steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise DragInputError(f"{name} must be a whole number, got {v!r}")
+            if v < (0 if name == "auto_steps" else 1):
+                raise DragInputError(f"{name} must be at least {0 if name == 'auto_steps' else 1}, got {v}")
+        if self.max_steps > 10_000 or self.r1 > 512 or self.r2 > 512 or self.r3 > 1024 or self.auto_steps > 64:
+            raise DragInputError("max_steps is at most 10000, auto_steps 64, r1 and r2 512, r3 1024")
+
+    def radius_px(self, r: float, resolution: int) -> int:
+        """A radius in image pixels: round(r * res / 512) as the official code does, at least 1."""
+        return max(int(round(r * resolution / 512)), 1)
+
+
+@dataclasses.dataclass
+class DragFrame:
+    """What the caller sees of one step (or of the end of the drag)."""
+    step: int                        # steps done before this frame's image was rendered
+    handles_xy: list[list[float]]    # tracked handle positions at this step
+    targets_xy: list[list[float]]
+    distances: list[float]           # each handle's distance to its target, in pixels
+    loss: float
+    ms: float                        # mean milliseconds per step since the previous frame
+    image: np.ndarray | None         # [H, W, 3] uint8 of the latent at this step, or None
+    done: bool = False               # the last frame of the drag
+    reason: str = ""                 # when done: 'reached', 'max_steps' or 'stopped'
+    latent: torch.Tensor | None = None  # [1, num_ws, w_dim] at this frame; always set when done
+    start_xy: list[list[float]] | None = None  # where the handles started (after Nearest and rounding)
+
+    @property
+    def mean_distance(self) -> float:
+        return float(np.mean(self.distances)) if self.distances else 0.0
+
+
+def check_point(xy: Sequence[Any], resolution: int, name: str = "point") -> list[float]:
+    """One (x, y) image pixel, checked: a pair of finite numbers inside the image."""
+    try:
+        if isinstance(xy, (str, bytes)) or len(xy) != 2:
+            raise TypeError
+        x, y = float(xy[0]), float(xy[1])
+    except (TypeError, ValueError, OverflowError):
+        raise DragInputError(f"{name} must be an (x, y) pair of numbers, got {_short(xy)}") from None
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise DragInputError(f"{name} is not a number: {_short(xy)}")
+    if not (0 <= x <= resolution - 1 and 0 <= y <= resolution - 1):
+        raise DragInputError(f"{name} at ({x:g}, {y:g}) is outside the {resolution}x{resolution} image")
+    return [x, y]
+
+
+def validate_points(handles_xy: Sequence, targets_xy: Sequence, resolution: int,
+                    ) -> tuple[list[list[float]], list[list[float]]]:
+    """Check a drag's points; raise DragInputError with what to do."""
+    if not handles_xy:
+        raise DragInputError("Click a handle point (red) and then its target (blue) before pressing Drag")
+    if len(handles_xy) > MAX_POINTS or len(targets_xy) > MAX_POINTS:
+        raise DragInputError(f"At most {MAX_POINTS} handle/target pairs per drag, got {max(len(handles_xy), len(targets_xy))}")
+    if len(targets_xy) < len(handles_xy):
+        raise DragInputError(f"Handle {len(targets_xy) + 1} has no target: click a target point for it before pressing Drag")
+    if len(targets_xy) > len(handles_xy):
+        raise DragInputError("There are more targets than handles: give every target a handle")
+    return ([check_point(p, resolution, f"handle {i + 1}") for i, p in enumerate(handles_xy)],
+            [check_point(p, resolution, f"target {i + 1}") for i, p in enumerate(targets_xy)])
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"

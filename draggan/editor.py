@@ -1,0 +1,160 @@
+"""`DragSession`: one user's editing state (latent, points, mask, undo history) over a shared generator.
+
+    session = DragSession.from_seed(G, seed=3, psi=0.7)
+    for frame in session.drag([[x, y]], [[tx, ty]], DragConfig.for_model("toyfaces-64"), method="draggan"):
+        ...                                   # frame.image, frame.handles_xy, frame.distances
+    session.undo()
+
+The generator is never modified, so many sessions share one. Any drag method (`methods.py`)
+runs through `drag`; this class keeps what the user expects between drags: the points move
+with the tracked handles, every drag and reset can be undone, Stop ends a drag before its
+next step, and the last drag's frames are recorded for a video.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import threading
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from stylegan2.networks import Generator, image_to_uint8, seed_to_z
+
+from .config import DragConfig, DragFrame, DragInputError
+from .methods import DragJob, run_drag
+from .video import FrameRecorder
+
+if TYPE_CHECKING:
+    from .auto import AutoDragModel
+
+
+@dataclasses.dataclass
+class _Snapshot:
+    latent: torch.Tensor                   # [1, num_ws, w_dim]
+    handles_xy: list[list[float]]
+    targets_xy: list[list[float]]
+
+
+class DragSession:
+    """One user's drag state over a shared, frozen generator."""
+
+    def __init__(self, G: Generator, w0: torch.Tensor, latent_space: str = "w+", noise_mode: str = "const",
+                 auto: "AutoDragModel | None" = None):
+        """w0: W+ latent [1, num_ws, w_dim] (or W [1, w_dim]) to start from; auto: G's learned predictor, if any."""
+        if latent_space not in ("w", "w+"):
+            raise DragInputError(f"latent space must be 'w' or 'w+', got {latent_space!r}")
+        self.G = G
+        self.device = next(G.parameters()).device
+        if w0.ndim == 2:
+            w0 = w0.unsqueeze(1).repeat(1, G.num_ws, 1)
+        assert w0.shape == (1, G.num_ws, G.w_dim), w0.shape
+        self.w0 = w0.detach().to(self.device, torch.float32).clone()
+        self.latent = self.w0.clone()          # [1, num_ws, w_dim], current W+
+        self.latent_space = latent_space
+        self.noise_mode = noise_mode
+        self.auto = auto
+        self.handles_xy: list[list[float]] = []
+        self.targets_xy: list[list[float]] = []
+        self.editable: np.ndarray | None = None  # [H, W] bool, True where the drag may change things
+        self.history: list[_Snapshot] = []
+        self.recorder = FrameRecorder()         # the last drag's frames, for a video
+        self._stop = threading.Event()
+        self._image: np.ndarray | None = None
+
+    @classmethod
+    def from_seed(cls, G: Generator, seed: int, psi: float = 0.7, latent_space: str = "w+",
+                  cutoff: int | None = None, **kwargs) -> "DragSession":
+        """Start from a seed, mapped exactly as in the official app."""
+        return cls(G, seed_latent(G, seed, psi, cutoff), latent_space=latent_space, **kwargs)
+
+    @property
+    def resolution(self) -> int:
+        return self.G.img_resolution
+
+    @torch.no_grad()
+    def image(self) -> np.ndarray:
+        """The current latent's image, [H, W, 3] uint8."""
+        if self._image is None:
+            self._image = image_to_uint8(self.G.synthesis(self.latent, noise_mode=self.noise_mode))
+        return self._image
+
+    def _set_latent(self, latent: torch.Tensor, image: np.ndarray | None = None) -> None:
+        self.latent = latent.detach().clone()
+        self._image = image
+
+    def _snapshot(self) -> None:
+        self.history.append(_Snapshot(self.latent.clone(), copy.deepcopy(self.handles_xy),
+                                      copy.deepcopy(self.targets_xy)))
+
+    # -- editing state -----------------------------------------------------
+
+    def set_mask(self, editable: np.ndarray | None) -> None:
+        """The editable area ([H, W] or [H, W, C], nonzero = may change); None, all-empty or all-set: no mask."""
+        if editable is not None:
+            editable = np.asarray(editable)
+            if editable.shape[:2] != (self.resolution, self.resolution):
+                raise DragInputError(f"the mask is {editable.shape[1]}x{editable.shape[0]}, the image is "
+                                     f"{self.resolution}x{self.resolution}")
+            editable = editable.reshape(*editable.shape[:2], -1).max(axis=2) > 0
+            if not editable.any():
+                editable = None
+        self.editable = editable
+
+    def stop(self) -> None:
+        """Ask a running drag to stop; it takes effect before its next step."""
+        self._stop.set()
+
+    def undo(self) -> bool:
+        """Restore the latent and points from before the last drag (or reset). False if nothing to undo."""
+        if not self.history:
+            return False
+        snap = self.history.pop()
+        self._set_latent(snap.latent)
+        self.handles_xy, self.targets_xy = snap.handles_xy, snap.targets_xy
+        return True
+
+    def reset(self) -> None:
+        """Back to w0 (undoable), keeping the points."""
+        self._snapshot()
+        self._set_latent(self.w0)
+
+    # -- the drag ----------------------------------------------------------
+
+    def drag(self, handles_xy: Sequence[Sequence[float]], targets_xy: Sequence[Sequence[float]],
+             config: DragConfig | None = None, method: str = "draggan") -> Iterator[DragFrame]:
+        """Run a drag with `method`, yielding its frames and a last frame with done=True.
+
+        The handles follow the tracked positions; `stop()` from another thread ends the drag before
+        its next step. Raises DragInputError for bad points, settings or method, before changing anything.
+        """
+        editable = None if self.editable is None else torch.from_numpy(self.editable).to(self.device)
+        self._stop.clear()
+        job = DragJob(self.G, self.latent, list(handles_xy), list(targets_xy), config or DragConfig(),
+                      editable=editable, latent_space=self.latent_space, noise_mode=self.noise_mode,
+                      stop=self._stop, auto=self.auto, image=self.image())
+        frames = run_drag(method, job)
+        self._snapshot()
+        self.recorder.clear()
+        self.targets_xy = job.targets_xy
+        for frame in frames:
+            self.handles_xy = frame.handles_xy
+            if frame.image is not None:
+                self.recorder.add(frame.image, frame.handles_xy, frame.targets_xy)
+            if frame.done:
+                self._set_latent(frame.latent, frame.image)
+            yield frame
+
+    def export_video(self, path, overlay: bool = True, fps: float = 15.0):
+        """Write the last drag as .mp4, .webm or .gif; returns the path."""
+        if not len(self.recorder):
+            raise DragInputError("No drag to export yet: press Drag first")
+        return self.recorder.export(path, overlay=overlay, fps=fps)
+
+
+def seed_latent(G: Generator, seed: int, psi: float = 0.7, cutoff: int | None = None) -> torch.Tensor:
+    """W+ [1, num_ws, w_dim] of a seed, mapped exactly as in the official app."""
+    device = next(G.parameters()).device
+    with torch.no_grad():
+        return G.mapping(seed_to_z(int(seed), G.z_dim).to(device), truncation_psi=psi, truncation_cutoff=cutoff)
