@@ -1,24 +1,29 @@
-"""`python -m draggan quality`: landmark-dragging benchmark on the toy-faces model (exact oracle)."""
+"""`python -m draggan quality`: an alias of `experiment landmarks` with the flags it always had.
+
+Method names keep their old spelling (engine = draggan, engine+nearest = draggan+nearest,
+straightforward); --json alone prints the JSON on stdout, --json PATH writes it to a file.
+The JSON is `experiment`'s, each method's summary also under the old keys
+(mean_distance_before, mean_distance_after, landmarks_found_after, mean_steps).
+"""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import sys
 
-import numpy as np
-
-HELP = "drag the landmarks of one generated face to another's and measure where they land (toy-faces model)"
-METHODS = ("engine", "engine+nearest", "straightforward")
+HELP = "drag the landmarks of one generated face to another's and measure where they land (= experiment landmarks)"
+METHODS = {"engine": "draggan", "engine+nearest": "draggan+nearest", "straightforward": "straightforward"}
+OLD_KEYS = {"md_before": "mean_distance_before", "md_after": "mean_distance_after",
+            "found_after": "landmarks_found_after", "steps": "mean_steps"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="toyfaces-64", help="a toy-faces model (default toyfaces-64)")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps (default cpu)")
     parser.add_argument("--pairs", type=int, default=100, help="random face pairs (default 100)")
-    parser.add_argument("--points", type=int, choices=[1, 5], default=5, help="landmarks dragged per pair")
+    parser.add_argument("--points", type=int, choices=[1, 5, 68], default=5, help="landmarks dragged per pair")
+    parser.add_argument("--detector", choices=["toy", "dlib"], default="toy", help="landmark detector (default toy)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the pair sampler (default 0)")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     parser.add_argument("--psi", type=float, default=0.7)
     # None = the model's drag_defaults in the catalog, else DragConfig's defaults; radii in 512-px units.
     parser.add_argument("--lr", type=float, default=None)
@@ -28,42 +33,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--feature-block", type=int, default=None)
     parser.add_argument("--steps", type=int, default=200, help="maximum steps per edit (default 200)")
     parser.add_argument("--success-px", type=float, default=2.0, help="an edit succeeds within this mean distance")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--fid", action="store_true", help="FID of the edited to the initial images")
+    parser.add_argument("--ray", default=None, metavar="local|auto|ADDRESS", help="run the pairs as Ray actors")
+    parser.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
+                        help="JSON instead of the table: on stdout, or written to PATH")
+    parser.add_argument("--csv", default=None, metavar="PATH", help="write the per-method summary as CSV")
 
 
 def run(args: argparse.Namespace) -> int:
-    from draggan.engine import DragConfig
-    from draggan.quality import run_method, summarize, valid_pairs
-    from stylegan2.catalog import drag_defaults
-    from stylegan2.checkpoints import CheckpointError, load_generator, resolve_device
+    from draggan.commands.experiment import run_experiment
 
-    try:
-        G = load_generator(args.model, resolve_device(args.device))
-        given = {"lr": args.lr, "r1": args.r1, "r2": args.r2, "r3": args.r3, "feature_block": args.feature_block}
-        cfg = dataclasses.replace(DragConfig(**drag_defaults(args.model)), max_steps=args.steps,
-                                  **{k: v for k, v in given.items() if v is not None})
-        pairs = valid_pairs(G, args.pairs, args.seed, args.psi)
-    except (CheckpointError, ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    rng = np.random.default_rng(args.seed + 1)
-    points = [list(range(5)) if args.points == 5 else [int(rng.integers(5))] for _ in pairs]
-    report = {"model": args.model, "points": args.points, "settings": dataclasses.asdict(cfg), "methods": {}}
-    for method in args.methods:
-        results = []
-        for i, (pair, pts) in enumerate(zip(pairs, points)):
-            results.append(run_method(G, method, pair, pts, cfg, args.psi))
-            if not args.json and (i + 1) % 10 == 0:
-                print(f"  {method}: {i + 1}/{len(pairs)}", file=sys.stderr, flush=True)
-        report["methods"][method] = summarize(results, args.success_px)
-    if args.json:
-        print(json.dumps(report, indent=1))
+    exp = argparse.Namespace(
+        protocol="landmarks", model=args.model, device=args.device, pairs=args.pairs,
+        methods=",".join(METHODS[m] for m in args.methods), points=args.points, detector=args.detector,
+        max_steps=args.steps, feature_block=args.feature_block, seed=args.seed, psi=args.psi, lr=args.lr,
+        r1=args.r1, r2=args.r2, r3=args.r3, success_px=args.success_px, fid=args.fid, predictor=None, ray=args.ray)
+    result = run_experiment(exp, quiet=args.json == "-")
+    old_names = {new: old for old, new in METHODS.items()}
+    result.methods = {old_names[name]: {**s, **{old: s[new] for new, old in OLD_KEYS.items()}}
+                      for name, s in result.methods.items()}
+    for record in result.pairs:
+        record["method"] = old_names[record["method"]]
+    if args.csv:
+        result.write_csv(args.csv)
+    if args.json == "-":
+        print(json.dumps(result.to_json(), indent=1))
     else:
-        print(f"{'method':<16} {'pairs':>5} {'before px':>9} {'after px':>9} {'found':>6} {'success':>8} "
-              f"{'steps':>6} {'s/edit':>7}")
-        for method, s in report["methods"].items():
-            after = "n/a" if s["mean_distance_after"] is None else f"{s['mean_distance_after']:.2f}"
-            print(f"{method:<16} {s['pairs']:>5} {s['mean_distance_before']:>9.2f} {after:>9} "
-                  f"{s['landmarks_found_after']:>6.0%} {s['success_rate']:>8.0%} {s['mean_steps']:>6.1f} "
-                  f"{s['seconds_per_edit']:>7.2f}")
+        if args.json:
+            result.write_json(args.json)
+        print(result.table())
     return 0
