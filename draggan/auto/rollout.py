@@ -1,0 +1,43 @@
+"""Inference: roll the predictor out n steps from the user's handles and targets."""
+from __future__ import annotations
+
+import torch
+
+from draggan.engine import DragInputError
+from stylegan2.networks import Generator
+
+from .networks import AutoDragModel
+
+
+def points_tensor(points_xy: list[list[float]] | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """(x, y) pixel list -> [1, K, 2] float32 tensor."""
+    return torch.as_tensor(points_xy, dtype=torch.float32, device=device).reshape(1, -1, 2)
+
+
+@torch.no_grad()
+def rollout(model: AutoDragModel, G: Generator, w0: torch.Tensor, handles_xy: list[list[float]] | torch.Tensor,
+            targets_xy: list[list[float]] | torch.Tensor, *, n_steps: int | None = None,
+            use_regularizer: bool = True, noise_mode: str = "const") -> list[torch.Tensor]:
+    """Predict the drag's latents ŵ1..ŵn autoregressively, each (optionally) through the regularizer.
+
+    w0: [1, num_ws, w_dim] on G's device; handles_xy, targets_xy: K (x, y) image pixels, 1 <= K <=
+    cfg.max_points. n_steps: None = the model's n (at most that). Returns n tensors [1, num_ws, w_dim].
+    """
+    cfg = model.cfg
+    n = cfg.n_steps if n_steps is None else n_steps
+    if not 1 <= n <= cfg.n_steps:
+        raise DragInputError(f"Auto DragGAN predicts 1 to {cfg.n_steps} steps; asked for {n}")
+    device = w0.device
+    h, t = points_tensor(handles_xy, device), points_tensor(targets_xy, device)
+    if h.shape != t.shape or not 1 <= h.shape[1] <= cfg.max_points:
+        raise DragInputError(f"Auto DragGAN needs 1 to {cfg.max_points} handles, each with a target; got "
+                             f"{h.shape[1]} handles and {t.shape[1]} targets")
+    assert w0.shape == (1, model.num_ws, model.w_dim), w0.shape
+    feat0 = G.synthesis.features(w0, stop=cfg.feature_block, noise_mode=noise_mode)[-1]   # [1, C, s, s]
+    mask = torch.ones(1, h.shape[1], dtype=torch.bool, device=device)
+    memory, pad = model.predictor.encode(feat0, h, t, mask)
+    seq = [w0]
+    for _ in range(n):
+        nxt = model.predict(memory, pad, torch.stack(seq, dim=1))[:, -1]         # [1, num_ws, w_dim]
+        seq.append(model.regularize(nxt) if use_regularizer else nxt)
+    return seq[1:]
