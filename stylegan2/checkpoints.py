@@ -345,7 +345,7 @@ def resolve_spec(spec: str) -> Source:
         return Source(spec, repo_id=match["repo"], filename=match["file"], revision=match["rev"])
     if path.suffix.lower() in (".pkl", ".safetensors") or os.sep in spec or "/" in spec:
         return Source(spec, path=path)
-    raise CheckpointError(f"unknown model {shorten(spec)!r}: pass a catalog name ({', '.join(catalog.model_names())}), "
+    raise CheckpointError(f"unknown model {shorten(spec, 40)!r}: pass a catalog name ({', '.join(catalog.model_names())}), "
                           "REPO_ID:FILE[@REVISION] or a .pkl/.safetensors path")
 
 

@@ -85,12 +85,12 @@ def open_regular_file(path: str | os.PathLike[str], max_bytes: int, what: str = 
         why = {errno.ELOOP: "a symlink loop", errno.EISDIR: "a folder", errno.EACCES: "not readable",
                errno.ENAMETOOLONG: "a name too long"}.get(e.errno, e.strerror or "unreadable")
         raise CheckpointError(f"{what} {name} cannot be read ({why}): pass a .pkl or .safetensors file") from None
-    f = os.fdopen(fd, "rb")
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
-        f.close()
+        os.close(fd)
         kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
         raise CheckpointError(f"{what} {name} is {kind}: pass a .pkl or .safetensors file")
+    f = os.fdopen(fd, "rb")
     if info.st_size > max_bytes:
         f.close()
         raise CheckpointError(f"{what} {name} is {info.st_size / 2**20:.0f} MB, over this app's limit of "
@@ -428,7 +428,7 @@ def describe_mismatch(shapes: dict[str, tuple[int, ...]], expected: dict[str, tu
     missing = sorted(set(expected) - set(shapes))
     unexpected = sorted(set(shapes) - set(expected))
     wrong = sorted(k for k in set(expected) & set(shapes) if expected[k] != shapes[k])
-    parts = [f"{label}: {', '.join(shorten(k, 60) for k in keys[:4])}{' ...' if len(keys) > 4 else ''}"
+    parts = [f"{label}: {', '.join(shorten(k, 40) for k in keys[:2])}{' ...' if len(keys) > 2 else ''}"
              for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
     return "weights do not fit a StyleGAN2 generator built from the file's own config (" + "; ".join(parts) + ")"
 

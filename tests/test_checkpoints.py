@@ -105,6 +105,18 @@ def test_pickle_is_converted_once_then_read_from_the_cache(tmp_path, hf_home, mo
     assert torch.equal(images(second), images(G))
 
 
+def test_conversion_cache_is_keyed_by_content_not_name(tmp_path, hf_home, monkeypatch):
+    old, new = tiny_generator(seed=11), tiny_generator(seed=12)
+    pkl = write_nvidia_pickle(tmp_path / "net.pkl", old)
+    assert torch.equal(images(checkpoints.read_generator_file(pkl)), images(old))
+    write_nvidia_pickle(pkl, new)  # same name, same size, other weights
+    conversions = []
+    real = safe_pickle.generator_from_pickle
+    monkeypatch.setattr(safe_pickle, "generator_from_pickle", lambda *a: conversions.append(a) or real(*a))
+    assert torch.equal(images(checkpoints.read_generator_file(pkl)), images(new))
+    assert len(conversions) == 1 and len(list((hf_home / "draggan").glob("*.safetensors"))) == 2
+
+
 def test_draggan_cache_overrides_the_cache_dir(tmp_path, hf_home, monkeypatch):
     monkeypatch.setenv("DRAGGAN_CACHE", str(tmp_path / "mine"))
     load_generator(str(write_nvidia_pickle(tmp_path / "net.pkl", tiny_generator())))
