@@ -47,7 +47,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 def statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean [D] and covariance [D, D] (unbiased, as the reference FID) of features [N, D]."""
     assert features.ndim == 2 and features.shape[0] >= 2, features.shape
-    return features.mean(axis=0), np.cov(features, rowvar=False)
+    return features.mean(axis=0), np.atleast_2d(np.cov(features, rowvar=False))
 
 
 @dataclasses.dataclass

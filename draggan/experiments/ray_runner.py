@@ -8,6 +8,7 @@ requirements-experiments.txt`.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .detectors import INSTALL_HINT, ExperimentSetupError
@@ -53,8 +54,10 @@ def connect(address: str) -> Any:
     except ImportError:
         raise ExperimentSetupError(f"--ray needs Ray: {INSTALL_HINT}") from None
     if not ray.is_initialized():
+        # Local workers import this checkout; a cluster's nodes need the package installed.
+        env = {"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}} if address == "local" else None
         ray.init(address=None if address == "local" else address, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+                 log_to_driver=False, configure_logging=False, runtime_env=env)
     return ray
 
 
