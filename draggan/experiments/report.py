@@ -98,11 +98,11 @@ def mean(values: Iterable[float]) -> float:
 class ProgressBar:
     """A one-line progress bar with ETA on a stream (stderr): redrawn in place on a terminal, else every 10%."""
 
-    def __init__(self, total: int, stream: TextIO = sys.stderr, width: int = 28):
-        self.total, self.stream, self.width = max(total, 1), stream, width
+    def __init__(self, total: int, stream: TextIO | None = None, width: int = 28):
+        self.total, self.stream, self.width = max(total, 1), stream or sys.stderr, width
         self.done = 0
         self.t0 = time.perf_counter()
-        self.tty = stream.isatty()
+        self.tty = self.stream.isatty()
 
     def __call__(self, label: str) -> None:
         self.done += 1
