@@ -12,6 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from draggan.config import DragConfig
+
 from .fid import fid
 from .pairs import Pair
 from .ray_runner import map_jobs
@@ -31,7 +33,7 @@ class EditJob:
     """One edit: a pair, dragged with one method (or variant) under one config."""
     label: str                   # the method or variant name results are grouped by
     method: str                  # what run_drag runs (a METHOD_NAMES entry, optionally '+nearest')
-    config: Any                  # DragConfig
+    config: DragConfig
     pair: Pair
     points: int
     psi: float
@@ -64,7 +66,7 @@ def summarize_edits(records: list[dict[str, Any]], success_px: float) -> dict[st
             "steps": mean(r["steps"] for r in records), "seconds_per_edit": mean(r["seconds"] for r in records)}
 
 
-def run_edits(bench: Bench, variants: dict[str, tuple[str, Any]], settings: LandmarkSettings,
+def run_edits(bench: Bench, variants: dict[str, tuple[str, DragConfig]], settings: LandmarkSettings,
               pairs: Sequence[Pair], protocol: str, progress: Progress | None = None,
               ray: str | None = None) -> ExperimentResult:
     """Every pair under every variant {label: (method, DragConfig)}; summaries per variant."""

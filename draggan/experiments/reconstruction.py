@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import torch
 
+from draggan.config import DragConfig
 from stylegan2.networks import Generator
 
 from .ray_runner import map_jobs
@@ -98,7 +99,7 @@ def mse_x100(a: np.ndarray, b: np.ndarray) -> float:
 @dataclasses.dataclass
 class ReconstructionJob:
     method: str
-    config: Any                  # DragConfig
+    config: DragConfig
     pair: ReconstructionPair
     settings: ReconstructionSettings
     rows: int

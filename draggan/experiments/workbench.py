@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -16,6 +16,9 @@ import torch
 from stylegan2.networks import Generator, image_to_uint8, seed_to_z
 
 from .detectors import ExperimentSetupError, LandmarkDetector, get_detector
+
+if TYPE_CHECKING:
+    from draggan.config import DragConfig
 
 NEAREST_SUFFIX = "+nearest"  # 'draggan+nearest': the method with Nearest (R3) handles, as the Qt reproduction
 
@@ -105,7 +108,7 @@ class EditResult:
 
 
 def edit(bench: Bench, method: str, w_start: torch.Tensor, handles_xy: list[list[float]],
-         targets_xy: list[list[float]], config, image: np.ndarray | None = None,
+         targets_xy: list[list[float]], config: "DragConfig", image: np.ndarray | None = None,
          on_frame: Callable[[Any, float], None] | None = None) -> EditResult:
     """Run one drag with `method` (a METHOD_NAMES entry, optionally '+nearest') and return its last frame.
 
@@ -143,7 +146,7 @@ class DragSettings:
     seed: int = 0                      # seed of the pair sampler
     drag: dict[str, Any] = dataclasses.field(default_factory=dict)  # other DragConfig overrides (lr, r1, r2, r3)
 
-    def drag_config(self, model: str | None, **overrides: Any):
+    def drag_config(self, model: str | None, **overrides: Any) -> "DragConfig":
         """The DragConfig of every edit: one frame, at the end, so time per edit is not spent rendering."""
         from draggan.config import DragConfig
 
