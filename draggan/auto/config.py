@@ -111,8 +111,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Measured on the 64-px toy model on one CPU thread (docs/auto_draggan.md, "Choosing the small preset").
     "small": dict(d_model=64, heads=4, ff_mult=2, reg_enc_layers=2, reg_dec_layers=2, pred_enc_layers=2,
                   pred_dec_layers=4, patch_channels=16, grid_stride=4, seq_threshold=24.0, step_threshold=4.0,
-                  batch=8, stage1_steps=2_000, stage2_steps=3_000,
-                  lr_stage1=1e-3, lr_reg=1e-4, lr_pred=5e-4, lr_pred_min=1e-5, cosine_period=3_000,
+                  batch=8, stage1_steps=4_000, stage2_steps=8_000,
+                  lr_stage1=1e-3, lr_reg=1e-4, lr_pred=1e-4, lr_pred_min=1e-6, cosine_period=8_000,
                   warmup_steps=100),
 }
 

@@ -5,9 +5,9 @@ function of its step number: resuming a run needs no data-loader state.
 
 Pseudo drags: w0 = mapping(z), w* = mapping(z') independent; w_i = w_{i-1} + λ (w* − w_{i-1}) on the
 moving rows. Handles are points of I_0 tracked through I_1..I_n; the tracker is dense optical flow
-(OpenCV DIS) from I_0 to each I_i with a forward-backward consistency check (measured against the
-toy faces' landmark oracle to be more accurate than nearest neighbours in the generator's features;
-docs/auto_draggan.md).
+(OpenCV DIS) from I_0 to each I_i with a forward-backward consistency check: sub-pixel, and measured
+against the toy faces' landmark oracle as accurate as nearest neighbours in the generator's features
+(docs/auto_draggan.md, "Correspondences").
 """
 from __future__ import annotations
 
@@ -91,27 +91,6 @@ def flow_track(gray0: np.ndarray, grays: list[np.ndarray], xy: np.ndarray, fb_to
         back = p + bwd[q[:, 1], q[:, 0]]
         ok &= (np.linalg.norm(back - xy, axis=1) <= fb_tolerance) & (p >= 0).all(1) & (p <= [W - 1, H - 1]).all(1)
         out[i] = p
-    return out, ok
-
-
-def feature_track(feat0: torch.Tensor, feats: list[torch.Tensor], xy: np.ndarray, image_size: int
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """The alternative tracker (measured, not used): nearest neighbour of each point's feature in each map.
-
-    feat0, feats[i]: [C, s, s]; -> (positions [n, P, 2] at feature-cell centres, consistent [P]:
-    the mutual nearest neighbour in every map).
-    """
-    C, s, _ = feat0.shape
-    cell = image_size / s
-    idx = torch.as_tensor((xy[:, 1] // cell) * s + xy[:, 0] // cell, dtype=torch.long)
-    f0 = feat0.reshape(C, -1).T                                                   # [s*s, C]
-    out, ok = np.zeros((len(feats), len(xy), 2), np.float32), np.ones(len(xy), bool)
-    for i, f in enumerate(feats):
-        fi = f.reshape(C, -1).T
-        nn_fwd = torch.cdist(f0[idx], fi).argmin(1)                               # [P]
-        nn_bwd = torch.cdist(fi[nn_fwd], f0).argmin(1)
-        ok &= (nn_bwd == idx).numpy()
-        out[i] = np.stack([(nn_fwd % s).numpy(), (nn_fwd // s).numpy()], 1) * cell + (cell - 1) / 2
     return out, ok
 
 

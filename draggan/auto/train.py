@@ -193,7 +193,7 @@ def _u8(img: torch.Tensor, scale: int) -> np.ndarray:
 
 
 def sheet_row(src: torch.Tensor, pred: torch.Tensor, true: torch.Tensor, handles: torch.Tensor,
-              targets: torch.Tensor, tracked: np.ndarray, scale: int = 3) -> np.ndarray:
+              targets: torch.Tensor, tracked: np.ndarray, scale: int = 2) -> np.ndarray:
     """One sample-sheet row: source with handles (red) -> targets (blue); prediction with the tracked
     handles (red) and the targets (blue); the true I_n. -> [H*scale, 3*W*scale, 3] uint8."""
     panels = [_u8(src, scale), _u8(pred, scale), _u8(true, scale)]
