@@ -174,3 +174,25 @@ def test_hostile_and_odd_files_refused(G, tmp_path):
     assert not marker.exists()
     with pytest.raises(AutoModelError, match="train-auto"):
         load_auto_model(tmp_path / "absent.safetensors", G)
+
+
+def test_train_auto_command_runs_resumes_and_exports(G, tmp_path, capsys):
+    from draggan.__main__ import main
+    from stylegan2.checkpoints import save_generator
+
+    model_path = str(save_generator(G, tmp_path / "tiny.safetensors"))
+    out, export = tmp_path / "run", tmp_path / "auto.safetensors"
+    sets = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
+    common = ["train-auto", "--model", model_path, "--out", str(out), "--export", str(export), "--device", "cpu"]
+    assert main([*common, "--resume", "--steps", "1"]) == 2  # nothing to resume
+    assert "no " in capsys.readouterr().err
+    assert main([*common, *sets, "--set", "stage1_steps=2", "--steps", "3"]) == 0
+    first = load_auto_model(export, G)
+    assert main([*common, *sets, "--steps", "3"]) == 2  # would overwrite the run
+    assert main([*common, "--resume", "--steps", "4"]) == 0
+    log = (out / "log.txt").read_text()
+    assert "start at step 0/102" in log and "resume at step 3/102" in log and "stopped at step 4/102" in log
+    assert "handle-target distance" in log and len(list(out.glob("drags-*.png"))) == 2
+    second = load_auto_model(export, G)
+    assert first.cfg == second.cfg and first.cfg.stage1_steps == 2
+    assert not torch.equal(first.state_dict()["predictor.head.2.weight"], second.state_dict()["predictor.head.2.weight"])

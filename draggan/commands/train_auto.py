@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
 
-    from draggan.auto import preset, save_auto_model
+    from draggan.auto import AutoConfig, preset, save_auto_model
     from draggan.auto.train import CHECKPOINT_NAME, EVAL_STEP, AutoTrainer, make_batch, train_auto
     from draggan.engine import DragInputError
     from stylegan2.catalog import drag_defaults, model_names
@@ -67,8 +67,11 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         trainer = AutoTrainer.load(ckpt, G)
     else:
-        block = drag_defaults(args.model).get("feature_block")
-        cfg = preset(args.preset, G.num_ws, int(block) if block else None, **_overrides(args.set))
+        overrides = _overrides(args.set)
+        block = overrides.pop("feature_block", None) or drag_defaults(args.model).get("feature_block")
+        # A generator with fewer than 6 blocks (< 128 px) reads its last block unless told otherwise.
+        block = int(block) if block else min(AutoConfig.feature_block, len(G.synthesis.blocks))
+        cfg = preset(args.preset, G.num_ws, block, **overrides)
         trainer = AutoTrainer(cfg, G, args.model)
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(json.loads(cfg.to_json()), indent=2) + "\n")
