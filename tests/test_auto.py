@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from draggan.auto import AutoConfig, AutoConfigError, AutoModelError, load_auto_model, rollout, save_auto_model
 from draggan.auto.data import make_batch
 from draggan.auto.train import AutoTrainer
-from draggan.engine import DragInputError
+from draggan.config import DragInputError
 from stylegan2.errors import UserError
 from stylegan2.testing import tiny_generator
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from draggan.engine import DragInputError
+from draggan.config import DragInputError
 from stylegan2.networks import Generator
 
 from .networks import AutoDragModel

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     from draggan.auto import AutoConfig, preset, save_auto_model
     from draggan.auto.train import CHECKPOINT_NAME, EVAL_STEP, AutoTrainer, make_batch, train_auto
-    from draggan.engine import DragInputError
+    from draggan.config import DragInputError
     from stylegan2.catalog import drag_defaults, model_names
     from stylegan2.checkpoints import load_generator, resolve_device
 
