@@ -195,4 +195,5 @@ def test_train_auto_command_runs_resumes_and_exports(G, tmp_path, capsys):
     assert "handle-target distance" in log and len(list(out.glob("drags-*.png"))) == 2
     second = load_auto_model(export, G)
     assert first.cfg == second.cfg and first.cfg.stage1_steps == 2
-    assert not torch.equal(first.state_dict()["predictor.head.2.weight"], second.state_dict()["predictor.head.2.weight"])
+    head = "predictor.head.2.weight"
+    assert not torch.equal(first.state_dict()[head], second.state_dict()[head])

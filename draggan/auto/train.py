@@ -15,14 +15,13 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from stylegan2.networks import Generator
 
 from .config import AutoConfig
 from .data import DragBatch, corrupt, flow_track, make_batch, sample_ws, step_generator, to_gray, w_statistics
 from .files import new_model
-from .networks import AutoDragModel, sample_patches
+from .networks import sample_patches
 from .rollout import rollout
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -167,7 +166,7 @@ class AutoTrainer:
         Returns ({"md_before", "md_after" (px, mean over pairs), "w_l1" (to w_n)}, sheet uint8 [H, W, 3]).
         """
         self.model.eval()
-        cfg, n, res = self.cfg, self.cfg.n_steps, self.G.img_resolution
+        n = self.cfg.n_steps
         before, after, w_l1, rows = [], [], [], []
         for b in range(len(batch.w_seq)):
             k = int(batch.point_mask[b].sum())
@@ -245,8 +244,10 @@ def train_auto(trainer: AutoTrainer, stop_at: Callable[[AutoTrainer, float], boo
 
 
 def _eta(trainer: AutoTrainer, rate: float) -> str:
-    """Time left at the current rate (stage 2 steps cost more than stage 1's; this is a lower bound in stage 1)."""
+    """Time left at the current rate; in stage 1 only to its end (a stage-2 step costs ~30x more)."""
     if rate <= 0:
         return "?"
-    seconds = (trainer.total_steps - trainer.step_count) / rate
-    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+    end = trainer.cfg.stage1_steps if trainer.stage == 1 else trainer.total_steps
+    seconds = (end - trainer.step_count) / rate
+    left = f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+    return f"{left} (to the end of stage 1)" if trainer.stage == 1 else left
