@@ -49,10 +49,11 @@ def test_regularizer_restores_corrupted_latents(G):
     assert after < 0.85 * before, (before, after)
 
 
-def test_trained_predictor_moves_handles_towards_targets(G):
+@pytest.mark.parametrize("self_feed", [0.0, 1.0])
+def test_trained_predictor_moves_handles_towards_targets(G, self_feed):
     """By construction of the pseudo drags, a target is where its handle goes when the latent becomes w_n:
     a predictor that learned these drags brings the rolled-out latent (regularizer included) towards w_n."""
-    trainer = AutoTrainer(tiny_cfg(G, stage1_steps=0), G)
+    trainer = AutoTrainer(tiny_cfg(G, stage1_steps=0, self_feed=self_feed), G)
     batch = make_batch(G, trainer.cfg, step=7)
     assert batch.point_mask.any(dim=1).all()  # every sample has at least one pair
     rows = trainer.cfg.rows
@@ -157,6 +158,9 @@ def test_hostile_and_odd_files_refused(G, tmp_path):
         "huge.safetensors": lambda p: _write(p, tensors, {**cfg, "d_model": 10**6}, G),
         "wrong_keys.safetensors": lambda p: _write(p, tensors, {**cfg, "extra": 1}, G),
         "not_json.safetensors": lambda p: _write(p, tensors, "{", G),
+        "not_a_dict.safetensors": lambda p: _write(p, tensors, "[1, 2]", G),
+        "wrong_type.safetensors": lambda p: _write(p, tensors, {**cfg, "d_model": "32"}, G),
+        "float_for_int.safetensors": lambda p: _write(p, tensors, {**cfg, "rows": 6.5}, G),
         "bad_shape.safetensors": lambda p: _write(p, {**tensors, "w_std": torch.ones(7)}, cfg, G),
         "missing.safetensors": lambda p: _write(p, {k: v for k, v in tensors.items() if k != "w_std"}, cfg, G),
         "not_ours.safetensors": lambda p: _write(p, tensors, cfg, G, format="draggan-generator"),
@@ -172,6 +176,8 @@ def test_hostile_and_odd_files_refused(G, tmp_path):
             load_auto_model(path, G)
         assert isinstance(err.value, (AutoModelError, AutoConfigError)) and "\n" not in str(err.value), name
     assert not marker.exists()
+    older = {k: v for k, v in cfg.items() if k != "self_feed"}  # a file from before the field existed
+    assert load_auto_model(_write(tmp_path / "older.safetensors", tensors, older, G), G).cfg.self_feed == 0.0
     with pytest.raises(AutoModelError, match="train-auto"):
         load_auto_model(tmp_path / "absent.safetensors", G)
 

@@ -59,6 +59,8 @@ class AutoConfig:
     lr_pred_min: float = 1e-7         # cosine floor
     cosine_period: int = 15_000       # stage-2 steps per cosine period (the paper: 30 epochs)
     warmup_steps: int = 0             # linear warm-up of both stage-2 lrs
+    self_feed: float = 0.0            # share of stage-2 steps whose queries are the model's own predictions
+                                      #   (as at inference) instead of the true sequence (0 = the paper)
     seed: int = 0                     # seed of all training randomness (data is a function of seed and step)
 
     def __post_init__(self) -> None:
@@ -76,15 +78,16 @@ class AutoConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "AutoConfig":
-        """Parse and bound-check; unknown or mistyped keys are an AutoConfigError."""
+        """Parse and bound-check; unknown or mistyped keys are an AutoConfigError, missing ones (a file
+        from before the field existed) take their defaults."""
         try:
             raw: Any = json.loads(text)
         except ValueError:
             raise AutoConfigError("Auto DragGAN config is not JSON; the file is damaged or not ours") from None
         fields = {f.name: f.type for f in dataclasses.fields(cls)}
-        if not isinstance(raw, dict) or set(raw) != set(fields):
-            raise AutoConfigError("Auto DragGAN config has the wrong keys; the file is damaged or from "
-                                  "another version")
+        if not isinstance(raw, dict) or not set(raw) <= set(fields):
+            raise AutoConfigError("Auto DragGAN config has unknown keys; the file is damaged or from a "
+                                  "newer version")
         for k, v in raw.items():
             want = float if fields[k] in (float, "float") else int
             if isinstance(v, bool) or not isinstance(v, (int, float)) or (want is int and not isinstance(v, int)):
@@ -102,7 +105,7 @@ _BOUNDS: tuple[tuple[str, float, float], ...] = (
     ("reg_dec_layers", 1, 32), ("pred_enc_layers", 0, 32), ("pred_dec_layers", 1, 64), ("feat_stride", 1, 64),
     ("patch_channels", 1, 1024), ("pred_weight", 0.0, 1e3), ("drag_weight", 0.0, 1e3), ("batch", 1, 4096),
     ("stage1_steps", 0, 10**8), ("stage2_steps", 0, 10**8), ("lr_stage1", 0.0, 1.0), ("lr_reg", 0.0, 1.0),
-    ("lr_pred", 0.0, 1.0), ("lr_pred_min", 0.0, 1.0), ("cosine_period", 1, 10**8), ("warmup_steps", 0, 10**8),
+    ("lr_pred", 0.0, 1.0), ("lr_pred_min", 0.0, 1.0), ("cosine_period", 1, 10**8), ("warmup_steps", 0, 10**8), ("self_feed", 0.0, 1.0),
     ("seed", 0, 2**31 - 1),
 )
 

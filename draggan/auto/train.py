@@ -88,12 +88,24 @@ class AutoTrainer:
         rows = self.cfg.rows
         return (self.model.regularize(noisy)[:, :rows] - w[:, :rows]).abs().mean()
 
-    def predictor_losses(self, batch: DragBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(L_pred, L_drag) of a teacher-forced pass, every prediction through the regularizer."""
+    def predictor_losses(self, batch: DragBatch, self_feed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L_pred, L_drag) of one pass over the sequence, every prediction through the regularizer.
+
+        Teacher forcing (the paper) feeds the true w_0..w_{n-1} as queries. The true prefix already shows
+        where the sequence heads, so later steps can learn to extrapolate it and ignore the points; with
+        `self_feed` the queries are the model's own detached, regularized predictions, as at inference.
+        """
         cfg, n, rows = self.cfg, self.cfg.n_steps, self.cfg.rows
         memory, pad = self.model.predictor.encode(batch.feat0, batch.points_xy[:, 0], batch.points_xy[:, n],
                                                   batch.point_mask)
-        pred = self.model.regularize(self.model.predict(memory, pad, batch.w_seq[:, :n]))  # [B, n, num_ws, w_dim]
+        prefix = batch.w_seq[:, :n]
+        if self_feed:
+            with torch.no_grad():
+                fed = [batch.w_seq[:, 0]]
+                for _ in range(n - 1):
+                    fed.append(self.model.regularize(self.model.predict(memory, pad, torch.stack(fed, 1))[:, -1]))
+                prefix = torch.stack(fed, 1)
+        pred = self.model.regularize(self.model.predict(memory, pad, prefix))         # [B, n, num_ws, w_dim]
         l_pred = (pred[:, :, :rows] - batch.w_seq[:, 1:, :rows]).abs().mean()
         feat = self.G.synthesis.features(pred.flatten(0, 1), stop=cfg.feature_block)[-1]   # [B*n, C, s, s]
         got = sample_patches(feat, batch.points_xy[:, 1:].flatten(0, 1), self.G.img_resolution, cfg.patch)
@@ -119,7 +131,8 @@ class AutoTrainer:
             self.opt_reg.step()
             stats = {"reg": l_reg.item()}
         else:
-            l_pred, l_drag = self.predictor_losses(batch or make_batch(self.G, cfg, step))
+            self_feed = bool(torch.rand((), generator=step_generator(cfg.seed, step, 3)) < cfg.self_feed)
+            l_pred, l_drag = self.predictor_losses(batch or make_batch(self.G, cfg, step), self_feed)
             # The regularizer keeps its own objective in stage 2 so that it stays a projector onto the
             # manifold while it adapts to the predictor's outputs (the paper trains both jointly).
             l_reg = self.regularizer_loss(step, cfg.batch)
