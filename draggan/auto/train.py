@@ -229,7 +229,7 @@ def train_auto(trainer: AutoTrainer, stop_at: Callable[[AutoTrainer, float], boo
     counts: dict[str, int] = {}
     window_start, window_step = time.time(), trainer.step_count
     while trainer.step_count < trainer.total_steps and not stop_at(trainer, time.time() - start):
-        t0 = time.time()
+        t0, stage = time.time(), trainer.stage
         stats = trainer.train_step()
         trainer.train_seconds += time.time() - t0
         if not all(math.isfinite(v) for v in stats.values()):
@@ -239,14 +239,15 @@ def train_auto(trainer: AutoTrainer, stop_at: Callable[[AutoTrainer, float], boo
         for k, v in stats.items():
             sums[k], counts[k] = sums.get(k, 0.0) + v, counts.get(k, 0) + 1
         now = time.time()
-        if now - last_log >= log_seconds:
+        # A line at the stage boundary too, so that no window mixes the two stages' rates and losses.
+        if now - last_log >= log_seconds or trainer.step_count == trainer.cfg.stage1_steps:
             rate = (trainer.step_count - window_step) / (now - window_start)
-            per = trainer.cfg.batch * (4 if trainer.stage == 1 else 1)
-            eta = _eta(trainer, rate)
+            per = trainer.cfg.batch * (4 if stage == 1 else 1)
+            eta = _eta(trainer, rate, stage)
             means = "  ".join(f"{k} {sums[k] / counts[k]:.4f}" for k in sums)
-            lr_reg, lr_pred = lr_at(trainer.cfg, trainer.step_count)
-            log(f"stage {trainer.stage} step {trainer.step_count}/{trainer.total_steps}  {means}  "
-                f"{rate:.2f} steps/s ({rate * per:.1f} {'latents' if trainer.stage == 1 else 'sequences'}/s)  "
+            lr_reg, lr_pred = lr_at(trainer.cfg, trainer.step_count - 1)  # of the step just taken
+            log(f"stage {stage} step {trainer.step_count}/{trainer.total_steps}  {means}  "
+                f"{rate:.2f} steps/s ({rate * per:.1f} {'latents' if stage == 1 else 'sequences'}/s)  "
                 f"lr {lr_reg:.1e}/{lr_pred:.1e}  train {trainer.train_seconds / 3600:.2f} h  ETA {eta}")
             sums, counts = {}, {}
             last_log, window_start, window_step = now, now, trainer.step_count
@@ -256,11 +257,11 @@ def train_auto(trainer: AutoTrainer, stop_at: Callable[[AutoTrainer, float], boo
     snapshot(trainer)
 
 
-def _eta(trainer: AutoTrainer, rate: float) -> str:
+def _eta(trainer: AutoTrainer, rate: float, stage: int) -> str:
     """Time left at the current rate; in stage 1 only to its end (a stage-2 step costs ~30x more)."""
     if rate <= 0:
         return "?"
-    end = trainer.cfg.stage1_steps if trainer.stage == 1 else trainer.total_steps
+    end = trainer.cfg.stage1_steps if stage == 1 else trainer.total_steps
     seconds = (end - trainer.step_count) / rate
     left = f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
-    return f"{left} (to the end of stage 1)" if trainer.stage == 1 else left
+    return f"{left} (to the end of stage 1)" if stage == 1 else left
