@@ -1,47 +1,51 @@
 """The DragGAN web app (Gradio 6): lays out the UI and forwards its events to `draggan.sessions`.
 
     python app.py [--model SPEC] [--device auto|cpu|cuda|mps] [--host H] [--port P] [--share]
-                  [--max-sessions N] [--session-ttl S] [--concurrency N] [--max-photos N]
+                  [--public | --trusted] [--max-sessions N] [--session-ttl S] [--concurrency N] [--max-photos N]
 
-Each browser tab (and each `gradio_client.Client`) is one session, keyed by Gradio's
-session hash: its own latent, points and mask over a generator shared by everyone.
-Generate, Drag, Invert and Load embedding run in one queue group ("accelerator") so the
-device is not oversubscribed.
+Each browser tab (and each `gradio_client.Client`) is one session, keyed by Gradio's session
+hash: its own latent, points and mask over a generator shared by everyone. Drags, inversions
+and experiments wait for one of `--concurrency` device slots in our own code (so a Stop reaches
+a drag that still waits); Generate does not wait behind them.
 
-Real photos ("Real photo" section): a photo is inverted into the chosen model with PTI; the
-session then drags its own tuned copy of the generator (Reset returns to the inverted photo,
-Generate goes back to the shared generator and frees the copy). At most `--max-photos`
-sessions hold a copy at once; beyond that Invert says to try again later (see
-`draggan.sessions` for the policy). The perceptual network loads on the first Invert.
+Public mode (the default whenever the app listens beyond loopback or makes a share link, or
+with --public / DRAGGAN_PUBLIC=1): only catalog models, no local paths, no arbitrary Hub files,
+embeddings only for catalog models, bounded experiments. --trusted (DRAGGAN_TRUSTED=1) allows
+custom models. See the README's "Running it in public".
+
+The UI is built from section builders (model, view and drag, settings, mask, photo, save,
+experiment); each creates its components and wires its events. One ordered mapping,
+`DRAG_CONTROLS`, drives the drag sliders, the /drag endpoint's parameters and the DragConfig.
 
 The API (see the app's "Use via API" page); parameters with their defaults:
   /generate(model, seed=0, psi=0.7, latent_space="w+") -> view, status, hint
-  /drag(handles="", targets="", lr, r1, r2, r3, nearest, max_steps, lambda_mask, feature_block,
-        rows, frame_every, tracking) -> streams (view, progress line, frame JSON)
+  /drag(handles="", targets="", lr, r1, r2, r3, nearest, max_steps, lambda_mask, feature_block, rows,
+        frame_every, tracking, method="draggan", frame_rate=15) -> streams (view, progress line, frame JSON)
   /stop, /undo, /reset, /save_image -> PNG, /export_video(video_format="mp4", overlay=True) -> file
   /drag_defaults -> lr, r1, r2, r3, feature_block, max_steps suited to the session's model
-  /invert(photo, crop="", preset="fast", model=<default>, latent_space="w+") -> view, status, hint, report;
-      photo: an image file; crop: "" for the centre square or "x0,y0,x1,y1" in pixels of the
-      upright photo; preset: "fast" or "paper". A cancelled inversion returns the unchanged
-      image with a report that says so. /drag and the rest then work on the photo.
-  /cancel_invert: stop this session's inversion before its next step
-  /save_embedding -> .safetensors; /load_embedding(file, latent_space="w+") -> as /invert
-Points are (x, y) image pixels everywhere; the view enlarges small images, and
-`view_to_image_xy` is the one place clicks are converted.
-
-Drag settings: the sliders start at the default model's `drag_defaults` (stylegan2/catalog.json)
-and take a model's own whenever an image of another model appears. "Model's drag defaults"
-sets them again; the sliders have no per-slider reset button because Gradio's returns to the
-value the page opened with, whatever model is shown since.
+  /invert(photo, crop="", preset="fast", model=<default>, latent_space="w+") -> view, status, hint, report
+  /cancel_invert; /save_embedding -> .safetensors; /load_embedding(file, latent_space="w+") -> as /invert
+  /experiment(protocol="landmarks", pairs=4, max_steps=200, points=1, feature_block=0, methods="draggan")
+      -> streams (progress line, results table, JSON file)
+Points are (x, y) image pixels everywhere; the view is the image enlarged by a whole number, and
+`view_to_image_xy` is the one place clicks are converted. In the UI, bad input leaves the image
+and points as they were and says why beside them; API calls get the same message as an error.
 """
+from __future__ import annotations
+
 import argparse
 import dataclasses
+import functools
+import inspect
+import ipaddress
 import json
 import math
 import os
 import random
+import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import cv2
 import gradio as gr
@@ -49,29 +53,121 @@ import numpy as np
 import torch
 from PIL import Image
 
-from draggan.draw import draw_mask, draw_points
-from draggan.engine import DragConfig, DragFrame, DragInputError
-from draggan.sessions import EditSession, PerceptualLoader, SessionManager, read_photo
-from pti import PRESETS, ImageInputError, InversionCancelled, PTIPreset, parse_crop
+from draggan.config import DragConfig, DragFrame, DragInputError, parse_points
+from draggan.draw import draw_mask, draw_points, enlarge
+from draggan.gpu import gpu_task, on_zerogpu
+from draggan.methods import LABELS, METHOD_NAMES, NO_PREDICTOR, available_methods, run_drag
+from draggan.sessions import SEED_MAX, EditSession, PerceptualLoader, SessionManager, read_photo
+from pti import PRESETS, InversionCancelled, PTIPreset, parse_crop
 from stylegan2 import catalog
-from stylegan2.checkpoints import CheckpointError, resolve_device
+from stylegan2.checkpoints import resolve_device
+from stylegan2.errors import UserError
 
-DEFAULTS = DragConfig()
-DRAG_SETTINGS = ("lr", "r1", "r2", "r3", "feature_block", "max_steps")  # the ones a model's drag_defaults set
-VIEW_MIN_PX = 512                # small images are shown enlarged to at least this size
+VIEW_MIN_PX = 256                # small images are shown enlarged to at least this size (the browser scales further)
 MAX_UPLOAD = "200mb"             # photos are refused above 40 MP anyway; a 1024-px model's embedding is ~120 MB
+MAX_MASK_PX = 4096               # a mask layer larger than this per side is refused before it is read
 STAGES = {"project": "Projecting", "tune": "Tuning"}
-GPU_GROUP = "accelerator"        # queue concurrency group of the events that run the generator
 MASK_RGBA = (34, 197, 94, 128)   # how the editable area looks in the mask editor
-SEED_MAX = 2**32 - 1             # numpy RandomState seeds, as the official app
-DONE_TEXT = {"reached": "Reached the targets", "stopped": "Stopped", "max_steps": "Stopped at max steps"}
-HELP_TEXT = ("Click a **handle** (red) and then its **target** (blue); add as many pairs as you like, "
+FRAME_RATE = 15.0                # frames per second a drag shows; the drag never waits for the browser
+DONE_TEXT = {"reached": "Reached the targets", "stopped": "Stopped", "max_steps": "Stopped at max steps",
+             "predicted": "Predicted"}
+HELP_TEXT = ("Click a **handle** (red disc) and then its **target** (blue square); add as many pairs as you like, "
              "then press **Drag**.")
-
+PUBLIC_EXPERIMENT_PAIRS = 8      # pairs an experiment may use on a public server
 CSS = """
 #status p { margin: 0; }
-#view img { image-rendering: pixelated; }
+#view img { image-rendering: pixelated; width: 100%; height: auto; object-fit: contain; }
+.reset-btn { max-width: 2.6em !important; min-width: 2.6em !important; }
 """
+
+
+# ----------------------------------------------------------------------------
+# Settings of the deployment and of one drag.
+
+@dataclasses.dataclass
+class ServerSettings:
+    """How this server runs; `main` fills it from flags and environment variables."""
+    model: str | None = None          # default model (None: the catalog's default)
+    device: str = "auto"
+    public: bool = False              # catalog models only, bounded experiments
+    max_sessions: int = 32            # live sessions; the least recently used idle one goes first
+    session_ttl_s: float = 1800.0     # idle seconds before a session ends
+    concurrency: int = 1              # drags/inversions/experiments on the device at once
+    max_photos: int = 4               # sessions that may hold a tuned generator copy at once
+    max_per_client: int | None = None  # sessions one IP may hold (None: a quarter of max_sessions)
+
+
+@dataclasses.dataclass(frozen=True)
+class Control:
+    """One drag setting as the UI shows it and the API takes it."""
+    label: str
+    kind: str                        # 'slider', 'checkbox', 'radio'
+    section: str                     # 'main', 'advanced', 'mask', 'method'
+    minimum: float = 0
+    maximum: float = 1
+    step: float = 1
+    choices: tuple = ()
+    info: str | None = None
+    reset: bool = False              # a ↺ button that returns to the current model's default
+
+
+DRAG_CONTROLS: dict[str, Control] = {  # order = the /drag endpoint's parameters after handles, targets
+    "lr": Control("Step size", "slider", "main", 0.0005, 0.1, 0.0005, reset=True),
+    "r1": Control("R1: motion radius", "slider", "main", 1, 128, 1, info="Radii in 512-px units", reset=True),
+    "r2": Control("R2: tracking radius", "slider", "main", 1, 256, 1, reset=True),
+    "r3": Control("R3: Nearest search radius", "slider", "main", 1, 256, 1, reset=True),
+    "nearest": Control("Nearest: start each handle on the nearest edge", "checkbox", "main"),
+    "max_steps": Control("Max steps", "slider", "main", 1, 2000, 1, reset=True),
+    "lambda_mask": Control("λ: how strongly the unpainted area is kept fixed", "slider", "mask", 0, 100, 1,
+                           reset=True),
+    "feature_block": Control("Feature block", "slider", "advanced", 1, 9, 1,
+                             info="Synthesis block whose features drive the drag", reset=True),
+    "rows": Control("W+ rows optimized", "slider", "advanced", 1, 18, 1, reset=True),
+    "frame_every": Control("Show at most every n-th step", "slider", "advanced", 1, 50, 1),
+    "tracking": Control("Point tracking distance", "radio", "advanced",
+                        choices=(("L1 (paper)", "l1"), ("L2 (official code)", "l2"))),
+    "method": Control("Method", "radio", "method", choices=tuple((LABELS[m], m) for m in METHOD_NAMES)),
+    "frame_rate": Control("Frames per second shown (0: every step)", "slider", "advanced", 0, 60, 1),
+}
+UI_METHODS = ("draggan", "auto", "auto-refine")  # the app's Method choice; the others are for benchmarks
+
+
+def control_defaults(model: str | None) -> dict[str, Any]:
+    """Every control's value for `model`: DragConfig.for_model's, plus the method and frame rate."""
+    cfg = DragConfig.for_model(model)
+    return {**{k: getattr(cfg, k) for k in DRAG_CONTROLS if hasattr(cfg, k)}, "method": "draggan",
+            "frame_rate": FRAME_RATE}
+
+
+def drag_config(model: str, values: dict[str, Any]) -> tuple[DragConfig, str]:
+    """The control values of a /drag call -> (DragConfig for the model, method). Checked once, here."""
+    values = dict(values)
+    method = values.pop("method", None) or "draggan"
+    rate = values.pop("frame_rate", None)
+    rate = FRAME_RATE if rate is None else _number(rate, "frame_rate", 0, 1000)
+    ints = {"feature_block", "rows", "max_steps", "frame_every"}
+    given = {k: (_whole(v, k) if k in ints else bool(v) if k == "nearest" else v if k == "tracking"
+                 else _number(v, k, 0, math.inf)) for k, v in values.items() if v is not None}
+    if "lr" in given and given["lr"] > DRAG_CONTROLS["lr"].maximum:
+        raise DragInputError(f"lr {given['lr']:g} is above the maximum {DRAG_CONTROLS['lr'].maximum:g}")
+    return DragConfig.for_model(model, frame_interval_s=1 / rate if rate else 0.0, **given), method
+
+
+def _number(v: Any, name: str, lo: float, hi: float) -> float:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        x = float("nan")
+    if not lo <= x <= hi:
+        raise DragInputError(f"{name} must be a number from {lo:g} to {hi:g}, got {str(v)[:40]!r}")
+    return x
+
+
+def _whole(v: Any, name: str) -> int:
+    x = _number(v, name, 0, 1e6)
+    if not x.is_integer():
+        raise DragInputError(f"{name} must be a whole number, got {v!r}")
+    return int(x)
 
 
 # ----------------------------------------------------------------------------
@@ -98,10 +194,12 @@ def render_view(image: np.ndarray, handles_xy, targets_xy, editable: np.ndarray 
 def mask_from_layers(layers: list[np.ndarray] | None, resolution: int) -> np.ndarray | None:
     """Painted mask-editor layers (view size, RGBA) -> editable area [H, W] bool, or None if nothing painted."""
     painted = None
-    for layer in layers or []:
+    for layer in (layers or [])[:8]:
         layer = np.asarray(layer)
+        if layer.ndim not in (2, 3) or max(layer.shape[:2]) > MAX_MASK_PX or layer.size > MAX_MASK_PX ** 2 * 4:
+            raise DragInputError(f"A mask layer must be an image of at most {MAX_MASK_PX}x{MAX_MASK_PX} pixels")
         alpha = layer[..., 3] if layer.ndim == 3 and layer.shape[2] == 4 else layer.reshape(*layer.shape[:2], -1).max(-1)
-        painted = alpha > 0 if painted is None else painted | (alpha > 0)
+        painted = alpha > 0 if painted is None or painted.shape != alpha.shape else painted | (alpha > 0)
     if painted is None or not painted.any():
         return None
     # A pixel is editable when at least half of its view pixels were painted.
@@ -111,67 +209,117 @@ def mask_from_layers(layers: list[np.ndarray] | None, resolution: int) -> np.nda
 
 def mask_layer(editable: np.ndarray, resolution: int) -> np.ndarray:
     """Editable area [H, W] -> a view-size RGBA layer for the mask editor."""
-    s = view_scale(resolution)
-    big = np.kron(editable.astype(np.uint8), np.ones((s, s), np.uint8)).astype(bool)
+    big = enlarge(editable.astype(np.uint8), view_scale(resolution)).astype(bool)
     layer = np.zeros((*big.shape, 4), np.uint8)
     layer[big] = MASK_RGBA
     return layer
 
 
-def parse_points(text: str, name: str) -> list[list[float]]:
-    """A JSON list of [x, y] pairs (the API's points); an empty string is no points."""
-    if not text or not text.strip():
-        return []
-    try:
-        points = json.loads(text)
-        if not isinstance(points, list) or not all(isinstance(p, list) and len(p) == 2 for p in points):
-            raise ValueError
-        return [[float(p[0]), float(p[1])] for p in points]
-    except (ValueError, TypeError):
-        raise DragInputError(f"{name} must be a JSON list of [x, y] pairs, e.g. [[12, 30], [40, 8]]; got {text!r}") from None
+# ----------------------------------------------------------------------------
+# The device entry points: what ZeroGPU runs with a GPU attached (elsewhere, plain calls).
+
+def _drag_seconds(method: str, job) -> int:
+    return int(min(120, 10 + job.config.max_steps * 0.25))
 
 
-def drag_settings(model: str) -> list[float]:
-    """The DRAG_SETTINGS values for `model`: its catalog drag_defaults over DragConfig's."""
-    cfg = dataclasses.replace(DEFAULTS, **catalog.drag_defaults(model))
-    return [getattr(cfg, name) for name in DRAG_SETTINGS]
-
-
-class _UserErrors:
-    """Turns errors meant for the user into gr.Error, whose message reaches the browser and API clients."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, err, tb):
-        if isinstance(err, (DragInputError, CheckpointError, ImageInputError)):
-            raise gr.Error(str(err), print_exception=False) from None
-        return False
+@gpu_task(duration=_drag_seconds)
+def device_drag(method: str, job) -> Iterator[DragFrame]:
+    """A drag where the GPU is. On ZeroGPU the job is pickled into a worker: its stop event stays
+    behind, so the session closes this generator instead (see EditSession.run_drag)."""
+    yield from run_drag(method, job)
 
 
 # ----------------------------------------------------------------------------
-# Event handlers: each takes the request for its session key and returns component values.
+# Errors: the UI keeps what it shows; the API reports the message as an error.
 
-class DragApp:
-    """The app's event handlers over a SessionManager. Knows Gradio; knows no drag algorithm."""
+def _skips(n: int) -> tuple:
+    return tuple(gr.skip() for _ in range(n))
 
-    def __init__(self, sessions: SessionManager, default_model: str, device_label: str,
+
+def keep_on_error(n_outputs: int, message_at: int | None) -> Callable:
+    """Turn a UserError into a warning beside the image: every output skipped (unchanged) except the
+    message output, which says what happened. Wraps functions and generator functions."""
+    def wrap(fn: Callable) -> Callable:
+        def failed(e: Exception) -> tuple:
+            message = e.message if isinstance(e, gr.Error) else str(e)
+            gr.Warning(message)
+            out = list(_skips(n_outputs))
+            if message_at is not None:
+                out[message_at] = f"⚠️ {message}"
+            return tuple(out) if n_outputs > 1 else out[0]
+
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def gen(*args, **kwargs):
+                try:
+                    yield from fn(*args, **kwargs)
+                except (UserError, gr.Error) as e:
+                    yield failed(e)
+            gen.__name__ = f"ui_{fn.__name__}"  # the API endpoint keeps the plain name
+            return gen
+
+        @functools.wraps(fn)
+        def plain(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except (UserError, gr.Error) as e:
+                return failed(e)
+        plain.__name__ = f"ui_{fn.__name__}"  # the API endpoint keeps the plain name
+        return plain
+    return wrap
+
+
+def user_errors(fn: Callable) -> Callable:
+    """UserErrors -> gr.Error (one line, no traceback), which reaches the browser and API clients."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except UserError as e:
+                raise gr.Error(str(e), print_exception=False) from None
+        return gen
+
+    @functools.wraps(fn)
+    def plain(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+    return plain
+
+
+# ----------------------------------------------------------------------------
+# What every section shares: the sessions and how a session is shown.
+
+class AppContext:
+    """The sessions, the server settings, and how a session's state is shown. Knows no drag algorithm."""
+
+    def __init__(self, sessions: SessionManager, settings: ServerSettings, default_model: str, device_label: str,
                  presets: dict[str, PTIPreset] | None = None):
-        """presets: the inversion presets offered, by name (default: pti.PRESETS)."""
         self.sessions = sessions
+        self.settings = settings
         self.default_model = default_model
         self.device_label = device_label
         self.presets = dict(presets or PRESETS)
 
-    def _session(self, request: gr.Request) -> EditSession:
+    def session(self, request: gr.Request) -> EditSession:
         return self.sessions.get(request.session_hash)
 
+    def has_session(self, request: gr.Request) -> bool:
+        return request.session_hash in self.sessions
+
     @staticmethod
-    def _view(sess: EditSession, handles_xy=None, targets_xy=None, image=None) -> np.ndarray:
-        return render_view(sess.image() if image is None else image,
-                           sess.handles_xy if handles_xy is None else handles_xy,
-                           sess.targets_xy if targets_xy is None else targets_xy,
-                           sess.editable, sess.show_mask)
+    def client(request: gr.Request) -> str | None:
+        c = getattr(request, "client", None)
+        return getattr(c, "host", None)
+
+    @staticmethod
+    def view(sess: EditSession, frame: DragFrame | None = None) -> np.ndarray:
+        if frame is None:
+            return render_view(sess.image(), sess.handles_xy, sess.targets_xy, sess.editable, sess.show_mask)
+        image = frame.image if frame.image is not None else sess.image()
+        return render_view(image, frame.handles_xy, frame.targets_xy, sess.editable, sess.show_mask)
 
     def model_label(self, model: str) -> str:
         try:
@@ -189,10 +337,6 @@ class DragApp:
                 f"seed {sess.seed} · ψ {sess.psi:g} · {space}")
 
     @staticmethod
-    def file_stem(sess: EditSession) -> str:
-        return "draggan-photo" if sess.photo is not None else f"draggan-seed{sess.seed}"
-
-    @staticmethod
     def points_text(sess: EditSession) -> str:
         n_h, n_t = len(sess.handles_xy), len(sess.targets_xy)
         if n_h == 0:
@@ -203,279 +347,602 @@ class DragApp:
         x, y = sess.targets_xy[-1]
         return f"Target {n_t} at ({x:g}, {y:g}). Click another handle, or press **Drag**."
 
-    # -- model and image ---------------------------------------------------
-
-    def generate(self, model: str, seed: float, psi: float, latent_space: str, request: gr.Request,
-                 progress=gr.Progress(track_tqdm=True)):
-        """Generate the image for a seed: model (catalog name, Hub `repo_id:filename`, or a local path),
-        seed, truncation psi, latent space ('w' or 'w+'). Returns the view, the status line and a hint."""
-        model = (model or self.default_model).strip()
-        progress(0, desc=f"Loading {model}")
-        with _UserErrors():
-            sess = self.sessions.new_session(request.session_hash, model, int(seed or 0), float(psi), latent_space)
-        return self._view(sess), self.status(sess), HELP_TEXT
-
-    def on_load(self, model: str, seed: float, psi: float, latent_space: str, request: gr.Request,
-                progress=gr.Progress(track_tqdm=True)):
-        """The first image of a new tab; if the model cannot be loaded, say so in the status line."""
-        try:
-            return self.generate(model, seed, psi, latent_space, request, progress)
-        except gr.Error as e:
-            return None, f"⚠️ {e.message}  \nDevice **{self.device_label}**: pick another model and press Generate.", ""
+    def unchanged(self, request: gr.Request) -> tuple:
+        """View, status and hint of the session as it is (None and a hint if it has no image)."""
+        if not self.has_session(request):
+            return None, "No image yet: press Generate, or invert a photo.", HELP_TEXT
+        sess = self.session(request)
+        return self.view(sess), self.status(sess), self.points_text(sess)
 
     @staticmethod
-    def random_seed() -> int:
-        return random.randint(0, SEED_MAX)
+    def file_stem(sess: EditSession) -> str:
+        return "draggan-photo" if sess.photo is not None else f"draggan-seed{sess.seed}"
 
-    # -- drag settings per model --------------------------------------------
+    def method_choices(self, sess: EditSession | None) -> tuple[list, str]:
+        """The Method radio's choices for the session's model, and a line about Auto."""
+        has = sess is not None and sess.editor.auto is not None
+        methods = [m for m in UI_METHODS if m in available_methods(has)]
+        note = "" if has else f"Auto is off: {NO_PREDICTOR}."
+        return [(LABELS[m], m) for m in methods], note
 
-    def follow_model(self, applied: str | None, request: gr.Request):
-        """After a new image: if its model is not the one the sliders were set for, set them to its defaults.
 
-        applied: the model the sliders were last set for (a gr.State). Returns it and the DRAG_SETTINGS."""
-        if request.session_hash not in self.sessions:
-            return (gr.skip(),) * (1 + len(DRAG_SETTINGS))
-        model = self._session(request).model
-        if model == applied:
-            return (gr.skip(),) * (1 + len(DRAG_SETTINGS))
-        return (model, *drag_settings(model))
+# ----------------------------------------------------------------------------
+# Sections. Each builds its components and wires its events; they share `ui` (a dict of components).
 
-    def drag_defaults(self, request: gr.Request):
+def model_section(ctx: AppContext, ui: dict) -> None:
+    public = ctx.settings.public
+    choices = [(e.label, e.name) for e in catalog.list_models()]
+    if ctx.default_model not in [c[1] for c in choices]:
+        choices.insert(0, (ctx.model_label(ctx.default_model), ctx.default_model))
+    with gr.Group():
+        ui["model"] = gr.Dropdown(choices, value=ctx.default_model, label="Model", allow_custom_value=not public,
+                                  info="A model from the list" if public else
+                                  "A catalog model, or type a Hub repo_id:filename or a local .pkl/.safetensors path")
+        with gr.Row(equal_height=True):
+            ui["seed"] = gr.Number(0, label="Seed", info=f"0 to {SEED_MAX}", scale=3)
+            dice = gr.Button("🎲 Random", scale=1, min_width=90)
+        ui["psi"] = gr.Slider(0.0, 1.0, value=0.7, step=0.05, label="Truncation ψ")
+        ui["latent_space"] = gr.Radio([("W", "w"), ("W+", "w+")], value="w+", label="Latent space")
+        generate = gr.Button("Generate", variant="primary", elem_id="generate")
+
+    inputs = [ui["model"], ui["seed"], ui["psi"], ui["latent_space"]]
+
+    def generate_image(model: str, seed: float, psi: float, latent_space: str, request: gr.Request,
+                       progress=gr.Progress()):
+        """Generate the image for a seed: model (catalog name; Hub `repo_id:filename` or a local path where the
+        server allows custom models), seed (0 to 2^32-1), truncation psi (0 to 1), latent space ('w' or 'w+').
+        Returns the view, the status line and a hint."""
+        model = (model or ctx.default_model).strip()
+        progress(0, desc=f"Loading {ctx.model_label(model)}")
+        sess = ctx.sessions.new_session(request.session_hash, model, seed, psi, latent_space,
+                                        client=ctx.client(request))
+        return ctx.view(sess), ctx.status(sess), HELP_TEXT
+
+    def on_load(model: str, seed: float, psi: float, latent_space: str, request: gr.Request):
+        """The first image of a new tab; if the model cannot be loaded, say so in the status line."""
+        try:
+            return generate_image(model, seed, psi, latent_space, request, lambda *a, **k: None)
+        except UserError as e:
+            return None, f"⚠️ {e}  \nDevice **{ctx.device_label}**: pick another model and press Generate.", ""
+
+    outputs = [ui["view"], ui["status"], ui["info"]]
+    ui["new_image_events"].append(generate.click(keep_on_error(3, 2)(generate_image), inputs, outputs,
+                                         api_visibility="private", concurrency_id="render", concurrency_limit=2))
+    ui["new_image_events"].append(dice.click(lambda: random.randint(0, SEED_MAX), None, ui["seed"], api_visibility="private",
+                                     queue=False)
+                          .then(keep_on_error(3, 2)(generate_image), inputs, outputs, api_visibility="private",
+                                concurrency_id="render"))
+    ui["new_image_events"].append(ui["demo"].load(on_load, inputs, outputs, api_visibility="private",
+                                          concurrency_id="render"))
+    ui["api"]("generate", user_errors(generate_image), inputs, outputs, concurrency_id="render")
+    ctx.on_load = on_load  # for tests: the first-load path without a browser
+
+
+def drag_section(ctx: AppContext, ui: dict) -> None:
+    """Drag, Stop, Undo and the point buttons, under the image; the Method choice."""
+    with gr.Row():
+        drag_btn = gr.Button("Drag", variant="primary", elem_id="drag", scale=2)
+        stop_btn = gr.Button("Stop", variant="stop", elem_id="stop", scale=1)
+    with gr.Row():
+        undo_btn = gr.Button("Undo drag", size="sm")
+        reset_btn = gr.Button("Reset image", size="sm")
+        undo_point_btn = gr.Button("Undo point", size="sm")
+        clear_points_btn = gr.Button("Clear points", size="sm", elem_id="clear_points")
+    ui["method"] = gr.Radio([(LABELS[m], m) for m in UI_METHODS[:1]], value="draggan", label="Method",
+                            elem_id="method")
+    ui["method_note"] = gr.Markdown("", elem_id="method_note")
+    view, info = ui["view"], ui["info"]
+
+    def drag_frames(handles: str, targets: str, values: dict[str, Any], request: gr.Request):
+        sess = ctx.session(request)
+        h, t = parse_points(handles, "handles"), parse_points(targets, "targets")
+        if not h and not t:
+            h, t = sess.handles_xy, sess.targets_xy
+        cfg, method = drag_config(sess.model, values)
+        asked = [[float(round(x)), float(round(y))] for x, y in h]
+        for frame in sess.run_drag(h, t, cfg, method):
+            moved = [(i, a, b) for i, (a, b) in enumerate(zip(asked, frame.start_xy or asked)) if a != b]
+            yield ctx.view(sess, frame), frame_text(frame, moved), frame_json(frame, moved)
+
+    names = ["handles", "targets", *DRAG_CONTROLS]
+    P = inspect.Parameter
+    signature = inspect.Signature([P("handles", P.POSITIONAL_OR_KEYWORD, default="", annotation=str),
+                                   P("targets", P.POSITIONAL_OR_KEYWORD, default="", annotation=str),
+                                   *[P(n, P.POSITIONAL_OR_KEYWORD, default=None) for n in DRAG_CONTROLS],
+                                   P("request", P.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request)])
+
+    def drag(*args, **kwargs):
+        """Drag handles to targets, streaming frames at the frame rate: handles and targets are JSON lists of
+        [x, y] image pixels (both empty: the points clicked in the UI); method: draggan, straightforward, auto,
+        auto-refine. Yields the view, a progress line and the frame as JSON (step, handles, targets, distances,
+        mean_distance, ms_per_step, done, reason, nearest_moved)."""
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        values = {n: bound.arguments[n] for n in DRAG_CONTROLS}
+        yield from drag_frames(bound.arguments["handles"], bound.arguments["targets"], values,
+                               bound.arguments["request"])
+
+    drag.__signature__ = signature  # Gradio reads the parameters (and finds the request) from these
+    drag.__annotations__ = {"handles": str, "targets": str, "request": gr.Request}
+
+    def wire_drag() -> None:  # once every control exists (the settings are built after this section)
+        inputs = [ui["handles"], ui["targets"], *[ui[n] for n in DRAG_CONTROLS]]
+        outputs = [view, info, ui["frame"]]
+        drag_kw = dict(concurrency_id="drag", concurrency_limit=None, show_progress="minimal")
+        drag_btn.click(keep_on_error(3, 1)(drag), inputs, outputs, api_visibility="private", **drag_kw) \
+            .then(**ui["refresh_mask"])
+        ui["api"]("drag", user_errors(drag), inputs, outputs, **drag_kw)
+
+    ui["wire_later"].append(wire_drag)
+
+    def stop(request: gr.Request) -> None:
+        """Stop this session's drag before its next step (also one still waiting to start)."""
+        if ctx.has_session(request):
+            ctx.session(request).stop()
+
+    def undo(request: gr.Request):
+        """Undo the last drag (or reset)."""
+        sess = ctx.session(request)
+        text = "Undone." if sess.undo() else "Nothing to undo."
+        return ctx.view(sess), text
+
+    def reset(request: gr.Request):
+        """Back to the generated image (undoable), keeping the points."""
+        sess = ctx.session(request)
+        sess.reset()
+        return ctx.view(sess), "Back to the generated image (Undo drag brings the edit back)."
+
+    light = dict(concurrency_limit=None)
+    stop_btn.click(stop, None, None, api_name="stop", show_progress="hidden", queue=False)
+    for btn, fn, name in ((undo_btn, undo, "undo"), (reset_btn, reset, "reset")):
+        btn.click(keep_on_error(2, 1)(fn), None, [view, info], api_visibility="private", **light) \
+            .then(**ui["refresh_mask"])
+        ui["api"](name, user_errors(fn), None, [view, info], **light)
+
+    def point_handler(change: Callable[[EditSession], Any]) -> Callable:
+        def handler(request: gr.Request):
+            sess = ctx.session(request)
+            change(sess)
+            return ctx.view(sess), ctx.points_text(sess)
+        return keep_on_error(2, 1)(handler)
+
+    ordered = dict(concurrency_limit=1, concurrency_id="points", show_progress="hidden", api_visibility="private")
+
+    def click(evt: gr.SelectData, request: gr.Request):
+        sess = ctx.session(request)
+        sess.add_point(view_to_image_xy(evt.index, sess.resolution))
+        return ctx.view(sess), ctx.points_text(sess)
+
+    view.select(keep_on_error(2, 1)(click), None, [view, info], trigger_mode="multiple", **ordered)
+    undo_point_btn.click(point_handler(lambda s: s.undo_point()), None, [view, info], **ordered)
+    clear_points_btn.click(point_handler(lambda s: s.clear_points()), None, [view, info], **ordered)
+
+
+def frame_text(frame: DragFrame, moved) -> str:
+    if frame.done:
+        text = f"**{DONE_TEXT.get(frame.reason, frame.reason)}** after {frame.step} steps · " \
+               f"mean distance {frame.mean_distance:.1f} px"
+    else:
+        text = f"Step **{frame.step}** · mean distance {frame.mean_distance:.1f} px · {frame.ms:.0f} ms/step"
+    if moved:
+        text += "  \nNearest moved " + ", ".join(
+            f"handle {i + 1} ({a[0]:g}, {a[1]:g}) → ({b[0]:g}, {b[1]:g})" for i, a, b in moved)
+    return text
+
+
+def frame_json(frame: DragFrame, moved) -> dict[str, Any]:
+    return {"step": frame.step, "handles": frame.handles_xy, "targets": frame.targets_xy,
+            "distances": frame.distances, "mean_distance": frame.mean_distance, "ms_per_step": frame.ms,
+            "done": frame.done, "reason": frame.reason,
+            "nearest_moved": [{"handle": i + 1, "from": a, "to": b} for i, a, b in moved or []]}
+
+
+def control_row(ctx: AppContext, ui: dict, name: str, value: Any) -> None:
+    """The component of DRAG_CONTROLS[name] (into ui[name]), with a ↺ that returns to the model's default."""
+    c = DRAG_CONTROLS[name]
+    with gr.Row(equal_height=True):
+        if c.kind == "slider":
+            ui[name] = gr.Slider(c.minimum, c.maximum, value=value, step=c.step, label=c.label, info=c.info,
+                                 buttons=[], scale=8, elem_id=f"ctl_{name}")
+        elif c.kind == "checkbox":
+            ui[name] = gr.Checkbox(value, label=c.label, elem_id=f"ctl_{name}")
+        else:
+            ui[name] = gr.Radio(list(c.choices), value=value, label=c.label, elem_id=f"ctl_{name}")
+        if not c.reset:
+            return
+        btn = gr.Button("↺", size="sm", scale=1, min_width=40, elem_classes=["reset-btn"], elem_id=f"reset_{name}")
+
+    def model_default(request: gr.Request):
+        model = ctx.session(request).model if ctx.has_session(request) else ctx.default_model
+        return control_defaults(model)[name]
+
+    btn.click(model_default, None, ui[name], api_visibility="private", queue=False, show_progress="hidden")
+
+
+def settings_section(ctx: AppContext, ui: dict, start: dict[str, Any]) -> None:
+    """The drag settings from DRAG_CONTROLS, each with a ↺ reset to the current model's default."""
+    for name, c in DRAG_CONTROLS.items():
+        if c.section == "main":
+            control_row(ctx, ui, name, start[name])
+    defaults_btn = gr.Button("All settings: this model's defaults", size="sm")
+    with gr.Accordion("Advanced", open=False):
+        for name, c in DRAG_CONTROLS.items():
+            if c.section == "advanced":
+                control_row(ctx, ui, name, start[name])
+    settings = [ui[n] for n in DragConfig.MODEL_KEYS]
+
+    def drag_defaults(request: gr.Request):
         """Drag settings suited to this session's model (its catalog drag_defaults, else the paper's):
         lr, r1, r2, r3, feature_block, max_steps."""
-        model = self._session(request).model if request.session_hash in self.sessions else self.default_model
-        return tuple(drag_settings(model))
+        model = ctx.session(request).model if ctx.has_session(request) else ctx.default_model
+        d = control_defaults(model)
+        return tuple(d[n] for n in DragConfig.MODEL_KEYS)
 
-    # -- real photos -------------------------------------------------------
+    defaults_btn.click(drag_defaults, None, settings, api_name="drag_defaults", concurrency_limit=None)
 
-    def preview_photo(self, photo: str | None, crop: str, model: str):
-        """The square the inversion will use, at the model's resolution, with notes (or why it cannot be used)."""
-        if not photo:
-            return None, ""
-        model = (model or self.default_model).strip()
-        try:
-            try:
-                resolution = catalog.get_entry(model).resolution
-            except KeyError:
-                resolution = self.sessions.generator(model).img_resolution
-            box = parse_crop(crop) if crop and crop.strip() else None
-            image, notes = read_photo(photo, resolution, box)
-        except (ImageInputError, DragInputError, CheckpointError) as e:
-            return None, f"⚠️ {e}"
-        return draw_points(image, [], [], scale=view_scale(resolution)), "  \n".join(notes)
 
-    def arm_invert(self, request: gr.Request) -> None:
-        self.sessions.arm_invert(request.session_hash)
+def mask_section(ctx: AppContext, ui: dict) -> None:
+    ui["mask_editor"] = gr.ImageEditor(
+        type="numpy", image_mode="RGBA", sources=(), transforms=(), layers=False, format="png",
+        brush=gr.Brush(colors=[("rgb(34, 197, 94)", 0.5)], color_mode="fixed"),
+        label="Paint the area the drag may change", canvas_size=(VIEW_MIN_PX * 2, VIEW_MIN_PX * 2), height=520)
+    with gr.Row():
+        show_mask = gr.Checkbox(True, label="Show the mask on the image")
+        clear_mask_btn = gr.Button("Clear mask", size="sm")
+    control_row(ctx, ui, "lambda_mask", DragConfig().lambda_mask)
+    private = dict(api_visibility="private", show_progress="hidden")
 
-    def invert(self, photo: str | None, crop: str, preset: str, model: str, latent_space: str,
+    def editor_value(request: gr.Request):
+        """The mask editor's content: the plain image (enlarged) with the current mask as its layer."""
+        if not ctx.has_session(request):
+            return gr.skip()
+        sess = ctx.session(request)
+        res = sess.resolution
+        layers = [mask_layer(sess.editable, res)] if sess.editable is not None else []
+        return {"background": enlarge(sess.image(), view_scale(res)), "layers": layers, "composite": None}
+
+    def apply_mask(editor: dict | None, request: gr.Request):
+        sess = ctx.session(request)
+        layers = (editor or {}).get("layers") if isinstance(editor, dict) else None
+        sess.set_mask(mask_from_layers(layers, sess.resolution))
+        return ctx.view(sess), ctx.points_text(sess)
+
+    def clear_mask(request: gr.Request):
+        sess = ctx.session(request)
+        sess.set_mask(None)
+        return ctx.view(sess), editor_value(request)
+
+    def set_show_mask(show: bool, request: gr.Request):
+        sess = ctx.session(request)
+        sess.show_mask = bool(show)
+        return ctx.view(sess)
+
+    ui["refresh_mask"] = dict(fn=editor_value, inputs=None, outputs=ui["mask_editor"], concurrency_limit=None,
+                              **private)
+    ui["mask_tab"].select(**ui["refresh_mask"])
+    ui["mask_editor"].input(keep_on_error(2, 1)(apply_mask), ui["mask_editor"], [ui["view"], ui["info"]],
+                            trigger_mode="always_last", concurrency_limit=1, concurrency_id="points", **private)
+    clear_mask_btn.click(keep_on_error(2, None)(clear_mask), None, [ui["view"], ui["mask_editor"]],
+                         concurrency_limit=1, concurrency_id="points", **private)
+    show_mask.change(keep_on_error(1, None)(set_show_mask), show_mask, ui["view"], concurrency_limit=None, **private)
+
+
+def photo_section(ctx: AppContext, ui: dict) -> None:
+    with gr.Accordion("Real photo", open=False):
+        photo_in = gr.File(label="Photo (JPEG, PNG or WebP)", file_types=["image"], type="filepath", height=90)
+        preview = gr.Image(type="numpy", interactive=False, label="What will be inverted", height=160, buttons=[])
+        crop_in = gr.Textbox("", label="Crop", max_lines=1, placeholder="x0,y0,x1,y1",
+                          info="Empty: the centre square. Else a box in pixels of the upright photo")
+        preset_in = gr.Radio(list(ctx.presets), value="fast" if "fast" in ctx.presets else None, label="Preset",
+                          info=" · ".join(f"{k}: {p.w_steps} + {p.tune_steps} steps" for k, p in ctx.presets.items()))
+        with gr.Row():
+            invert_btn = gr.Button("Invert", variant="primary", elem_id="invert", interactive=False)
+            cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel_invert")
+        report = gr.Markdown("Inverts into the model chosen above; then drag it as any image.", elem_id="photo_report")
+        with gr.Row():
+            save_btn = gr.Button("Save embedding", size="sm")
+            load_btn = gr.UploadButton("Load embedding", file_types=[".safetensors"], size="sm")
+        embedding_file = gr.File(label="Embedding", interactive=False, visible=False)
+
+    def show_preview(path: str | None, crop_text: str, model: str):
+        image, notes = preview_photo(ctx, path, crop_text, model)
+        return image, notes, gr.Button(interactive=image is not None)
+
+    def invert(photo: str | None, crop: str, preset: str, model: str, latent_space: str,
                request: gr.Request, progress=gr.Progress()):
         """Invert a photo into a model (PTI) and edit it. photo: an image file; crop: '' for the centre
         square, or 'x0,y0,x1,y1' in pixels of the upright photo; preset: 'fast' or 'paper'; model and
         latent_space as for /generate. Returns the view, the status line, a hint and a report."""
-        with _UserErrors():
-            if not photo:
-                raise DragInputError("Upload a photo (JPEG, PNG or WebP) before pressing Invert")
-            if preset not in self.presets:
-                raise DragInputError(f"preset must be one of {', '.join(self.presets)}, got {preset!r}")
-            box = parse_crop(crop) if crop and crop.strip() else None
-            model = (model or self.default_model).strip()
-            last: dict[str, Any] = {}
+        if not photo:
+            raise DragInputError("Upload a photo (JPEG, PNG or WebP) before pressing Invert")
+        if preset not in ctx.presets:
+            raise DragInputError(f"preset must be one of {', '.join(ctx.presets)}, got {str(preset)[:40]!r}")
+        box = parse_crop(crop) if crop and crop.strip() else None
+        model = (model or ctx.default_model).strip()
+        last: dict[str, Any] = {}
 
-            def report(stage: str, step: int, total: int, loss: float) -> None:
-                last.update(stage=stage, step=step, total=total)
-                progress((step, total), desc=STAGES[stage], unit="steps")
+        def on_step(stage: str, step: int, total: int, loss: float) -> None:
+            last.update(stage=stage, step=step, total=total)
+            progress((step, total), desc=STAGES[stage], unit="steps")
 
-            progress(0, desc=f"Loading {model}")
-            try:
-                sess, notes = self.sessions.invert_photo(request.session_hash, model, photo, self.presets[preset],
-                                                         box, latent_space, report)
-            except InversionCancelled:
-                where = (f" while {STAGES[last['stage']].lower()} (step {last['step']} of {last['total']})"
-                         if last else " before it started")
-                return (*self._unchanged(request), f"Cancelled{where}: the image is as it was.")
-        return self._view(sess), self.status(sess), HELP_TEXT, self.photo_report(sess, notes)
+        progress(0, desc=f"Loading {ctx.model_label(model)}")
+        try:
+            sess, notes = ctx.sessions.invert_photo(request.session_hash, model, photo, ctx.presets[preset],
+                                                    box, latent_space, on_step, client=ctx.client(request))
+        except InversionCancelled:
+            where = (f" while {STAGES[last['stage']].lower()} (step {last['step']} of {last['total']})"
+                     if last else " before it started")
+            return (*ctx.unchanged(request), f"Cancelled{where}: the image is as it was.")
+        return ctx.view(sess), ctx.status(sess), HELP_TEXT, photo_report(sess, notes)
 
-    def _unchanged(self, request: gr.Request) -> tuple:
-        """View, status and hint of the session as it is (None and a hint if it has no image)."""
-        if request.session_hash not in self.sessions:
-            return None, "No image yet: press Generate, or invert a photo.", HELP_TEXT
-        sess = self._session(request)
-        return self._view(sess), self.status(sess), self.points_text(sess)
-
-    @staticmethod
-    def photo_report(sess: EditSession, notes: list[str]) -> str:
-        p, t = sess.photo.projection, sess.photo.tuning
-        text = (f"Projected in {p.steps} steps (PSNR {p.psnr_before:.1f} → {p.psnr_after:.1f} dB), tuned in "
-                f"{t.steps} (→ **{t.psnr_after:.1f} dB**), {p.seconds + t.seconds:.0f} s. Drag it as any image.")
-        return "  \n".join([text, *notes])
-
-    def cancel_invert(self, request: gr.Request) -> None:
+    def cancel_invert(request: gr.Request) -> None:
         """Cancel this session's inversion before its next step; the image stays as it was."""
-        self.sessions.cancel_invert(request.session_hash)
+        ctx.sessions.cancel_invert(request.session_hash)
 
-    def save_embedding(self, request: gr.Request) -> str:
+    def save_embedding(request: gr.Request) -> str:
         """This session's photo as an embedding file (.safetensors), for /load_embedding or `draggan drag`."""
-        with _UserErrors():
-            return str(self.sessions.save_photo(request.session_hash))
+        return str(ctx.sessions.save_photo(request.session_hash))
 
-    def load_embedding(self, embedding: str | None, latent_space: str, request: gr.Request,
-                       progress=gr.Progress()):
+    def load_embedding(embedding: str | None, latent_space: str, request: gr.Request, progress=gr.Progress()):
         """Edit the photo of an embedding file (from Save embedding or `python -m draggan invert`).
         Returns the view, the status line, a hint and a report."""
-        with _UserErrors():
-            if not embedding:
-                raise DragInputError("Choose an embedding file (.safetensors) to load")
-            progress(0, desc="Loading the embedding")
-            sess = self.sessions.load_photo(request.session_hash, embedding, latent_space)
-        return self._view(sess), self.status(sess), HELP_TEXT, self.photo_report(sess, [])
+        if not embedding:
+            raise DragInputError("Choose an embedding file (.safetensors) to load")
+        progress(0, desc="Loading the embedding")
+        sess = ctx.sessions.load_photo(request.session_hash, embedding, latent_space, client=ctx.client(request))
+        return ctx.view(sess), ctx.status(sess), HELP_TEXT, photo_report(sess, [])
 
-    # -- points ------------------------------------------------------------
+    preview_event = dict(fn=show_preview, inputs=[photo_in, crop_in, ui["model"]], outputs=[preview, report, invert_btn],
+                         trigger_mode="always_last", show_progress="hidden", api_visibility="private",
+                         concurrency_limit=2, concurrency_id="render")
+    photo_in.change(**preview_event)
+    crop_in.change(**preview_event)
+    outputs = [ui["view"], ui["status"], ui["info"], report]
+    inputs = [photo_in, crop_in, preset_in, ui["model"], ui["latent_space"]]
+    heavy = dict(concurrency_id="drag", concurrency_limit=None)
+    def arm_invert(request: gr.Request) -> None:
+        ctx.sessions.arm_invert(request.session_hash)  # so a Cancel while it waits for the device stops it
 
-    def click(self, evt: gr.SelectData, request: gr.Request):
-        with _UserErrors():
-            sess = self._session(request)
-            sess.add_point(view_to_image_xy(evt.index, sess.resolution))
-        return self._view(sess), self.points_text(sess)
+    ui["new_image_events"].append(
+        invert_btn.click(arm_invert, None, None, queue=False, api_visibility="private")
+        .then(keep_on_error(4, 3)(invert), inputs, outputs, api_visibility="private", **heavy))
+    ui["api"]("invert", user_errors(invert), inputs, outputs, **heavy)
+    cancel_btn.click(cancel_invert, None, None, api_name="cancel_invert", show_progress="hidden", queue=False)
+    save_btn.click(keep_on_error(1, None)(save_embedding), None, embedding_file, api_visibility="private",
+                   concurrency_limit=None).success(lambda: gr.File(visible=True), None, embedding_file,
+                                                   api_visibility="private", queue=False)
+    ui["api"]("save_embedding", user_errors(save_embedding), None, embedding_file, concurrency_limit=None)
+    ui["new_image_events"].append(load_btn.upload(keep_on_error(4, 3)(load_embedding), [load_btn, ui["latent_space"]],
+                                                  outputs, api_visibility="private", **heavy))
+    ui["api"]("load_embedding", user_errors(load_embedding), [ui["embedding_in"], ui["latent_space"]], outputs, **heavy)
 
-    def undo_point(self, request: gr.Request):
-        with _UserErrors():
-            sess = self._session(request)
-            sess.undo_point()
-        return self._view(sess), self.points_text(sess)
 
-    def clear_points(self, request: gr.Request):
-        with _UserErrors():
-            sess = self._session(request)
-            sess.clear_points()
-        return self._view(sess), self.points_text(sess)
+def preview_photo(ctx: AppContext, path: str | None, crop: str, model: str) -> tuple[np.ndarray | None, str]:
+    """The square the inversion will use, at the model's resolution, with notes (or why it cannot be used)."""
+    if not path:
+        return None, ""
+    model = (model or ctx.default_model).strip()
+    try:
+        try:
+            resolution = catalog.get_entry(model).resolution
+        except KeyError:
+            resolution = ctx.sessions.generator(model).img_resolution
+        box = parse_crop(crop) if crop and crop.strip() else None
+        image, notes = read_photo(path, resolution, box)
+    except UserError as e:
+        return None, f"⚠️ {e}"
+    return enlarge(image, view_scale(resolution)), "  \n".join(notes)
 
-    # -- drag --------------------------------------------------------------
 
-    def arm(self, request: gr.Request) -> None:
-        if request.session_hash in self.sessions:
-            self.sessions.get(request.session_hash).arm()
+def photo_report(sess: EditSession, notes: list[str]) -> str:
+    p, t = sess.photo.projection, sess.photo.tuning
+    text = (f"Projected in {p.steps} steps (PSNR {p.psnr_before:.1f} → {p.psnr_after:.1f} dB), tuned in "
+            f"{t.steps} (→ **{t.psnr_after:.1f} dB**), {p.seconds + t.seconds:.0f} s. Drag it as any image.")
+    return "  \n".join([text, *notes])
 
-    def drag(self, handles: str, targets: str, lr: float, r1: float, r2: float, r3: float, nearest: bool,
-             max_steps: float, lambda_mask: float, feature_block: float, rows: float, frame_every: float,
-             tracking: str, request: gr.Request):
-        """Drag handles to targets, streaming a frame per step: handles and targets are JSON lists of
-        [x, y] image pixels (both empty: the points clicked in the UI). Yields the view, a progress
-        line and the frame as JSON (step, handles, targets, distances, mean_distance, ms_per_step,
-        done, reason, nearest_moved)."""
-        with _UserErrors():
-            sess = self._session(request)
-            h, t = parse_points(handles, "handles"), parse_points(targets, "targets")
-            if not h and not t:
-                h, t = sess.handles_xy, sess.targets_xy
-            cfg = DragConfig(lr=float(lr), r1=float(r1), r2=float(r2), r3=float(r3), nearest=bool(nearest),
-                             feature_block=int(feature_block), rows=int(rows), tracking=tracking,
-                             lambda_mask=float(lambda_mask), max_steps=int(max_steps), frame_every=int(frame_every))
-            asked = [[float(round(x)), float(round(y))] for x, y in h]
-            moved = None
-            for frame in sess.run_drag(h, t, cfg):
-                if moved is None:  # the first frame shows where Nearest put the handles
-                    moved = [(i, a, b) for i, (a, b) in enumerate(zip(asked, frame.handles_xy)) if a != b] \
-                        if cfg.nearest else []
-                yield (self._view(sess, frame.handles_xy, frame.targets_xy, frame.image),
-                       self.frame_text(frame, moved), self.frame_json(frame, moved))
 
-    @staticmethod
-    def frame_text(frame: DragFrame, moved) -> str:
-        if frame.done:
-            text = f"**{DONE_TEXT.get(frame.reason, frame.reason)}** after {frame.step} steps · " \
-                   f"mean distance {frame.mean_distance:.1f} px"
-        else:
-            text = f"Step **{frame.step}** · mean distance {frame.mean_distance:.1f} px · {frame.ms:.0f} ms/step"
-        if moved:
-            text += "  \nNearest moved " + ", ".join(
-                f"handle {i + 1} ({a[0]:g}, {a[1]:g}) → ({b[0]:g}, {b[1]:g})" for i, a, b in moved)
-        return text
+def save_section(ctx: AppContext, ui: dict) -> None:
+    with gr.Accordion("Save", open=False):
+        with gr.Row():
+            save_btn = gr.Button("Save image (PNG)", size="sm")
+            export_btn = gr.Button("Export drag as video", size="sm", elem_id="export_video")
+        with gr.Row():
+            video_format = gr.Radio(["mp4", "webm", "gif"], value="mp4", label="Video format")
+            overlay = gr.Checkbox(True, label="Draw points in the video")
+        download = gr.File(label="Download", interactive=False, elem_id="download")
 
-    @staticmethod
-    def frame_json(frame: DragFrame, moved) -> dict[str, Any]:
-        return {"step": frame.step, "handles": frame.handles_xy, "targets": frame.targets_xy,
-                "distances": frame.distances, "mean_distance": frame.mean_distance,
-                "ms_per_step": frame.ms, "done": frame.done, "reason": frame.reason,
-                "nearest_moved": [{"handle": i + 1, "from": a, "to": b} for i, a, b in moved or []]}
-
-    def stop(self, request: gr.Request) -> None:
-        """Stop this session's drag before its next step."""
-        if request.session_hash in self.sessions:
-            self.sessions.get(request.session_hash).stop()
-
-    def undo(self, request: gr.Request):
-        """Undo the last drag (or reset)."""
-        with _UserErrors():
-            sess = self._session(request)
-            text = "Undone." if sess.undo() else "Nothing to undo."
-        return self._view(sess), text
-
-    def reset(self, request: gr.Request):
-        """Back to the generated image (undoable), keeping the points."""
-        with _UserErrors():
-            sess = self._session(request)
-            sess.reset()
-        return self._view(sess), "Back to the generated image (Undo drag brings the edit back)."
-
-    # -- mask --------------------------------------------------------------
-
-    def mask_editor_value(self, request: gr.Request):
-        """The mask editor's content: the plain image (enlarged) with the current mask as its layer."""
-        if request.session_hash not in self.sessions:
-            return None
-        sess = self._session(request)
-        res = sess.resolution
-        background = draw_points(sess.image(), [], [], scale=view_scale(res))
-        layers = [mask_layer(sess.editable, res)] if sess.editable is not None else []
-        return {"background": background, "layers": layers, "composite": None}
-
-    def apply_mask(self, editor: dict | None, request: gr.Request):
-        if request.session_hash not in self.sessions:
-            return gr.skip()
-        sess = self._session(request)
-        with _UserErrors():
-            sess.set_mask(mask_from_layers((editor or {}).get("layers"), sess.resolution))
-        return self._view(sess)
-
-    def clear_mask(self, request: gr.Request):
-        with _UserErrors():
-            sess = self._session(request)
-            sess.set_mask(None)
-        return self._view(sess), self.mask_editor_value(request)
-
-    def set_show_mask(self, show: bool, request: gr.Request):
-        if request.session_hash not in self.sessions:
-            return gr.skip()
-        sess = self._session(request)
-        sess.show_mask = bool(show)
-        return self._view(sess)
-
-    # -- files -------------------------------------------------------------
-
-    def save_image(self, request: gr.Request) -> str:
+    def save_image(request: gr.Request) -> str:
         """The current image as a PNG at the model's resolution."""
-        with _UserErrors():
-            sess = self._session(request)
-            path = sess.workdir() / f"{self.file_stem(sess)}.png"
-            Image.fromarray(sess.image()).save(path)
+        sess = ctx.session(request)
+        path = sess.workdir() / f"{ctx.file_stem(sess)}.png"
+        Image.fromarray(sess.image()).save(path)
         return str(path)
 
-    def export_video(self, video_format: str, overlay: bool, request: gr.Request) -> str:
-        """The last drag as a video: video_format 'mp4' or 'gif'; overlay draws the points."""
-        with _UserErrors():
-            sess = self._session(request)
-            if not sess.drag.last_frames:
-                raise DragInputError("No drag to export yet: press Drag first")
-            path = sess.workdir() / f"{self.file_stem(sess)}.{video_format}"
-            sess.drag.export_video(path, overlay=bool(overlay))
-        return str(path)
+    def export_video(video_format: str, overlay: bool, request: gr.Request) -> str:
+        """The last drag as a video: video_format 'mp4' (H.264), 'webm' (VP9) or 'gif'; overlay draws the points."""
+        if video_format not in ("mp4", "webm", "gif"):
+            raise DragInputError(f"video_format must be mp4, webm or gif, got {str(video_format)[:20]!r}")
+        sess = ctx.session(request)
+        path = sess.workdir() / f"{ctx.file_stem(sess)}.{video_format}"
+        return str(sess.editor.export_video(path, overlay=bool(overlay)))
 
-    def unload(self, request: gr.Request) -> None:
-        self.sessions.close(request.session_hash)
+    light = dict(concurrency_limit=None)
+    save_btn.click(keep_on_error(1, None)(save_image), None, download, api_visibility="private", **light)
+    ui["api"]("save_image", user_errors(save_image), None, download, **light)
+    export_btn.click(keep_on_error(1, None)(export_video), [video_format, overlay], download,
+                     api_visibility="private", concurrency_limit=2, concurrency_id="render")
+    ui["api"]("export_video", user_errors(export_video), [video_format, overlay], download,
+              concurrency_limit=2, concurrency_id="render")
+
+
+class ExperimentStopped(Exception):
+    """Raised inside a running experiment when its session pressed Stop."""
+
+
+def experiment_section(ctx: AppContext, ui: dict) -> None:
+    """The Qt reproduction's Experiment panel: a single-pair test on the current image and multi-pair runs."""
+    from draggan.experiments.detectors import get_detector
+
+    max_pairs = PUBLIC_EXPERIMENT_PAIRS if ctx.settings.public else 200
+    with gr.Row():
+        with gr.Column():
+            gr.Markdown("**Single pair**: the current image's landmarks go to another seed's landmarks.")
+            target_seed = gr.Number(1, label="Target seed")
+            with gr.Row():
+                points = gr.Radio([1, 5, 68], value=5, label="Landmarks", info="68 needs the dlib detector")
+                detector = gr.Radio([("Toy faces (exact)", "toy"), ("dlib (real faces)", "dlib")], value="toy",
+                                    label="Detector")
+            test_btn = gr.Button("Test", variant="primary", elem_id="exp_test")
+            single_view = gr.Image(type="numpy", interactive=False, label="Result: where the landmarks landed (red) "
+                                   "and where they should be (blue)", buttons=["download"])
+            single_text = gr.Markdown("")
+        with gr.Column():
+            gr.Markdown(f"**Multi-pair test** on this model (at most {max_pairs} pairs here).")
+            pairs = gr.Slider(1, max_pairs, value=min(4, max_pairs), step=1, label="Pairs")
+            max_steps = gr.Slider(10, 1000, value=200, step=10, label="Max steps per pair")
+            block = gr.Radio([("Model's", 0), 4, 5, 6, 7], value=0, label="Latent block (features)")
+            methods = gr.CheckboxGroup([(LABELS[m], m) for m in METHOD_NAMES], value=["draggan"], label="Methods")
+            with gr.Row():
+                run_btn = gr.Button("Run", variant="primary", elem_id="exp_run")
+                stop_btn = gr.Button("Stop", variant="stop")
+            progress_md = gr.Markdown("", elem_id="exp_progress")
+            table = gr.Dataframe(label="Results", interactive=False, elem_id="exp_table")
+            plot = gr.Image(type="filepath", label="Mean Distance Decay", interactive=False)
+            result_file = gr.File(label="Results (JSON, CSV)", interactive=False, file_count="multiple")
+    stops: dict[str, Any] = {}
+
+    def single(seed: float, n_points: int, detector_name: str, request: gr.Request):
+        from draggan.editor import seed_latent
+        from draggan.engine import render
+
+        sess = ctx.session(request)
+        det = get_detector(detector_name)
+        G = sess.editor.G
+        goal = det.detect(render(G, seed_latent(G, int(seed), sess.psi or 0.7), "const"), int(n_points))
+        start = det.detect(sess.image(), int(n_points))
+        if not (np.isfinite(goal).all() and np.isfinite(start).all()):
+            raise DragInputError("The detector did not find every landmark on both images: try another target seed")
+        cfg, _ = drag_config(sess.model, {"frame_rate": FRAME_RATE})
+        for frame in sess.run_drag(start.tolist(), goal.tolist(), cfg):
+            yield ctx.view(sess, frame), frame_text(frame, [])
+        found = det.detect(sess.image(), int(n_points))
+        md = float(np.linalg.norm(found - goal, axis=1).mean()) if np.isfinite(found).all() else float("nan")
+        before = float(np.linalg.norm(start - goal, axis=1).mean())
+        yield (draw_points(sess.image(), found[np.isfinite(found).all(1)].tolist(), goal.tolist(),
+                           scale=view_scale(sess.resolution)),
+               f"Mean distance **{before:.2f} → {md:.2f} px** after {frame.step} steps ({frame.reason}).")
+
+    def run(protocol: str, n_pairs: float, steps: float, n_points: int, feature_block: int, method_list,
+            request: gr.Request):
+        """Run an experiment on the session's model: protocol 'landmarks' (toy-faces detector); pairs, max steps
+        per pair, points (1 or 5), feature_block (0: the model's), methods (a list or 'a,b'). Streams a
+        progress line, the results table and the JSON file."""
+        sess = ctx.session(request)
+        if protocol != "landmarks":
+            raise DragInputError("the app runs the 'landmarks' protocol; the others: `python -m draggan experiment`")
+        n_pairs = _whole(n_pairs, "pairs")
+        if not 1 <= n_pairs <= max_pairs:
+            raise DragInputError(f"pairs must be from 1 to {max_pairs} on this server")
+        names = [m.strip() for m in (method_list.split(",") if isinstance(method_list, str) else method_list or [])]
+        if not names or any(m not in METHOD_NAMES for m in names):
+            raise DragInputError(f"methods: one or more of {', '.join(METHOD_NAMES)}")
+        stop = stops[request.session_hash] = threading.Event()
+        yield from _experiment_stream(ctx, sess, names, n_pairs, _whole(steps, "max_steps"), int(n_points),
+                                      int(feature_block) or None, stop)
+
+    def stop(request: gr.Request) -> None:
+        if request.session_hash in stops:
+            stops[request.session_hash].set()
+
+    test_btn.click(keep_on_error(2, 1)(single), [target_seed, points, detector], [single_view, single_text],
+                   api_visibility="private", concurrency_id="drag", concurrency_limit=None)
+    inputs = [ui["protocol"], pairs, max_steps, points, block, methods]
+    outputs = [progress_md, table, result_file, plot]
+    run_btn.click(keep_on_error(4, 0)(run), inputs, outputs, api_visibility="private", concurrency_id="drag",
+                  concurrency_limit=None)
+    ui["api"]("experiment", user_errors(run), inputs, outputs, concurrency_id="drag", concurrency_limit=None)
+    stop_btn.click(stop, None, None, api_name="stop_experiment", queue=False)
+
+
+def _experiment_stream(ctx: AppContext, sess: EditSession, methods: list[str], n_pairs: int, steps: int,
+                       n_points: int, feature_block: int | None, stop) -> Iterator[tuple]:
+    """Run the landmark protocol in a thread (on a device slot), yielding a progress line twice a second."""
+    import queue
+
+    from draggan.experiments.decay import DecaySettings, plot_decay, run_decay
+    from draggan.experiments.detectors import get_detector
+    from draggan.experiments.landmarks import LandmarkSettings, run_landmarks
+    from draggan.experiments.pairs import landmark_pairs
+    from draggan.experiments.workbench import Bench, BenchSpec
+
+    bench = Bench(sess.editor.G, get_detector("toy"), sess.editor.auto, BenchSpec(sess.model))
+    settings = LandmarkSettings(max_steps=steps, feature_block=feature_block, points=n_points)
+    total = n_pairs * len(methods)
+    events: queue.Queue = queue.Queue()
+
+    def progress(label: str) -> None:
+        events.put(label)
+        if stop.is_set():
+            raise ExperimentStopped
+
+    def work() -> None:
+        if not ctx.sessions.slots.acquire(stop):
+            events.put(ExperimentStopped())
+            return
+        try:
+            pairs = landmark_pairs(bench.G, bench.detector, n_pairs, n_points, settings.seed, settings.psi)
+            result = run_landmarks(bench, methods, settings, pairs, progress=progress)
+            decay = run_decay(bench, methods, DecaySettings(max_steps=steps, feature_block=feature_block,
+                                                            points=n_points), pairs[:1])
+            events.put((result, decay))
+        except Exception as e:  # reported to the user below
+            events.put(e)
+        finally:
+            ctx.sessions.slots.release()
+
+    threading.Thread(target=work, daemon=True).start()
+    done, t0 = 0, time.monotonic()
+    while True:
+        try:
+            item = events.get(timeout=0.5)
+        except queue.Empty:
+            yield f"Running: {done} of {total} edits · {time.monotonic() - t0:.0f} s", gr.skip(), gr.skip(), gr.skip()
+            continue
+        if isinstance(item, str):
+            done += 1
+            continue
+        if isinstance(item, ExperimentStopped):
+            yield f"Stopped after {done} of {total} edits.", gr.skip(), gr.skip(), gr.skip()
+            return
+        if isinstance(item, UserError):
+            raise item
+        if isinstance(item, Exception):
+            raise item
+        result, decay = item
+        folder = sess.workdir()
+        result.write_json(folder / "experiment.json")
+        result.write_csv(folder / "experiment.csv")
+        note = plot_decay(decay, folder / "decay.png")
+        rows = [[name, *(s.get(k) for k in ("md_before", "md_after", "success_rate", "steps", "seconds_per_edit"))]
+                for name, s in result.methods.items()]
+        import pandas as pd
+        frame = pd.DataFrame(rows, columns=["method", "MD before", "MD after", "success", "steps", "s/edit"])
+        yield (f"Done: {total} edits in {time.monotonic() - t0:.0f} s." + (f" {note}" if note else ""), frame,
+               [str(folder / "experiment.json"), str(folder / "experiment.csv")],
+               str(folder / "decay.png") if (folder / "decay.png").exists() else None)
+        return
 
 
 # ----------------------------------------------------------------------------
-# Layout.
+# The whole app.
+
+@dataclasses.dataclass
+class BuiltApp:
+    """What build_demo makes: the Blocks to launch and the context its handlers share (for tests and scripts)."""
+    demo: gr.Blocks
+    ctx: AppContext
+    components: dict[str, Any]
+
 
 def device_label(device: torch.device) -> str:
     if device.type == "cuda":
@@ -483,221 +950,162 @@ def device_label(device: torch.device) -> str:
     return device.type
 
 
-def build_demo(model: str | None = None, device: str = "auto", *, max_sessions: int = 32,
-               session_ttl_s: float = 1800.0, concurrency: int = 1, max_photos: int = 4,
-               perceptual_loader: PerceptualLoader | None = None,
-               pti_presets: dict[str, PTIPreset] | None = None) -> gr.Blocks:
+def follow_model(ctx: AppContext, applied: str | None, request: gr.Request):
+    """After a new image: if its model is not the one the controls were set for, set them to its defaults;
+    always offer the methods its model can run. Returns the model, the resettable controls, method, note."""
+    names = [n for n, c in DRAG_CONTROLS.items() if c.reset]
+    if not ctx.has_session(request):
+        return _skips(len(names) + 3)
+    sess = ctx.session(request)
+    choices, note = ctx.method_choices(sess)
+    method = gr.Radio(choices=choices, value="draggan")
+    if sess.model == applied:
+        return (*_skips(len(names) + 1), method, note)
+    d = control_defaults(sess.model)
+    return (sess.model, *[d[n] for n in names], method, note)
+
+
+def build_demo(model: str | None = None, device: str = "auto", *, perceptual_loader: PerceptualLoader | None = None,
+               pti_presets: dict[str, PTIPreset] | None = None, **settings_kwargs: Any) -> BuiltApp:
     """The app. model: default model spec (None: the catalog's default); device: auto, cpu, cuda or mps;
-    max_sessions / session_ttl_s: how many idle sessions are kept and for how long;
-    concurrency: how many Generate/Drag/Invert events may run on the device at once;
-    max_photos: how many sessions may hold a tuned generator copy (a photo) at once;
+    settings_kwargs: the other ServerSettings fields (public=, max_sessions=, concurrency=, max_photos=, ...);
     perceptual_loader: device -> PerceptualDistance (default: pti.load_perceptual; tests pass a tiny one);
     pti_presets: the inversion presets offered, by name (default: pti.PRESETS)."""
-    dev = resolve_device(device)
-    default_model = model or catalog.default_model()
-    sessions = SessionManager(device=str(dev), max_sessions=max_sessions, ttl_s=session_ttl_s,
-                              perceptual_loader=perceptual_loader, max_photos=max_photos)
-    app = DragApp(sessions, default_model, device_label(dev), pti_presets)
-    start = dict(zip(DRAG_SETTINGS, drag_settings(default_model)))
-    choices = [(e.label, e.name) for e in catalog.list_models()]
-    if default_model not in [c[1] for c in choices]:
-        choices.insert(0, (app.model_label(default_model), default_model))
+    settings = ServerSettings(model=model, device=device, **settings_kwargs)
+    dev = resolve_device(settings.device)
+    default_model = settings.model or catalog.default_model()
+    from stylegan2.checkpoints import load_generator
 
-    gpu = dict(concurrency_id=GPU_GROUP, concurrency_limit=concurrency)
-    light = dict(concurrency_limit=None)        # cheap, and safe to run beside a drag
-    ordered = dict(concurrency_limit=1)         # cheap, but clicks must keep their order
-    private = dict(api_visibility="private")
+    def load(spec: str, device: str):
+        return load_generator(spec, device, allow_custom=not settings.public)
 
+    sessions = SessionManager(device=str(dev), load=load, max_sessions=settings.max_sessions,
+                              ttl_s=settings.session_ttl_s, perceptual_loader=perceptual_loader,
+                              max_photos=settings.max_photos, max_per_client=settings.max_per_client,
+                              device_slots=settings.concurrency, runner=device_drag)
+    ctx = AppContext(sessions, settings, default_model, device_label(dev), pti_presets)
+    start = control_defaults(default_model)
+    ui: dict[str, Any] = {"new_image_events": [], "wire_later": []}
+
+    def api(name: str, fn: Callable, inputs, outputs, **kwargs) -> None:
+        """An API endpoint that reports bad input as an error (the UI's own events keep the image instead)."""
+        trigger = gr.Button(visible=False)
+        trigger.click(fn, inputs, outputs, api_name=name, **kwargs)
+
+    ui["api"] = api
     with gr.Blocks(title="DragGAN", analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
+        ui["demo"] = demo
         gr.Markdown("# DragGAN\n" + HELP_TEXT + " Paint a mask (Mask tab) to keep the rest of the image fixed.")
-        status = gr.Markdown(f"Device **{app.device_label}** · model **{app.model_label(default_model)}**: loading…",
-                             label="status_line", elem_id="status")
-        with gr.Row():
-            with gr.Column(scale=1, min_width=320):
-                with gr.Group():
-                    model_box = gr.Dropdown(choices, value=default_model, label="Model", allow_custom_value=True,
-                                            info="A catalog model, or type a Hub repo_id:filename or a local "
-                                                 ".pkl/.safetensors path")
-                    with gr.Row():
-                        seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=SEED_MAX, scale=3)
-                        dice = gr.Button("Random seed", scale=1, min_width=80, size="sm")
-                    psi = gr.Slider(0.0, 1.0, value=0.7, step=0.05, label="Truncation ψ")
-                    latent_space = gr.Radio([("W", "w"), ("W+", "w+")], value="w+", label="Latent space")
-                    generate_btn = gr.Button("Generate", variant="primary")
-                with gr.Accordion("Real photo", open=False):
-                    photo = gr.File(label="Photo (JPEG, PNG or WebP)", file_types=["image"], type="filepath",
-                                    height=90)
-                    photo_preview = gr.Image(type="numpy", interactive=False, label="What will be inverted",
-                                             height=160, buttons=[])
-                    crop = gr.Textbox("", label="Crop", max_lines=1, placeholder="x0,y0,x1,y1",
-                                      info="Empty: the centre square. Else a box in pixels of the upright photo")
-                    preset = gr.Radio(list(app.presets), value="fast" if "fast" in app.presets else None,
-                                      label="Preset", info=" · ".join(
-                                          f"{k}: {p.w_steps} + {p.tune_steps} steps" for k, p in app.presets.items()))
-                    with gr.Row():
-                        invert_btn = gr.Button("Invert", variant="primary", elem_id="invert")
-                        cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel_invert")
-                    photo_report = gr.Markdown("Inverts into the model chosen above; then drag it as any image.",
-                                               label="report", elem_id="photo_report")
-                    with gr.Row():
-                        save_embedding_btn = gr.Button("Save embedding", size="sm")
-                        load_embedding_btn = gr.UploadButton("Load embedding", file_types=[".safetensors"],
-                                                             size="sm")
-                    embedding_file = gr.File(label="Embedding", interactive=False, visible=False)
-                with gr.Group():
-                    with gr.Row():
-                        drag_btn = gr.Button("Drag", variant="primary", elem_id="drag")
-                        stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
-                    with gr.Row():
-                        undo_btn = gr.Button("Undo drag", size="sm")
-                        reset_btn = gr.Button("Reset image", size="sm")
-                    with gr.Row():
-                        undo_point_btn = gr.Button("Undo point", size="sm")
-                        clear_points_btn = gr.Button("Clear points", size="sm")
-                # No reset buttons (buttons=[]): Gradio's go back to the page's first value, whatever the model.
-                lr = gr.Slider(0.0005, 0.1, value=start["lr"], step=0.0005, label="Step size", buttons=[])
-                r1 = gr.Slider(1, 128, value=start["r1"], step=1, label="R1: motion radius", buttons=[],
-                               info="Radii in 512-px units")
-                r2 = gr.Slider(1, 256, value=start["r2"], step=1, label="R2: tracking radius", buttons=[])
-                r3 = gr.Slider(1, 256, value=start["r3"], step=1, label="R3: Nearest search radius", buttons=[])
-                nearest = gr.Checkbox(DEFAULTS.nearest, label="Nearest: start each handle on the nearest edge")
-                max_steps = gr.Slider(1, 2000, value=start["max_steps"], step=1, label="Max steps", buttons=[])
-                defaults_btn = gr.Button("Model's drag defaults", size="sm")
-                with gr.Accordion("Advanced", open=False):
-                    feature_block = gr.Slider(1, 9, value=start["feature_block"], step=1, label="Feature block",
-                                              info="Synthesis block whose features drive the drag", buttons=[])
-                    rows = gr.Slider(1, 18, value=DEFAULTS.rows, step=1, label="W+ rows optimized", buttons=["reset"])
-                    frame_every = gr.Slider(1, 50, value=DEFAULTS.frame_every, step=1, label="Show every n-th step",
-                                            buttons=["reset"])
-                    tracking = gr.Radio([("L1 (paper)", "l1"), ("L2 (official code)", "l2")], value=DEFAULTS.tracking,
-                                        label="Point tracking distance")
-                with gr.Accordion("Save", open=False):
-                    save_btn = gr.Button("Save image (PNG)", size="sm")
-                    with gr.Row():
-                        video_format = gr.Radio(["mp4", "gif"], value="mp4", label="Video format")
-                        overlay = gr.Checkbox(True, label="Draw points in the video")
-                    export_btn = gr.Button("Export drag as video", size="sm")
-                    download = gr.File(label="Download", interactive=False)
-            with gr.Column(scale=2):
-                with gr.Tabs():
-                    with gr.Tab("Points"):
-                        view = gr.Image(type="numpy", interactive=False, label="view", show_label=False,
-                                        buttons=["fullscreen"], elem_id="view")
-                        info = gr.Markdown(HELP_TEXT, label="progress", elem_id="info")
-                    with gr.Tab("Mask") as mask_tab:
-                        mask_editor = gr.ImageEditor(
-                            type="numpy", image_mode="RGBA", sources=(), transforms=(), layers=False, format="png",
-                            brush=gr.Brush(colors=[("rgb(34, 197, 94)", 0.5)], color_mode="fixed"),
-                            label="Paint the area the drag may change", canvas_size=(VIEW_MIN_PX, VIEW_MIN_PX),
-                            height=560)
-                        with gr.Row():
-                            show_mask = gr.Checkbox(True, label="Show the mask on the image")
-                            clear_mask_btn = gr.Button("Clear mask", size="sm")
-                        lambda_mask = gr.Slider(0, 100, value=DEFAULTS.lambda_mask, step=1, buttons=["reset"],
-                                                label="λ: how strongly the unpainted area is kept fixed")
-        # The API's points; the UI leaves them empty and drags the clicked points.
-        handles = gr.Textbox("", visible=False, label="handles")
-        targets = gr.Textbox("", visible=False, label="targets")
-        frame = gr.JSON(visible=False, label="frame")
-        settings_model = gr.State(default_model)  # the model the drag sliders were last set for
+        ui["status"] = gr.Markdown(f"Device **{ctx.device_label}** · model **{ctx.model_label(default_model)}**: "
+                                   "loading…", elem_id="status")
+        ui["handles"] = gr.Textbox("", visible=False, label="handles")  # the API's points; the UI drags the clicks
+        ui["targets"] = gr.Textbox("", visible=False, label="targets")
+        ui["frame"] = gr.JSON(visible=False, label="frame")
+        ui["protocol"] = gr.Textbox("landmarks", visible=False, label="protocol")
+        ui["embedding_in"] = gr.File(visible=False, label="file")
+        applied = gr.State(default_model)  # the model the controls were last set for
+        with gr.Tabs():
+            with gr.Tab("Edit"):
+                with gr.Row():
+                    with gr.Column(scale=3, min_width=300):  # first: at the top on a phone
+                        ui["info"] = gr.Markdown(HELP_TEXT, elem_id="info", render=False)  # placed under the image
+                        with gr.Tabs():
+                            with gr.Tab("Points"):
+                                ui["view"] = gr.Image(type="numpy", interactive=False, show_label=False,
+                                                      buttons=["fullscreen"], elem_id="view", format="png")
+                            with gr.Tab("Mask") as ui["mask_tab"]:
+                                mask_section(ctx, ui)
+                        ui["info"].render()
+                        drag_section(ctx, ui)
+                    with gr.Column(scale=2, min_width=300):
+                        model_section(ctx, ui)
+                        settings_section(ctx, ui, start)
+                        photo_section(ctx, ui)
+                        save_section(ctx, ui)
+            with gr.Tab("Experiment"):
+                experiment_section(ctx, ui)
+        for wire in ui["wire_later"]:
+            wire()
+        resettable = [ui[n] for n, c in DRAG_CONTROLS.items() if c.reset]
+        def follow(applied_model: str | None, request: gr.Request):
+            return follow_model(ctx, applied_model, request)
 
-        gen_inputs, gen_outputs = [model_box, seed, psi, latent_space], [view, status, info]
-        settings = [lr, r1, r2, r3, feature_block, max_steps]
-        refresh_mask = dict(fn=app.mask_editor_value, inputs=None, outputs=mask_editor, show_progress="hidden",
-                            **private, **light)
-        follow_model = dict(fn=app.follow_model, inputs=settings_model, outputs=[settings_model, *settings],
-                            show_progress="hidden", **private, **light)
+        def unload(request: gr.Request) -> None:
+            sessions.close(request.session_hash)
 
-        def after_new_image(event) -> None:
-            event.then(**refresh_mask)
-            event.success(**follow_model)
-
-        after_new_image(generate_btn.click(app.generate, gen_inputs, gen_outputs, api_name="generate", **gpu))
-        after_new_image(dice.click(app.random_seed, None, seed, **private, **light)
-                        .then(app.generate, gen_inputs, gen_outputs, **private, **gpu))
-        after_new_image(demo.load(app.on_load, gen_inputs, gen_outputs, **private, **gpu))
-        defaults_btn.click(app.drag_defaults, None, settings, api_name="drag_defaults", **light)
-
-        preview = dict(fn=app.preview_photo, inputs=[photo, crop, model_box], outputs=[photo_preview, photo_report],
-                       trigger_mode="always_last", show_progress="hidden", **private, **light)
-        photo.change(**preview)
-        crop.change(**preview)
-        photo_outputs = [view, status, info, photo_report]
-        # `arm_invert` runs at once, so a Cancel pressed while the inversion still waits in the queue stops it.
-        after_new_image(invert_btn.click(app.arm_invert, None, None, queue=False, **private)
-                        .then(app.invert, [photo, crop, preset, model_box, latent_space], photo_outputs,
-                              api_name="invert", **gpu))
-        cancel_btn.click(app.cancel_invert, None, None, api_name="cancel_invert", show_progress="hidden", **light)
-        save_embedding_btn.click(app.save_embedding, None, embedding_file, api_name="save_embedding", **light) \
-            .success(lambda: gr.File(visible=True), None, embedding_file, **private, **light)
-        after_new_image(load_embedding_btn.upload(app.load_embedding, [load_embedding_btn, latent_space],
-                                                  photo_outputs, api_name="load_embedding", **gpu))
-
-        view.select(app.click, None, [view, info], trigger_mode="multiple", show_progress="hidden", **private, **ordered)
-        undo_point_btn.click(app.undo_point, None, [view, info], show_progress="hidden", **private, **ordered)
-        clear_points_btn.click(app.clear_points, None, [view, info], show_progress="hidden", **private, **ordered)
-
-        drag_inputs = [handles, targets, lr, r1, r2, r3, nearest, max_steps, lambda_mask, feature_block, rows,
-                       frame_every, tracking]
-        # `arm` runs at once, so a Stop pressed while the drag still waits in the queue cancels it.
-        drag_btn.click(app.arm, None, None, queue=False, **private) \
-            .then(app.drag, drag_inputs, [view, info, frame], api_name="drag", show_progress="minimal", **gpu) \
-            .then(**refresh_mask)
-        stop_btn.click(app.stop, None, None, api_name="stop", show_progress="hidden", **light)
-        undo_btn.click(app.undo, None, [view, info], api_name="undo", **light).then(**refresh_mask)
-        reset_btn.click(app.reset, None, [view, info], api_name="reset", **light).then(**refresh_mask)
-
-        mask_tab.select(**refresh_mask)
-        mask_editor.input(app.apply_mask, mask_editor, view, trigger_mode="always_last", show_progress="hidden",
-                          **private, **ordered)
-        clear_mask_btn.click(app.clear_mask, None, [view, mask_editor], show_progress="hidden", **private, **ordered)
-        show_mask.change(app.set_show_mask, show_mask, view, show_progress="hidden", **private, **light)
-
-        save_btn.click(app.save_image, None, download, api_name="save_image", **light)
-        export_btn.click(app.export_video, [video_format, overlay], download, api_name="export_video", **light)
-        demo.unload(app.unload)
-
+        follow = dict(fn=follow, inputs=applied,
+                      outputs=[applied, *resettable, ui["method"], ui["method_note"]], show_progress="hidden",
+                      api_visibility="private", concurrency_limit=None)
+        for event in ui["new_image_events"]:
+            event.then(**ui["refresh_mask"])
+            event.success(**follow)
+        demo.unload(unload)
     demo.queue(max_size=64)
-    demo.draggan = app  # for tests and scripts: the handlers and their SessionManager
-    return demo
+    return BuiltApp(demo, ctx, ui)
 
 
-def launch(demo: gr.Blocks, host: str | None = None, port: int | None = None, share: bool = False,
+def launch(built: BuiltApp, host: str | None = None, port: int | None = None, share: bool = False,
            **kwargs) -> Any:
     """Launch with the app's look (Gradio 6 takes theme and css at launch). host/port None: Gradio's
     defaults or GRADIO_SERVER_NAME / GRADIO_SERVER_PORT."""
     kwargs.setdefault("max_file_size", MAX_UPLOAD)
-    return demo.launch(server_name=host, server_port=port, share=share, css=CSS, theme=gr.themes.Soft(),
-                       ssr_mode=False, **kwargs)
+    return built.demo.launch(server_name=host, server_port=port, share=share, css=CSS, theme=gr.themes.Soft(),
+                             ssr_mode=False, **kwargs)
+
+
+def is_public(host: str | None, share: bool, flag_public: bool, flag_trusted: bool) -> bool:
+    """Public unless trusted: forced by --public, else whenever the app listens beyond loopback or shares a link."""
+    if flag_public:
+        return True
+    if flag_trusted:
+        return False
+    host = host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    return share or not loopback or bool(os.environ.get("SPACE_ID"))
 
 
 def main(argv: list[str] | None = None) -> None:
     env = os.environ.get
+    flag = lambda name: env(name, "").strip().lower() in ("1", "true", "yes")  # noqa: E731
     parser = argparse.ArgumentParser(description="The DragGAN web app")
     parser.add_argument("--model", default=env("DRAGGAN_MODEL"),
-                        help="default model: catalog name, Hub repo_id:filename, or a local .pkl/.safetensors path "
-                             "(env DRAGGAN_MODEL; default: the catalog's first model on this machine)")
+                        help="default model: catalog name (or, on a trusted server, a Hub repo_id:filename or a local "
+                             ".pkl/.safetensors path) (env DRAGGAN_MODEL; default: the catalog's first model here)")
     parser.add_argument("--device", default=env("DRAGGAN_DEVICE", "auto"),
                         help="auto, cpu, cuda or mps (env DRAGGAN_DEVICE; default auto)")
     parser.add_argument("--host", default=None, help="address to listen on (env GRADIO_SERVER_NAME; default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (env GRADIO_SERVER_PORT; default 7860)")
-    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (public mode)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--public", action="store_true", default=flag("DRAGGAN_PUBLIC"),
+                      help="catalog models only, bounded work (env DRAGGAN_PUBLIC=1; the default beyond loopback)")
+    mode.add_argument("--trusted", action="store_true", default=flag("DRAGGAN_TRUSTED"),
+                      help="allow local paths and any Hub file as models, even when listening beyond loopback "
+                           "(env DRAGGAN_TRUSTED=1): only for people you trust")
     parser.add_argument("--max-sessions", type=int, default=int(env("DRAGGAN_MAX_SESSIONS", "32")),
-                        help="live sessions kept; the least recently used is dropped first (env DRAGGAN_MAX_SESSIONS)")
+                        help="live sessions kept; the least recently used idle one goes first (env DRAGGAN_MAX_SESSIONS)")
     parser.add_argument("--session-ttl", type=float, default=float(env("DRAGGAN_SESSION_TTL", "1800")),
                         help="seconds an idle session is kept (env DRAGGAN_SESSION_TTL)")
     parser.add_argument("--concurrency", type=int, default=int(env("DRAGGAN_CONCURRENCY", "1")),
-                        help="Generate/Drag/Invert events run at once on the device (env DRAGGAN_CONCURRENCY)")
+                        help="drags/inversions/experiments run at once on the device (env DRAGGAN_CONCURRENCY)")
     parser.add_argument("--max-photos", type=int, default=int(env("DRAGGAN_MAX_PHOTOS", "4")),
-                        help="sessions that may edit a photo (each holds its own tuned generator copy) at once; "
-                             "beyond that Invert asks to try later (env DRAGGAN_MAX_PHOTOS; default 4)")
+                        help="sessions that may edit a photo (each holds its own tuned generator copy) at once "
+                             "(env DRAGGAN_MAX_PHOTOS; default 4)")
     args = parser.parse_args(argv)
+    public = is_public(args.host, args.share, args.public, args.trusted)
     try:
-        demo = build_demo(args.model, args.device, max_sessions=args.max_sessions, session_ttl_s=args.session_ttl,
-                          concurrency=args.concurrency, max_photos=args.max_photos)
-    except ValueError as e:  # a device that is not here
+        built = build_demo(args.model, args.device, public=public, max_sessions=args.max_sessions,
+                           session_ttl_s=args.session_ttl, concurrency=args.concurrency, max_photos=args.max_photos)
+    except (ValueError, UserError) as e:  # a device that is not here, a model not allowed
         parser.error(str(e))
-    launch(demo, args.host, args.port, args.share)
+    launch(built, args.host, args.port, args.share, quiet=True, prevent_thread_lock=True)
+    print(f"DragGAN ({'public' if public else 'trusted'} mode, {built.ctx.device_label}, model "
+          f"{built.ctx.default_model}) at {built.demo.local_url}"
+          + (f" and {built.demo.share_url}" if args.share else "  (add --share for a public link)"), flush=True)
+    built.demo.block_thread()
 
 
 if __name__ == "__main__":

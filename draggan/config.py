@@ -6,6 +6,7 @@ optimizer converts them to (row, col) tensors once, inside.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from typing import Any, Sequence
 
@@ -15,6 +16,7 @@ import torch
 from stylegan2.errors import UserError
 
 MAX_POINTS = 100        # handle/target pairs per drag: the 68-landmark protocol needs 68
+MAX_POINTS_TEXT = 16_384  # characters of a point list (100 pairs of coordinates need ~2,500)
 TRACKING = ("l1", "l2")
 
 
@@ -130,6 +132,33 @@ def validate_points(handles_xy: Sequence, targets_xy: Sequence, resolution: int,
         raise DragInputError("There are more targets than handles: give every target a handle")
     return ([check_point(p, resolution, f"handle {i + 1}") for i, p in enumerate(handles_xy)],
             [check_point(p, resolution, f"target {i + 1}") for i, p in enumerate(targets_xy)])
+
+
+def parse_points(text: str | None, name: str) -> list[list[float]]:
+    """Points as text, in either form people type: JSON `[[x, y], ...]` or `x,y;x,y`. Empty: no points.
+
+    Only the form is checked here (sizes bounded before parsing); `validate_points` checks the values.
+    """
+    if text is None or not str(text).strip():
+        return []
+    text = str(text).strip()
+    if len(text) > MAX_POINTS_TEXT:
+        raise DragInputError(f"{name}: at most {MAX_POINTS} points ({MAX_POINTS_TEXT} characters), got {len(text)} characters")
+    example = "[[12, 30], [40, 8]] or 12,30;40,8"
+    try:
+        if text.startswith("["):
+            points = json.loads(text)
+            if not isinstance(points, list):
+                raise ValueError
+        else:
+            points = [part.split(",") for part in text.split(";") if part.strip()]
+        if len(points) > MAX_POINTS:
+            raise DragInputError(f"{name}: at most {MAX_POINTS} points, got {len(points)}")
+        if not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in points):
+            raise ValueError
+        return [[float(x), float(y)] for x, y in points]
+    except (ValueError, TypeError, OverflowError):
+        raise DragInputError(f"{name} must be points like {example}; got {_short(text)}") from None
 
 
 def _short(value: Any, limit: int = 60) -> str:

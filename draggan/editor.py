@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import threading
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +24,8 @@ from stylegan2.networks import Generator, image_to_uint8, seed_to_z
 
 from .config import DragConfig, DragFrame, DragInputError
 from .methods import DragJob, run_drag
+
+Runner = Callable[[str, DragJob], Iterator[DragFrame]]
 from .video import FrameRecorder
 
 if TYPE_CHECKING:
@@ -123,28 +125,35 @@ class DragSession:
     # -- the drag ----------------------------------------------------------
 
     def drag(self, handles_xy: Sequence[Sequence[float]], targets_xy: Sequence[Sequence[float]],
-             config: DragConfig | None = None, method: str = "draggan") -> Iterator[DragFrame]:
+             config: DragConfig | None = None, method: str = "draggan",
+             stop: threading.Event | None = None, runner: Runner | None = None) -> Iterator[DragFrame]:
         """Run a drag with `method`, yielding its frames and a last frame with done=True.
 
-        The handles follow the tracked positions; `stop()` from another thread ends the drag before
-        its next step. Raises DragInputError for bad points, settings or method, before changing anything.
+        The handles follow the tracked positions; `stop()` from another thread (or setting `stop`)
+        ends the drag before its next step. Raises DragInputError for bad points, settings or
+        method, before changing anything. runner(method, job) -> frames runs the job (default: run_drag
+        here; the app passes one that runs it where the GPU is). If the caller stops iterating early,
+        the latent of the last frame seen is kept, so the session always matches what was shown.
         """
         editable = None if self.editable is None else torch.from_numpy(self.editable).to(self.device)
-        self._stop.clear()
+        self._stop = stop or threading.Event()
         job = DragJob(self.G, self.latent, list(handles_xy), list(targets_xy), config or DragConfig(),
                       editable=editable, latent_space=self.latent_space, noise_mode=self.noise_mode,
                       stop=self._stop, auto=self.auto, image=self.image())
-        frames = run_drag(method, job)
+        frames = (runner or run_drag)(method, job)
         self._snapshot()
         self.recorder.clear()
         self.targets_xy = job.targets_xy
-        for frame in frames:
-            self.handles_xy = frame.handles_xy
-            if frame.image is not None:
-                self.recorder.add(frame.image, frame.handles_xy, frame.targets_xy)
-            if frame.done:
-                self._set_latent(frame.latent, frame.image)
-            yield frame
+        last = None
+        try:
+            for last in frames:
+                self.handles_xy = last.handles_xy
+                if last.image is not None:
+                    self.recorder.add(last.image, last.handles_xy, last.targets_xy)
+                yield last
+        finally:
+            if last is not None and last.latent is not None:
+                self._set_latent(last.latent.to(self.device), last.image if last.done else None)
 
     def export_video(self, path, overlay: bool = True, fps: float = 15.0):
         """Write the last drag as .mp4, .webm or .gif; returns the path."""

@@ -54,6 +54,14 @@ class DragJob:
     auto: "AutoDragModel | None" = None   # the learned predictor for G (methods in LEARNED)
     image: np.ndarray | None = None       # the start latent's image if the caller has it (Nearest looks at it)
 
+    def __getstate__(self) -> dict:
+        # A job pickled into another process (ZeroGPU's worker) cannot share a stop event with this one:
+        # there the consumer stops by closing the frame generator instead.
+        return {**self.__dict__, "stop": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, stop=threading.Event())
+
     def __post_init__(self) -> None:
         self.config.validate()
         res = self.G.img_resolution

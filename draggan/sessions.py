@@ -42,13 +42,14 @@ from pti.inversion import Progress
 from stylegan2.checkpoints import CheckpointError, portable_spec
 from stylegan2.networks import Generator
 
-from .config import MAX_POINTS, DragConfig, DragFrame, DragInputError, check_point
-from .editor import DragSession, seed_latent
+from .config import MAX_POINTS, DragConfig, DragFrame, DragInputError, check_point, validate_points
+from .editor import DragSession, Runner, seed_latent
 
 Loader = Callable[[str, str], Generator]  # (model spec, device) -> generator, one shared copy per model
 PerceptualLoader = Callable[[str], PerceptualDistance]  # device -> perceptual distance
 PredictorLoader = Callable[[str, Generator], object]  # (model spec, its generator) -> AutoDragModel or None
 SEED_MAX = 2**32 - 1  # numpy RandomState seeds, as the official app
+STOP_GRACE_S = 3.0    # a drag that has not ended this long after its Stop is cut off at its last frame
 
 
 class NoSessionError(DragInputError):
@@ -83,6 +84,32 @@ def read_photo(path: str | os.PathLike, resolution: int, crop: tuple[int, int, i
         raise DragInputError(_short_names(str(e), path)) from None
 
 
+class DeviceSlots:
+    """At most `n` long jobs on the device at once (drags, inversions, experiments); the rest wait their turn.
+
+    Waiting happens in our code, not in the web framework's queue, so a waiting job can still be
+    stopped (its session's Stop) and reports that it waits.
+    """
+
+    def __init__(self, n: int = 1):
+        assert n >= 1
+        self.n = n
+        self._sem = threading.BoundedSemaphore(n)
+
+    def try_acquire(self) -> bool:
+        return self._sem.acquire(blocking=False)
+
+    def release(self) -> None:
+        self._sem.release()
+
+    def acquire(self, cancelled: threading.Event | None = None, poll_s: float = 0.05) -> bool:
+        """Wait for a slot; False if `cancelled` was set first."""
+        while cancelled is None or not cancelled.is_set():
+            if self._sem.acquire(timeout=poll_s):
+                return True
+        return False
+
+
 class EditSession:
     """One user's editing state: a DragSession over a shared generator (or, for a photo, over the
     session's own tuned copy), its clicked points and mask.
@@ -107,8 +134,9 @@ class EditSession:
         self.client: str | None = None           # who opened it (the app: the IP address), for the per-client bound
         self._lock = threading.RLock()
         self._running = False
-        self._armed = False          # a drag was asked for and has not started yet
-        self._stop_pending = False   # Stop pressed while the armed drag waited in the queue
+        self._tickets: list[threading.Event] = []  # stop events of this session's drags, in line order
+        self.slots = DeviceSlots(1)              # the device's slots; the manager shares its own
+        self.runner: Runner | None = None        # where drags run (the manager's)
         self._idle = threading.Event()
         self._idle.set()
         self._workdir: Path | None = None
@@ -189,68 +217,84 @@ class EditSession:
 
     # -- drag, stop, undo --------------------------------------------------
 
-    def arm(self) -> None:
-        """Note that a drag was asked for (before it waits in a queue), so a Stop meanwhile cancels it."""
-        with self._lock:
-            self._armed = True
-            self._stop_pending = False
-
     def stop(self) -> bool:
-        """Stop this session's running drag before its next step, or the armed one before it starts.
+        """Stop this session's running drag before its next step, and the drags waiting to start.
 
         Returns False if there was nothing to stop.
         """
         with self._lock:
-            if self._running:
-                self.editor.stop()
-            if self._armed:  # also a Drag pressed again during this one, now waiting behind it
-                self._stop_pending = True
-            return self._running or self._armed
+            for ticket in self._tickets:
+                ticket.set()
+            return bool(self._tickets)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until no drag runs; False on timeout."""
         return self._idle.wait(timeout)
 
+    def _wait_turn(self, ticket: threading.Event, poll_s: float = 0.02) -> bool:
+        """Wait until this drag is first in the session's line and holds a device slot; False if stopped first."""
+        while not ticket.is_set():
+            with self._lock:
+                if self._closed:
+                    return False
+                if not self._running and self._tickets[0] is ticket and self.slots.try_acquire():
+                    self._running = True
+                    self._idle.clear()
+                    return True
+            time.sleep(poll_s)
+        return False
+
     def run_drag(self, handles_xy, targets_xy, config: DragConfig, method: str = "draggan") -> Iterator[DragFrame]:
-        """A drag over this session, one at a time per session.
+        """A drag over this session: it waits its turn (one drag at a time per session, one device slot),
+        and a Stop meanwhile cancels it before it starts.
 
         If the caller abandons the iterator (a client disconnects or cancels), the drag is
         stopped and run to its end, so the latent and points stay consistent.
         """
+        handles_xy, targets_xy = validate_points(handles_xy, targets_xy, self.resolution)  # before waiting in line
+        ticket = threading.Event()  # this drag's Stop
         with self._lock:
-            self._check_idle("starting another drag")
             if self._closed:
                 raise NoSessionError("This session has ended: press Generate to start again")
-            stop_first = self._armed and self._stop_pending
-            self._armed = self._stop_pending = False
-            self._running = True
-            self._idle.clear()
+            self._tickets.append(ticket)
+        started = False
         try:
-            if stop_first:
-                yield self._unchanged_frame()
+            started = self._wait_turn(ticket)
+            if not started:
+                yield self._unchanged_frame(handles_xy, targets_xy)
                 return
-            frames = self.editor.drag(handles_xy, targets_xy, config, method)
-            finished = False
+            frames = self.editor.drag(handles_xy, targets_xy, config, method, stop=ticket, runner=self.runner)
+            finished, stop_seen = False, None
             try:
                 for frame in frames:
                     finished = frame.done
                     yield frame
+                    if ticket.is_set() and not finished:  # a runner in another process never sees the ticket
+                        stop_seen = stop_seen or time.monotonic()
+                        if time.monotonic() - stop_seen > STOP_GRACE_S:
+                            break
             finally:
                 if not finished:
-                    self.editor.stop()
+                    ticket.set()
+                    deadline = time.monotonic() + STOP_GRACE_S
                     for _ in frames:
-                        pass
+                        if time.monotonic() > deadline:
+                            break
+                    frames.close()
         finally:
             with self._lock:
-                self._running = False
-                self._idle.set()
+                self._tickets.remove(ticket)
+                if started:
+                    self._running = False
+                    self.slots.release()
+                    self._idle.set()
 
-    def _unchanged_frame(self) -> DragFrame:
+    def _unchanged_frame(self, handles_xy: list[list[float]], targets_xy: list[list[float]]) -> DragFrame:
         """The last frame of a drag stopped before it started."""
         d = self.editor
-        dist = [float(np.hypot(t[0] - h[0], t[1] - h[1])) for h, t in zip(d.handles_xy, d.targets_xy)]
-        return DragFrame(0, d.handles_xy, d.targets_xy, dist, float("nan"), 0.0, d.image(), done=True,
-                         reason="stopped", latent=d.latent, start_xy=d.handles_xy)
+        dist = [float(np.hypot(t[0] - h[0], t[1] - h[1])) for h, t in zip(handles_xy, targets_xy)]
+        return DragFrame(0, handles_xy, targets_xy, dist, float("nan"), 0.0, d.image(), done=True,
+                         reason="stopped", latent=d.latent, start_xy=handles_xy)
 
     def undo(self) -> bool:
         """Undo the last drag (or reset). False if there is nothing to undo."""
@@ -355,14 +399,17 @@ class SessionManager:
     def __init__(self, device: str = "cpu", load: Loader | None = None, max_sessions: int = 32,
                  ttl_s: float = 1800.0, clock: Callable[[], float] = time.monotonic,
                  perceptual_loader: PerceptualLoader | None = None, max_photos: int = 4,
-                 max_per_client: int | None = None, predictor_loader: PredictorLoader | None = None):
+                 max_per_client: int | None = None, predictor_loader: PredictorLoader | None = None,
+                 device_slots: int = 1, runner: Runner | None = None):
         """device: where generators run; load: (spec, device) -> Generator, sharing one copy per model
         (default: stylegan2.checkpoints.load_generator with custom models allowed);
         max_sessions: live sessions kept; ttl_s: idle seconds before a session ends;
         perceptual_loader: device -> PerceptualDistance for inversions (default: pti.load_perceptual);
         max_photos: sessions that may hold a tuned generator copy at once (photos and inversions in progress);
         max_per_client: sessions one client may hold (default: a quarter of max_sessions, at least 2);
-        predictor_loader: (spec, G) -> the model's Auto DragGAN predictor or None (default: the catalog's)."""
+        predictor_loader: (spec, G) -> the model's Auto DragGAN predictor or None (default: the catalog's);
+        device_slots: long jobs (drags, inversions, experiments) that run on the device at once;
+        runner: (method, DragJob) -> frames, where drags run (default: here, `methods.run_drag`)."""
         assert max_sessions >= 1 and ttl_s > 0
         self.device = device
         self._load = load or _default_loader
@@ -374,6 +421,8 @@ class SessionManager:
         self._sessions: collections.OrderedDict[str, EditSession] = collections.OrderedDict()  # LRU first
         self._lock = threading.Lock()
         self.photos = PhotoSlots(max_photos, self._photo_keys)
+        self.slots = DeviceSlots(device_slots)
+        self.runner = runner
         self._load_perceptual = perceptual_loader or load_perceptual
         self._perceptual: dict[str, PerceptualDistance] = {}
         self._perceptual_lock = threading.Lock()
@@ -433,6 +482,7 @@ class SessionManager:
             evicted += self._make_room_locked(key, session.client)
             self._sessions.pop(key, None)
             session.last_used = self._clock()
+            session.slots, session.runner = self.slots, self.runner
             self._sessions[key] = session
         for s in ([old] if old is not None else []) + evicted:
             s.close()
@@ -517,14 +567,19 @@ class SessionManager:
         cannot be loaded. Whatever goes wrong, the old session is untouched.
         """
         cancel = self._reserve_photo(key)
+        slot = False
         try:
             G = self.generator(model)
             target, notes = read_photo(photo, G.img_resolution, crop)
-            result = invert(G, target, self.perceptual(), preset, progress=progress, cancel=cancel)
+            perceptual = self.perceptual()
+            slot = self.slots.acquire(cancel)
+            result = invert(G, target, perceptual, preset, progress=progress, cancel=cancel)
             session = self._photo_session(key, model, result, latent_space, client)
             self._install(session, "inverting a photo")
             return session, notes
         finally:
+            if slot:
+                self.slots.release()
             self.photos.release(key)
 
     def load_photo(self, key: str, path: str | os.PathLike, latent_space: str = "w+",

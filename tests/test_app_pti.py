@@ -51,15 +51,15 @@ def server(tmp_path_factory, extra_catalog):
         torch.manual_seed(0)
         perceptual = PerceptualDistance(VGG16Features(width=1 / 16))
     perceptual_loads = []
-    demo = draggan_app.build_demo(MODEL, "cpu", max_photos=2, pti_presets={"fast": FAST, "paper": LONG},
+    built = draggan_app.build_demo(MODEL, "cpu", max_photos=2, pti_presets={"fast": FAST, "paper": LONG},
                                   perceptual_loader=lambda device: perceptual_loads.append(device) or perceptual)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    draggan_app.launch(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
-    yield types.SimpleNamespace(url=f"http://127.0.0.1:{port}/", demo=demo, app=demo.draggan, G=G,
+    draggan_app.launch(built, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    yield types.SimpleNamespace(url=f"http://127.0.0.1:{port}/", demo=built.demo, app=built.ctx, G=G,
                                 model_path=str(model), photos=photos, perceptual_loads=perceptual_loads)
-    demo.close()
+    built.demo.close()
 
 
 @pytest.fixture
@@ -93,7 +93,7 @@ def test_invert_a_photo_drag_it_reset_then_back_to_a_seed(server, connect):
 
     view, status, hint, report = c.predict(photo=handle_file(server.photos[5]), api_name="/invert")
     assert "**Your photo** (PTI on **Tiny test model**, 32×32) on **cpu** · PSNR" in status and "handle" in hint
-    assert load(view).shape == (512, 512, 3) and "Projected in 30 steps" in report
+    assert load(view).shape == (256, 256, 3) and "Projected in 30 steps" in report
     reported = float(re.search(r"PSNR ([\d.]+) dB", status)[1])
     saved = c.predict(api_name="/save_image")
     assert saved.endswith("draggan-photo.png")
@@ -110,7 +110,7 @@ def test_invert_a_photo_drag_it_reset_then_back_to_a_seed(server, connect):
     assert np.array_equal(load(c.predict(api_name="/save_image")), photo_image)
 
     sess = server.app.sessions.get(c.session_hash)
-    assert sess.drag.G is not base and generator_hash(base) == base_hash  # the shared model never changed
+    assert sess.editor.G is not base and generator_hash(base) == base_hash  # the shared model never changed
     assert server.app.sessions.photo_count() == 1
     _, status, _ = c.predict(seed=3, api_name="/generate")    # back to the shared generator
     assert "seed 3" in status and np.array_equal(load(c.predict(api_name="/save_image")), seed_image)
@@ -146,7 +146,7 @@ def test_two_sessions_tune_separate_copies_and_the_bound_holds(server, connect):
     a.predict(photo=handle_file(server.photos[5]), api_name="/invert")
     b.predict(photo=handle_file(server.photos[7]), api_name="/invert")
     sessions = server.app.sessions
-    ga, gb = sessions.get(a.session_hash).drag.G, sessions.get(b.session_hash).drag.G
+    ga, gb = sessions.get(a.session_hash).editor.G, sessions.get(b.session_hash).editor.G
     base = sessions.generator(MODEL)
     wa, wb = ga.synthesis.b32.conv1.weight, gb.synthesis.b32.conv1.weight
     assert len({id(ga), id(gb), id(base)}) == 3 and wa.data_ptr() != wb.data_ptr() and not torch.equal(wa, wb)
@@ -177,10 +177,10 @@ def test_bad_photos_get_a_clear_message_and_nothing_is_lost(server, connect, tmp
     assert np.array_equal(load(c.predict(api_name="/save_image")), before)
     assert server.app.sessions.photo_count() == 0
     # the preview says the same without an error dialog
-    image, text = server.app.preview_photo(str(huge), "", MODEL)
+    image, text = draggan_app.preview_photo(server.app, str(huge), "", MODEL)
     assert image is None and text.startswith("⚠️ huge.png is 8000x6000")
-    image, text = server.app.preview_photo(str(server.photos[5]), "0,0,16,16", MODEL)
-    assert image.shape == (512, 512, 3) and text == "The 16-pixel square was enlarged to the model's 32 pixels; " \
+    image, text = draggan_app.preview_photo(server.app, str(server.photos[5]), "0,0,16,16", MODEL)
+    assert image.shape == (256, 256, 3) and text == "The 16-pixel square was enlarged to the model's 32 pixels; " \
                                                     "expect a soft result."
 
 
@@ -220,9 +220,18 @@ def test_drag_settings_follow_the_model(server, connect):
     c.predict(api_name="/generate")
     assert c.predict(api_name="/drag_defaults") == (0.05, 40, 90, 40, 3, 300)  # r3, max_steps: DragConfig's
 
-    app, request = server.app, types.SimpleNamespace(session_hash=c.session_hash)
-    assert app.follow_model(MODEL, request) == (draggan_app.gr.skip(),) * 7  # same model: the user's values stay
-    app.generate(server.model_path, 0, 0.7, "w+", request, lambda *a, **k: None)  # a model outside the catalog
-    assert app.follow_model(MODEL, request) == (server.model_path, 0.002, 3, 13, 40, 6, 300)
-    app.generate(MODEL, 0, 0.7, "w+", request, lambda *a, **k: None)
-    assert app.follow_model(server.model_path, request) == (MODEL, 0.05, 40, 90, 40, 3, 300)
+    ctx, request = server.app, types.SimpleNamespace(session_hash=c.session_hash, client=None)
+    names = [n for n, control in draggan_app.DRAG_CONTROLS.items() if control.reset]
+    keys = ("lr", "r1", "r2", "r3", "feature_block", "max_steps")
+
+    def follow(applied):
+        out = draggan_app.follow_model(ctx, applied, request)
+        return out[0], dict(zip(names, out[1:1 + len(names)]))
+
+    assert follow(MODEL) == (draggan_app.gr.skip(), {n: draggan_app.gr.skip() for n in names})  # the user's values stay
+    ctx.sessions.new_session(c.session_hash, server.model_path, 0)  # a model outside the catalog
+    model, values = follow(MODEL)
+    assert model == server.model_path and tuple(values[k] for k in keys) == (0.002, 3, 13, 40, 6, 300)
+    ctx.sessions.new_session(c.session_hash, MODEL, 0)
+    model, values = follow(server.model_path)
+    assert model == MODEL and tuple(values[k] for k in keys) == (0.05, 40, 90, 40, 3, 300)

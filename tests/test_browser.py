@@ -36,13 +36,13 @@ TIMEOUT_MS = 90_000
 def served(tmp_path_factory):
     model = "toyfaces-64" if TOYFACES.is_file() else str(save_generator(
         tiny_generator(32, seed=0), tmp_path_factory.mktemp("model") / "tiny.safetensors"))
-    demo = draggan_app.build_demo(model, "cpu")
+    built = draggan_app.build_demo(model, "cpu")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    draggan_app.launch(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/", demo.draggan.sessions
-    demo.close()
+    draggan_app.launch(built, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/", built.ctx.sessions
+    built.demo.close()
 
 
 def pixels(png: bytes) -> np.ndarray:

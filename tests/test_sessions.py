@@ -104,20 +104,31 @@ def test_stop_from_another_thread_ends_the_drag_within_a_step(manager):
 
 def test_stop_pressed_while_the_drag_waits_cancels_it(manager):
     a = manager.new_session("a", "tiny", seed=1)
-    assert not a.stop()                     # nothing running or asked for: no effect on later drags
-    a.arm()                                 # the UI asked for a drag; it waits in the queue
-    assert a.stop()
-    frames = list(a.run_drag([[4, 4]], [[28, 28]], FAR))
+    b = manager.new_session("b", "tiny", seed=2)
+    assert not a.stop()                     # nothing running or waiting: no effect on later drags
+    g_b = b.run_drag([[4, 4]], [[28, 28]], FAR)
+    next(g_b)                               # b holds the only device slot: a's drag must wait
+    frames = []
+    t = threading.Thread(target=lambda: frames.extend(a.run_drag([[4, 4]], [[28, 28]], FAR)))
+    t.start()
+    time.sleep(0.2)
+    assert a.stop()                         # reaches the waiting drag (as the API's /stop does)
+    t.join(10)
     assert len(frames) == 1 and frames[0].reason == "stopped" and frames[0].step == 0
-    assert not a.editor.history               # nothing ran, nothing to undo
+    assert not a.editor.history             # nothing ran, nothing to undo
+    assert b.running and b.stop() and list(g_b)[-1].reason == "stopped"
     frames = list(a.run_drag([[4, 4]], [[28, 28]], DragConfig(max_steps=3)))
     assert frames[-1].reason == "max_steps" and frames[-1].step == 3
 
     g = a.run_drag([[4, 4]], [[28, 28]], FAR)
     next(g)
-    a.arm()                                 # Drag pressed again: queued behind the running drag
+    second = []                             # Drag pressed again: waits behind the running drag
+    t = threading.Thread(target=lambda: second.extend(a.run_drag([[4, 4]], [[28, 28]], FAR)))
+    t.start()
+    time.sleep(0.2)
     assert a.stop() and list(g)[-1].reason == "stopped"
-    assert [f.reason for f in a.run_drag([[4, 4]], [[28, 28]], FAR)] == ["stopped"]  # the queued one too
+    t.join(10)
+    assert [f.reason for f in second] == ["stopped"]  # the waiting one too
 
 
 def test_an_abandoned_drag_is_stopped_and_committed(manager):

@@ -81,8 +81,10 @@ def _points(res: int) -> tuple[list[list[float]], list[list[float]]]:
     return [[0.3 * res, 0.4 * res], [0.6 * res, 0.5 * res]], [[0.7 * res, 0.4 * res], [0.2 * res, 0.9 * res]]
 
 
-METHODS = [("straightforward (official approach)", 0), ("engine, frame every step", 1),
-           ("engine, frame every 10 steps", 10)]  # (name, frame_every; 0 = the straightforward step)
+# (label, method, frame_every, frame_interval_s): the official approach, then ours as the CLI and the app run it.
+METHODS = [("straightforward (official approach)", "straightforward", 1, 0.0),
+           ("draggan, frame every step", "draggan", 1, 0.0),
+           ("draggan, frame every 10 steps", "draggan", 10, 0.0)]
 
 
 def make_generator(source: str | int, device: torch.device):
@@ -96,36 +98,33 @@ def make_generator(source: str | int, device: torch.device):
     return load_generator(source, device)
 
 
-def time_method(source: str | int, device: str, every: int, steps: int, threads: int) -> dict:
-    """ms per step and peak memory of one method, in this (fresh) process."""
-    from draggan.baseline import baseline_drag
-    from draggan.engine import DragConfig, DragSession
+def time_method(source: str | int, device: str, method: str, every: int, interval: float, steps: int,
+                threads: int) -> dict:
+    """ms per step and peak memory of one method, in this (fresh) process.
+
+    Times `steps` frames after the first (which pays for set-up): steps * frame_every steps.
+    """
+    from draggan.config import DragConfig
+    from draggan.editor import seed_latent
+    from draggan.methods import DragJob, run_drag
 
     torch.set_num_threads(threads)
     device = torch.device(device)
     G = make_generator(source, device)
-    res = G.img_resolution
-    handles, targets = _points(res)
-    w0 = DragSession.from_seed(G, 0).w0
-    times = []
-    if every == 0:
-        # The official generator's weights require grad, so it pays for weight gradients too.
-        G.requires_grad_(True)
-        with PeakMemory(device) as mem:
-            for _ in baseline_drag(G, w0, handles, targets, DragConfig(max_steps=steps + 1)):
-                _sync(device)
-                times.append(time.perf_counter())
-    else:
-        # A frame is yielded every `every` steps: time `steps` frames, i.e. steps * every steps.
-        with PeakMemory(device) as mem:
-            for frame in DragSession(G, w0).drag(handles, targets, DragConfig(max_steps=steps * every + 1,
-                                                                              frame_every=every)):
-                if not frame.done:
-                    _sync(device)
-                    times.append(time.perf_counter())
-        times = [times[0] + (t - times[0]) / every for t in times]  # frame times -> step times
-    ms = 1000 * (times[-1] - times[0]) / (len(times) - 1)
-    return {"resolution": res, "ms_per_step": round(ms, 2), "peak_mb": round(mem.peak_mb, 1)}
+    if method == "straightforward":
+        G.requires_grad_(True)  # the official generator's weights require grad: it pays for weight gradients too
+    handles, targets = _points(G.img_resolution)
+    cfg = DragConfig(max_steps=steps * every + 1, frame_every=every, frame_interval_s=interval, check_every=10)
+    job = DragJob(G, seed_latent(G, 0), handles, targets, cfg)
+    marks = []  # (steps done, time)
+    with PeakMemory(device) as mem:
+        for frame in run_drag(method, job):
+            _sync(device)
+            if not frame.done:
+                marks.append((frame.step, time.perf_counter()))
+    (s0, t0), (s1, t1) = marks[0], marks[-1]
+    return {"resolution": G.img_resolution, "ms_per_step": round(1000 * (t1 - t0) / (s1 - s0), 2),
+            "peak_mb": round(mem.peak_mb, 1)}
 
 
 def _child(queue, *args) -> None:
@@ -142,15 +141,16 @@ def bench_generator(source: str | int, device: torch.device, steps: int, label: 
 
     ctx = mp.get_context("spawn")
     rows = []
-    for method, every in METHODS:
+    for label_, method, every, interval in METHODS:
         queue = ctx.Queue()
-        proc = ctx.Process(target=_child, args=(queue, source, str(device), every, steps, torch.get_num_threads()))
+        proc = ctx.Process(target=_child, args=(queue, source, str(device), method, every, interval, steps,
+                                                 torch.get_num_threads()))
         proc.start()
         result = queue.get()
         proc.join()
         if isinstance(result, BaseException):
             raise result
-        rows.append({"model": label, "device": str(device), "method": method, **result})
+        rows.append({"model": label, "device": str(device), "method": label_, **result})
     base = rows[0]
     for r in rows:
         r["speedup"] = round(base["ms_per_step"] / r["ms_per_step"], 2)
@@ -159,30 +159,24 @@ def bench_generator(source: str | int, device: torch.device, steps: int, label: 
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
+    from stylegan2.checkpoints import resolve_device
 
-    from stylegan2.checkpoints import CheckpointError, resolve_device
-
-    try:
-        device = resolve_device(args.device)
-        if args.model:
-            make_generator(args.model, torch.device("cpu"))  # fail early, with the loader's message
-            sources = [(args.model, args.model)]
-        else:
-            sources = [(f"random-{r}", r) for r in (args.random_res or [256, 512])]
-        results = []
-        for label, source in sources:
-            rows = bench_generator(source, device, max(args.steps, 2), label)
-            results.extend(rows)
-            if not args.json:
-                for r in rows:
-                    print(f"{r['model']:>12}  {r['resolution']:4d}px  {r['method']:<36} {r['ms_per_step']:9.1f} ms/step"
-                          f"  {r['peak_mb']:8.1f} MB peak  x{r['speedup']:.2f} speed  x{r['memory_ratio']:.2f} memory",
-                          flush=True)
-        if args.json:
-            print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "results": results},
-                             indent=1))
-    except (CheckpointError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    device = resolve_device(args.device)
+    if args.model:
+        make_generator(args.model, torch.device("cpu"))  # fail early, with the loader's message
+        sources = [(args.model, args.model)]
+    else:
+        sources = [(f"random-{r}", r) for r in (args.random_res or [256, 512])]
+    results = []
+    for label, source in sources:
+        rows = bench_generator(source, device, max(args.steps, 2), label)
+        results.extend(rows)
+        if not args.json:
+            for r in rows:
+                print(f"{r['model']:>12}  {r['resolution']:4d}px  {r['method']:<36} {r['ms_per_step']:9.1f} ms/step"
+                      f"  {r['peak_mb']:8.1f} MB peak  x{r['speedup']:.2f} speed  x{r['memory_ratio']:.2f} memory",
+                      flush=True)
+    if args.json:
+        print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "results": results},
+                         indent=1))
     return 0

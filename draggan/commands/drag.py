@@ -13,115 +13,113 @@ from PIL import Image
 HELP = "drag handles to targets on a generated image (or a PTI embedding) and save the result"
 
 
-def parse_points(text: str, name: str) -> list[list[float]]:
-    """"x,y;x,y" -> [[x, y], ...]."""
-    points = []
-    for part in filter(None, (p.strip() for p in text.split(";"))):
-        try:
-            x, y = (float(v) for v in part.split(","))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"--{name}: expected 'x,y;x,y', got {part!r}") from None
-        points.append([x, y])
-    return points
-
-
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="catalog name, Hub 'repo_id:filename', or a local .pkl/.safetensors "
                                         "(default: the catalog's offline default)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from draggan.engine import DragConfig
+def add_drag_arguments(parser: argparse.ArgumentParser) -> None:
+    """The drag settings every command shares; None = the model's catalog drag_defaults, else DragConfig's."""
+    from draggan.config import DragConfig
+    from draggan.methods import METHOD_NAMES
     d = DragConfig()
+    parser.add_argument("--method", choices=METHOD_NAMES, default="draggan",
+                        help="drag method (default draggan; auto* need the model's Auto DragGAN predictor)")
+    parser.add_argument("--rows", type=int, default=None, help=f"W+ rows optimized (default {d.rows})")
+    parser.add_argument("--feature-block", type=int, default=None,
+                        help=f"synthesis block driving the drag, 1-based (default: the model's, else {d.feature_block})")
+    parser.add_argument("--lr", type=float, default=None, help=f"step size (default: the model's, else {d.lr})")
+    parser.add_argument("--r1", type=float, default=None,
+                        help=f"motion radius, 512-px units (default: the model's, else {d.r1:g})")
+    parser.add_argument("--r2", type=float, default=None,
+                        help=f"tracking radius, 512-px units (default: the model's, else {d.r2:g})")
+    parser.add_argument("--nearest", action="store_true", default=None, help="move handles onto the nearest edge first")
+    parser.add_argument("--r3", type=float, default=None,
+                        help=f"Nearest search radius, 512-px units (default: the model's, else {d.r3:g})")
+    parser.add_argument("--tracking", choices=["l1", "l2"], default=None, help="feature distance for tracking")
+    parser.add_argument("--lambda-mask", type=float, default=None, help=f"mask term weight (default {d.lambda_mask:g})")
+    parser.add_argument("--steps", type=int, default=None, help=f"maximum steps (default: the model's, else {d.max_steps})")
+
+
+def drag_config(args: argparse.Namespace, model: str | None, **fixed):
+    """DragConfig for `model` with the flags of `add_drag_arguments` that were given."""
+    from draggan.config import DragConfig
+    return DragConfig.for_model(model, lr=args.lr, r1=args.r1, r2=args.r2, r3=args.r3, nearest=args.nearest,
+                                feature_block=args.feature_block, rows=args.rows, tracking=args.tracking,
+                                lambda_mask=args.lambda_mask, max_steps=args.steps, **fixed)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--seed", type=int, default=0, help="seed of the generated image (default 0)")
     start.add_argument("--embedding", help="a PTI embedding from `python -m draggan invert` (real photo)")
     parser.add_argument("--psi", type=float, default=0.7, help="truncation psi (default 0.7)")
     parser.add_argument("--latent", choices=["w", "w+"], default="w+", help="latent space optimized (default w+)")
-    parser.add_argument("--handles", required=True, help='handle points as "x,y;x,y" (image pixels)')
-    parser.add_argument("--targets", required=True, help='target points as "x,y;x,y", one per handle')
-    parser.add_argument("--rows", type=int, default=d.rows, help=f"W+ rows optimized (default {d.rows})")
-    # None = the catalog model's drag_defaults (see stylegan2/catalog.json), else DragConfig's default.
-    parser.add_argument("--feature-block", type=int, default=None,
-                        help=f"synthesis block driving the drag, 1-based "
-                             f"(default: the model's, else {d.feature_block})")
-    parser.add_argument("--lr", type=float, default=None, help=f"step size (default: the model's, else {d.lr})")
-    parser.add_argument("--r1", type=float, default=None,
-                        help=f"motion radius, 512-px units (default: the model's, else {d.r1:g})")
-    parser.add_argument("--r2", type=float, default=None,
-                        help=f"tracking radius, 512-px units (default: the model's, else {d.r2:g})")
-    parser.add_argument("--nearest", action="store_true", help="move handles onto the nearest edge first")
-    parser.add_argument("--r3", type=float, default=None,
-                        help=f"Nearest search radius, 512-px units (default: the model's, else {d.r3:g})")
-    parser.add_argument("--tracking", choices=["l1", "l2"], default=d.tracking, help="feature distance for tracking")
+    parser.add_argument("--handles", required=True, help='handle points as "x,y;x,y" or JSON [[x, y], ...] (image pixels)')
+    parser.add_argument("--targets", required=True, help='target points, one per handle, in the same form')
+    add_drag_arguments(parser)
     parser.add_argument("--mask", help="PNG of the editable area (white = may change); the rest is held fixed")
-    parser.add_argument("--lambda-mask", type=float, default=d.lambda_mask, help=f"mask term weight (default {d.lambda_mask:g})")
-    parser.add_argument("--steps", type=int, default=None,
-                        help=f"maximum steps (default: the model's, else {d.max_steps})")
     parser.add_argument("--out", required=True, help="where to save the final image (PNG)")
-    parser.add_argument("--video", help="every frame of the drag with the point overlay (.mp4 or .gif)")
-    parser.add_argument("--video-plain", help="every frame of the drag without the overlay (.mp4 or .gif)")
+    parser.add_argument("--video", help="every frame of the drag with the point overlay (.mp4, .webm or .gif)")
+    parser.add_argument("--video-plain", help="every frame of the drag without the overlay (.mp4, .webm or .gif)")
     parser.add_argument("--fps", type=float, default=15.0, help="video frames per second (default 15)")
     parser.add_argument("--trace", help="write every step's handles, distances, loss and ms as JSON")
 
 
 def load_mask(path: str, resolution: int) -> np.ndarray:
-    img = Image.open(path).convert("L")
-    if img.size != (resolution, resolution):
-        img = img.resize((resolution, resolution), Image.NEAREST)
-    return np.asarray(img) > 127
+    from pti import load_image
+    img, _ = load_image(path, resolution)  # bounded decode, any image format; white = editable
+    return img.max(axis=2) > 127
+
+
+def _session(args: argparse.Namespace, device):
+    from draggan.editor import DragSession
+    from draggan.predictors import predictor_for
+    from stylegan2.catalog import default_model
+    from stylegan2.checkpoints import load_generator
+
+    if args.embedding:
+        from pti import embedding_info, load_embedding
+        model = embedding_info(args.embedding).model_spec
+        G, w0 = load_embedding(args.embedding, device)
+        return model, DragSession(G, w0, latent_space=args.latent)
+    model = args.model or default_model()
+    G = load_generator(model, device)
+    return model, DragSession.from_seed(G, args.seed, psi=args.psi, latent_space=args.latent,
+                                        auto=predictor_for(model, G))
 
 
 def run(args: argparse.Namespace) -> int:
-    from draggan.engine import DragConfig, DragInputError, DragSession
-    from stylegan2.checkpoints import CheckpointError, load_generator, resolve_device
-    from stylegan2.catalog import default_model, drag_defaults
+    from draggan.config import parse_points
+    from stylegan2.checkpoints import resolve_device
 
-    try:
-        handles, targets = parse_points(args.handles, "handles"), parse_points(args.targets, "targets")
-        device = resolve_device(args.device)
-        if args.embedding:
-            from pti import embedding_info, load_embedding
-            model = embedding_info(args.embedding).model_spec
-            G, w0 = load_embedding(args.embedding, device)
-            session = DragSession(G, w0, latent_space=args.latent)
-        else:
-            model = args.model or default_model()
-            G = load_generator(model, device)
-            session = DragSession.from_seed(G, args.seed, psi=args.psi, latent_space=args.latent)
-        if args.mask:
-            session.set_mask(load_mask(args.mask, session.resolution))
-        given = {"lr": args.lr, "r1": args.r1, "r2": args.r2, "r3": args.r3, "feature_block": args.feature_block,
-                 "max_steps": args.steps}
-        cfg = dataclasses.replace(DragConfig(**drag_defaults(model)), nearest=args.nearest, tracking=args.tracking,
-                                  rows=args.rows, lambda_mask=args.lambda_mask,
-                                  **{k: v for k, v in given.items() if v is not None})
-        steps = []
-        for frame in session.drag(handles, targets, cfg):
-            if frame.done:
-                break
-            steps.append({"step": frame.step, "handles": frame.handles_xy, "distances": frame.distances,
-                          "loss": frame.loss, "ms": round(frame.ms, 3)})
-            print(f"step {frame.step:4d}  mean distance {frame.mean_distance:7.2f} px  loss {frame.loss:.4f}  "
-                  f"{frame.ms:7.1f} ms", file=sys.stderr)
-        Image.fromarray(frame.image).save(args.out)
-        print(f"{frame.reason} after {frame.step} steps; mean distance {frame.mean_distance:.2f} px; "
-              f"saved {args.out}")
-        if args.trace:
-            settings = dataclasses.asdict(cfg) | {"model": args.model, "seed": args.seed, "embedding": args.embedding,
-                                                  "psi": args.psi, "latent": args.latent, "device": str(device),
-                                                  "resolution": session.resolution}
-            Path(args.trace).write_text(json.dumps({"steps": steps, "settings": settings,
-                                                    "result": {"reason": frame.reason, "steps": frame.step,
-                                                               "handles": frame.handles_xy,
-                                                               "distances": frame.distances}}, indent=1))
-        if args.video:
-            session.export_video(args.video, overlay=True, fps=args.fps)
-        if args.video_plain:
-            session.export_video(args.video_plain, overlay=False, fps=args.fps)
-    except (CheckpointError, DragInputError, ValueError, argparse.ArgumentTypeError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    handles, targets = parse_points(args.handles, "--handles"), parse_points(args.targets, "--targets")
+    device = resolve_device(args.device)
+    model, session = _session(args, device)
+    if args.mask:
+        session.set_mask(load_mask(args.mask, session.resolution))
+    cfg = drag_config(args, model)
+    steps = []
+    for frame in session.drag(handles, targets, cfg, method=args.method):
+        if frame.done:
+            break
+        steps.append({"step": frame.step, "handles": frame.handles_xy, "distances": frame.distances,
+                      "loss": frame.loss, "ms": round(frame.ms, 3)})
+        print(f"step {frame.step:4d}  mean distance {frame.mean_distance:7.2f} px  loss {frame.loss:.4f}  "
+              f"{frame.ms:7.1f} ms", file=sys.stderr)
+    Image.fromarray(frame.image).save(args.out)
+    print(f"{frame.reason} after {frame.step} steps; mean distance {frame.mean_distance:.2f} px; saved {args.out}")
+    if args.trace:
+        settings = dataclasses.asdict(cfg) | {"model": args.model, "seed": args.seed, "embedding": args.embedding,
+                                              "psi": args.psi, "latent": args.latent, "device": str(device),
+                                              "resolution": session.resolution, "method": args.method}
+        Path(args.trace).write_text(json.dumps({"steps": steps, "settings": settings,
+                                                "result": {"reason": frame.reason, "steps": frame.step,
+                                                           "handles": frame.handles_xy,
+                                                           "distances": frame.distances}}, indent=1))
+    for path, overlay in ((args.video, True), (args.video_plain, False)):
+        if path:
+            session.export_video(path, overlay=overlay, fps=args.fps)
     return 0
