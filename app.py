@@ -53,7 +53,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from draggan.config import DragConfig, DragFrame, DragInputError, parse_points
+from draggan.config import DragConfig, DragFrame, DragInputError, parse_points, validate_points
 from draggan.draw import draw_mask, draw_points, enlarge
 from draggan.gpu import gpu_task, on_zerogpu
 from draggan.methods import LABELS, METHOD_NAMES, NO_PREDICTOR, available_methods, run_drag
@@ -66,6 +66,8 @@ from stylegan2.errors import UserError
 VIEW_MIN_PX = 256                # small images are shown enlarged to at least this size (the browser scales further)
 MAX_UPLOAD = "200mb"             # photos are refused above 40 MP anyway; a 1024-px model's embedding is ~120 MB
 MAX_MASK_PX = 4096               # a mask layer larger than this per side is refused before it is read
+# Pillow refuses to decode images over 2x this many pixels (every upload, mask layers included): bounded memory.
+Image.MAX_IMAGE_PIXELS = MAX_MASK_PX ** 2
 STAGES = {"project": "Projecting", "tune": "Tuning"}
 MASK_RGBA = (34, 197, 94, 128)   # how the editable area looks in the mask editor
 FRAME_RATE = 15.0                # frames per second a drag shows; the drag never waits for the browser
@@ -311,8 +313,14 @@ class AppContext:
 
     @staticmethod
     def client(request: gr.Request) -> str | None:
-        c = getattr(request, "client", None)
-        return getattr(c, "host", None)
+        """Who asks, for the per-client session bound: the IP address. Behind a proxy we trust (a Space, or
+        DRAGGAN_TRUST_PROXY=1), the address the proxy saw: the last X-Forwarded-For entry (a visitor can
+        forge the earlier ones, not the one the proxy appends)."""
+        headers = getattr(request, "headers", None) or {}
+        forwarded = headers.get("x-forwarded-for") if hasattr(headers, "get") else None
+        if forwarded and (os.environ.get("SPACE_ID") or os.environ.get("DRAGGAN_TRUST_PROXY") == "1"):
+            return forwarded.split(",")[-1].strip()[:64]
+        return getattr(getattr(request, "client", None), "host", None)
 
     @staticmethod
     def view(sess: EditSession, frame: DragFrame | None = None) -> np.ndarray:
@@ -375,7 +383,7 @@ def model_section(ctx: AppContext, ui: dict) -> None:
     if ctx.default_model not in [c[1] for c in choices]:
         choices.insert(0, (ctx.model_label(ctx.default_model), ctx.default_model))
     with gr.Group():
-        ui["model"] = gr.Dropdown(choices, value=ctx.default_model, label="Model", allow_custom_value=not public,
+        ui["model"] = gr.Dropdown(choices, value=ctx.default_model, label="Model", allow_custom_value=True,  # refused by our policy, one message
                                   info="A model from the list" if public else
                                   "A catalog model, or type a Hub repo_id:filename or a local .pkl/.safetensors path")
         with gr.Row(equal_height=True):
@@ -438,6 +446,7 @@ def drag_section(ctx: AppContext, ui: dict) -> None:
         h, t = parse_points(handles, "handles"), parse_points(targets, "targets")
         if not h and not t:
             h, t = sess.handles_xy, sess.targets_xy
+        h, t = validate_points(h, t, sess.resolution)  # before any arithmetic on them
         cfg, method = drag_config(sess.model, values)
         asked = [[float(round(x)), float(round(y))] for x, y in h]
         for frame in sess.run_drag(h, t, cfg, method):

@@ -97,10 +97,10 @@ def available_methods(has_predictor: bool) -> list[str]:
 
 def _predicted(job: DragJob, n_steps: int | None, use_regularizer: bool,
                ) -> Iterator[tuple[DragFrame, torch.Tensor]]:
-    """Frames of the predictor's autoregressive steps, each with its tracked handles.
+    """Frames of the predictor's autoregressive steps: those the frame schedule shows, and always the last.
 
-    The handles are tracked from step to step as the optimizer tracks them (nearest feature to
-    the handle's feature on the start image), in a window wide enough for one predicted step.
+    Each shown frame's handles are tracked as the optimizer tracks them (nearest feature to the
+    handle's feature on the start image), in a window that reaches the targets.
     Yields (frame, reference features [N, C]).
     """
     from .auto import rollout
@@ -110,23 +110,25 @@ def _predicted(job: DragJob, n_steps: int | None, use_regularizer: bool,
     block = min(cfg.feature_block, len(G.synthesis.blocks))
     handles = [[float(round(x)), float(round(y))] for x, y in job.handles_xy]
     refs = engine.reference_features(G, job.w_start, handles, block, job.noise_mode)
-    points, targets = engine.rowcol(handles, dev), engine.rowcol(job.targets_xy, dev)
+    start, targets = engine.rowcol(handles, dev), engine.rowcol(job.targets_xy, dev)
     t0 = time.perf_counter()
     latents = rollout(job.auto, G, job.w_start, handles, job.targets_xy, n_steps=n_steps or cfg.auto_steps or None,
                       use_regularizer=use_regularizer, noise_mode=job.noise_mode)
     ms = (time.perf_counter() - t0) * 1000 / max(len(latents), 1)
-    reach = cfg.radius_px(cfg.r2, res) + math.ceil(float((targets - points).norm(dim=1).max()) / max(len(latents), 1))
+    reach = cfg.radius_px(cfg.r2, res) + math.ceil(float((targets - start).norm(dim=1).max()))
     window = engine.square_offsets(reach, dev)
+    schedule = engine.FrameSchedule(cfg)
     for i, ws in enumerate(latents, start=1):
         if job.stop.is_set():
             break
+        if i < len(latents) and not schedule.render(i - 1):
+            continue
         with torch.no_grad():
             feat = G.synthesis.features(ws, stop=block, noise_mode=job.noise_mode)[-1].float()
-            points = engine.track_points(feat, points, refs, window, cfg.tracking, res)
-        image = engine.render(G, ws, job.noise_mode)
+            points = engine.track_points(feat, start, refs, window, cfg.tracking, res)
         dist = (targets - points).norm(dim=1).tolist()
-        yield DragFrame(i, engine.xy(points), job.targets_xy, dist, float("nan"), ms, image, latent=ws,
-                        start_xy=handles), refs
+        yield DragFrame(i, engine.xy(points), job.targets_xy, dist, float("nan"), ms,
+                        engine.render(G, ws, job.noise_mode), latent=ws, start_xy=handles), refs
 
 
 def _auto(n_steps: int | None = None, use_regularizer: bool = True) -> Method:

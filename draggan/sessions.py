@@ -167,6 +167,11 @@ class EditSession:
     def running(self) -> bool:
         return self._running
 
+    @property
+    def busy(self) -> bool:
+        """A drag runs or waits for its turn."""
+        return self._running or bool(self._tickets)
+
     def image(self) -> np.ndarray:
         """The current image, [H, W, 3] uint8."""
         with self._lock:
@@ -463,7 +468,7 @@ class SessionManager:
         return session
 
     def _busy(self, session: EditSession) -> bool:
-        return session.running or self.photos.inverting(session.key)
+        return session.busy or self.photos.inverting(session.key)
 
     def _install(self, session: EditSession, what: str) -> None:
         """Make `session` the live one for its key, closing the old one (refused while it drags).

@@ -27,7 +27,8 @@ from huggingface_hub import try_to_load_from_cache
 CATALOG_PATH = Path(__file__).with_name("catalog.json")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The DragConfig fields an entry's drag_defaults may set, and their types.
-DRAG_DEFAULT_KEYS = {"lr": float, "r1": float, "r2": float, "r3": float, "feature_block": int, "max_steps": int}
+DRAG_DEFAULT_KEYS = {"lr": float, "r1": float, "r2": float, "r3": float, "feature_block": int, "max_steps": int,
+                     "lambda_mask": float}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +48,7 @@ class CatalogEntry:
     notes: str = ""
     # DragConfig fields (keys of DRAG_DEFAULT_KEYS) that suit this model better than the paper's; read-only
     drag_defaults: dict[str, float] = dataclasses.field(default_factory=dict, hash=False)
+    auto: str | None = None     # its Auto DragGAN predictor: a repo-local path, or a Hub "repo_id:filename"
 
     def __post_init__(self) -> None:
         hub = self.repo_id is not None and self.filename is not None

@@ -202,8 +202,11 @@ def test_experiment_command_writes_json_and_csv_with_the_documented_keys(tmp_pat
 
 
 @needs_toyfaces
-def test_command_refuses_auto_without_a_predictor_in_one_line(capsys):
-    assert main(["experiment", "landmarks", "--methods", "auto", "--pairs", "1"]) == 2
+def test_command_refuses_auto_without_a_predictor_in_one_line(capsys, tmp_path):
+    from stylegan2.checkpoints import save_generator
+    from stylegan2.testing import tiny_generator
+    model = save_generator(tiny_generator(32), tmp_path / "tiny.safetensors")  # a model with no predictor
+    assert main(["experiment", "landmarks", "--model", str(model), "--methods", "auto", "--pairs", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "--predictor" in err[0]
 

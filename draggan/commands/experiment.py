@@ -41,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             help=f"{what}{'' if name == 'lr' else ', 512-px units'}; default: the model's")
     parser.add_argument("--success-px", type=float, default=2.0,
                         help="landmarks: an edit succeeds within this mean distance, pixels (default 2)")
+    parser.add_argument("--lambda-mask", type=float, default=None, help="weight of the mask term (default: the model's)")
+    parser.add_argument("--mask-margin", type=float, default=None,
+                        help="landmarks: masked run, only the box around each pair's landmarks (this many px wider) "
+                             "may change")
     parser.add_argument("--fid", action="store_true", help="landmarks: FID of the edited to the initial images")
     parser.add_argument("--r3-values", default="10,20,30,40,60", help="nearest: the R3 grid (512-px units)")
     parser.add_argument("--vectors", type=int, default=32, help="reconstruction: flow vectors per pair")
@@ -73,14 +77,14 @@ def run_experiment(args: argparse.Namespace, quiet: bool = False):
     bench = load_bench(BenchSpec(args.model, args.device, args.detector if needs_detector else None, args.predictor))
     check_methods(["draggan"] if args.protocol == "nearest" else methods, bench)
     common = dict(max_steps=args.max_steps, feature_block=args.feature_block, psi=args.psi, seed=args.seed,
-                  drag={k: getattr(args, k) for k in ("lr", "r1", "r2", "r3") if getattr(args, k) is not None})
+                  drag={k: getattr(args, k) for k in ("lr", "r1", "r2", "r3", "lambda_mask") if getattr(args, k) is not None})
     if args.protocol == "reconstruction":
         settings = reconstruction.ReconstructionSettings(**common, vectors=args.vectors, strength=args.strength,
                                                          lpips=not args.no_lpips)
         bar = None if quiet else ProgressBar(count * len(methods))
         return reconstruction.run_reconstruction(bench, methods, settings, count, bar, args.ray)
     points = 1 if args.protocol == "nearest" else args.points
-    lm = dict(common, points=points, success_px=args.success_px, fid=args.fid)
+    lm = dict(common, points=points, success_px=args.success_px, fid=args.fid, mask_margin=args.mask_margin)
     if args.protocol == "decay":
         settings = decay.DecaySettings(**lm, frame_every=args.frame_every)
     else:

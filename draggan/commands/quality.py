@@ -11,7 +11,9 @@ import argparse
 import json
 
 HELP = "drag the landmarks of one generated face to another's and measure where they land (= experiment landmarks)"
-METHODS = {"engine": "draggan", "engine+nearest": "draggan+nearest", "straightforward": "straightforward"}
+METHODS = {"engine": "draggan", "engine+nearest": "draggan+nearest", "straightforward": "straightforward",
+           **{m: m for m in ("draggan", "draggan+nearest", "auto", "auto-refine", "auto-noreg", "auto-n1")}}
+DEFAULT_METHODS = ["engine", "engine+nearest", "straightforward"]
 OLD_KEYS = {"md_before": "mean_distance_before", "md_after": "mean_distance_after",
             "found_after": "landmarks_found_after", "steps": "mean_steps"}
 
@@ -23,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--points", type=int, choices=[1, 5, 68], default=5, help="landmarks dragged per pair")
     parser.add_argument("--detector", choices=["toy", "dlib"], default="toy", help="landmark detector (default toy)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the pair sampler (default 0)")
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=DEFAULT_METHODS,
+                        help="old names (engine = draggan) or any drag method; auto* need the model's predictor")
     parser.add_argument("--psi", type=float, default=0.7)
     # None = the model's drag_defaults in the catalog, else DragConfig's defaults; radii in 512-px units.
     parser.add_argument("--lr", type=float, default=None)
@@ -34,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=200, help="maximum steps per edit (default 200)")
     parser.add_argument("--success-px", type=float, default=2.0, help="an edit succeeds within this mean distance")
     parser.add_argument("--fid", action="store_true", help="FID of the edited to the initial images")
+    parser.add_argument("--mask-margin", type=float, default=None,
+                        help="masked run: only the box around each pair's landmarks (this many px wider) may change")
+    parser.add_argument("--lambda-mask", type=float, default=None, help="weight of the mask term (default: the model's)")
     parser.add_argument("--ray", default=None, metavar="local|auto|ADDRESS", help="run the pairs as Ray actors")
     parser.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
                         help="JSON instead of the table: on stdout, or written to PATH")
@@ -47,9 +53,10 @@ def run(args: argparse.Namespace) -> int:
         protocol="landmarks", model=args.model, device=args.device, pairs=args.pairs,
         methods=",".join(METHODS[m] for m in args.methods), points=args.points, detector=args.detector,
         max_steps=args.steps, feature_block=args.feature_block, seed=args.seed, psi=args.psi, lr=args.lr,
-        r1=args.r1, r2=args.r2, r3=args.r3, success_px=args.success_px, fid=args.fid, predictor=None, ray=args.ray)
+        r1=args.r1, r2=args.r2, r3=args.r3, success_px=args.success_px, fid=args.fid, predictor=None, ray=args.ray,
+        lambda_mask=args.lambda_mask, mask_margin=args.mask_margin)
     result = run_experiment(exp, quiet=args.json == "-")
-    old_names = {new: old for old, new in METHODS.items()}
+    old_names = {METHODS[m]: m for m in args.methods}
     result.methods = {old_names[name]: {**s, **{old: s[new] for new, old in OLD_KEYS.items()}}
                       for name, s in result.methods.items()}
     for record in result.pairs:

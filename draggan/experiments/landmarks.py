@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 from draggan.config import DragConfig
 
@@ -26,6 +27,8 @@ class LandmarkSettings(DragSettings):
     points: int = 5              # landmarks per pair: 1 (nose tip), 5, or 68 (dlib)
     success_px: float = 2.0      # an edit succeeds when its MD after is within this many pixels
     fid: bool = False            # FID between the edited and the initial images (Inception weights needed)
+    mask_margin: float | None = None  # masked run: only the box around the pair's landmarks, this many px wider,
+                                      # may change; None: no mask. Either way `outside_change` is measured
 
 
 @dataclasses.dataclass
@@ -38,19 +41,40 @@ class EditJob:
     points: int
     psi: float
     keep_image: bool             # return the edited image (for FID)
+    mask_margin: float | None = None  # see LandmarkSettings
+
+
+OUTSIDE_MARGIN = 8.0  # px around the landmarks' box: outside it, an edit should change little
+
+
+def landmark_box(pair: Pair, margin: float, resolution: int) -> np.ndarray:
+    """[H, W] bool: the box around the pair's handles and targets, `margin` px wider."""
+    pts = np.asarray(pair.handles_xy + pair.targets_xy)
+    x0, y0 = np.floor(pts.min(0) - margin).astype(int).clip(0, resolution - 1)
+    x1, y1 = np.ceil(pts.max(0) + margin).astype(int).clip(0, resolution - 1)
+    box = np.zeros((resolution, resolution), bool)
+    box[y0:y1 + 1, x0:x1 + 1] = True
+    return box
 
 
 def landmark_record(bench: Bench, job: EditJob) -> dict[str, Any]:
     """Run one edit and measure it: the per-pair record."""
     G, pair = bench.G, job.pair
     w = seed_latent(G, pair.seed_a, job.psi)
-    result = edit(bench, job.method, w, pair.handles_xy, pair.targets_xy, job.config, image=render(G, w))
+    before = render(G, w)
+    res = G.img_resolution
+    editable = None if job.mask_margin is None else landmark_box(pair, job.mask_margin, res)
+    result = edit(bench, job.method, w, pair.handles_xy, pair.targets_xy, job.config, image=before,
+                  editable=None if editable is None else torch.from_numpy(editable).to(w.device))
+    outside = ~landmark_box(pair, OUTSIDE_MARGIN if job.mask_margin is None else job.mask_margin, res)
     found = bench.detector.detect(result.image, job.points)                  # [points, 2]
     goal = np.asarray(pair.targets_xy)
     md_after = float(np.linalg.norm(found - goal, axis=1).mean()) if np.isfinite(found).all() else float("nan")
     record = {"method": job.label, "pair": pair.index, "seed_a": pair.seed_a, "seed_b": pair.seed_b,
               "md_before": pair.md_before(), "md_after": md_after, "steps": result.steps,
-              "seconds": result.seconds, "reason": result.reason}
+              "seconds": result.seconds, "reason": result.reason,
+              "outside_change": float(np.abs(result.image.astype(np.float64) - before)[outside].mean())
+              if outside.any() else float("nan")}
     if job.keep_image:
         record["_image"] = result.image
     return record
@@ -63,7 +87,8 @@ def summarize_edits(records: list[dict[str, Any]], success_px: float) -> dict[st
     return {"pairs": len(records), "md_before": mean(r["md_before"] for r in records),
             "md_after": mean(after), "found_after": float(found.mean()),
             "success_rate": float((after[found] <= success_px).sum() / max(len(records), 1)),
-            "steps": mean(r["steps"] for r in records), "seconds_per_edit": mean(r["seconds"] for r in records)}
+            "steps": mean(r["steps"] for r in records), "seconds_per_edit": mean(r["seconds"] for r in records),
+            "outside_change": mean(r["outside_change"] for r in records)}
 
 
 def run_edits(bench: Bench, variants: dict[str, tuple[str, DragConfig]], settings: LandmarkSettings,
@@ -72,7 +97,7 @@ def run_edits(bench: Bench, variants: dict[str, tuple[str, DragConfig]], setting
     """Every pair under every variant {label: (method, DragConfig)}; summaries per variant."""
     assert bench.detector is not None, "the landmark protocols need a detector"
     check_methods(sorted({m for m, _ in variants.values()}), bench)
-    jobs = [EditJob(label, method, cfg, pair, settings.points, settings.psi, settings.fid)
+    jobs = [EditJob(label, method, cfg, pair, settings.points, settings.psi, settings.fid, settings.mask_margin)
             for label, (method, cfg) in variants.items() for pair in pairs]
     records = map_jobs(landmark_record, jobs, bench, ray, progress, label=lambda j: f"{j.label} pair {j.pair.index}")
     notes: list[str] = []

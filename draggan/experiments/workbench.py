@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import torch
 
-from stylegan2.networks import Generator, image_to_uint8, seed_to_z
+from draggan.editor import seed_latent  # noqa: F401 (the protocols' seed -> W+)
+from draggan.engine import render as engine_render
+from stylegan2.networks import Generator
 
 from .detectors import ExperimentSetupError, LandmarkDetector, get_detector
 
@@ -59,7 +61,11 @@ def load_bench(spec: BenchSpec) -> Bench:
 
     G = load_generator(spec.model, resolve_device(spec.device))
     detector = get_detector(spec.detector) if spec.detector else None
-    auto = load_predictor(spec.predictor, G) if spec.predictor else None
+    if spec.predictor:
+        auto = load_predictor(spec.predictor, G)
+    else:  # the catalog's predictor for the model, if it has one
+        from draggan.predictors import predictor_for
+        auto = predictor_for(spec.model, G)
     return Bench(G, detector, auto, spec)
 
 
@@ -84,17 +90,9 @@ def check_methods(methods: list[str], bench: Bench) -> None:
                                        f"with `python -m draggan train-auto` and pass its file with --predictor PATH")
 
 
-def seed_latent(G: Generator, seed: int, psi: float) -> torch.Tensor:
-    """W+ latent [1, num_ws, w_dim] of a seed, mapped as in the official app."""
-    device = next(G.parameters()).device
-    with torch.no_grad():
-        return G.mapping(seed_to_z(int(seed), G.z_dim).to(device), truncation_psi=psi)
-
-
-@torch.no_grad()
 def render(G: Generator, ws: torch.Tensor) -> np.ndarray:
-    """The image [H, W, 3] uint8 of W+ latent ws [1, num_ws, w_dim]."""
-    return image_to_uint8(G.synthesis(ws, noise_mode="const"))
+    """The image [H, W, 3] uint8 of W+ latent ws [1, num_ws, w_dim] (noise 'const', as the drag renders)."""
+    return engine_render(G, ws, "const")
 
 
 @dataclasses.dataclass
@@ -109,12 +107,13 @@ class EditResult:
 
 def edit(bench: Bench, method: str, w_start: torch.Tensor, handles_xy: list[list[float]],
          targets_xy: list[list[float]], config: "DragConfig", image: np.ndarray | None = None,
-         on_frame: Callable[[Any, float], None] | None = None) -> EditResult:
+         on_frame: Callable[[Any, float], None] | None = None, editable: torch.Tensor | None = None) -> EditResult:
     """Run one drag with `method` (a METHOD_NAMES entry, optionally '+nearest') and return its last frame.
 
     w_start: [1, num_ws, w_dim]; image: its rendering when the caller has it (saves Nearest a render).
     on_frame(frame, seconds) sees every frame the method yields (decay curves); `seconds` is the drag's
     wall time so far, and the time spent inside on_frame is counted in neither it nor the result.
+    editable: [H, W] bool, where the drag may change the image (None: no mask).
     """
     from draggan.methods import DragJob, run_drag
 
@@ -122,7 +121,7 @@ def edit(bench: Bench, method: str, w_start: torch.Tensor, handles_xy: list[list
     if overrides:
         config = dataclasses.replace(config, **overrides)
     job = DragJob(G=bench.G, w_start=w_start, handles_xy=handles_xy, targets_xy=targets_xy, config=config,
-                  auto=bench.auto, image=image)
+                  auto=bench.auto, image=image, editable=editable)
     t0 = time.perf_counter()
     outside = 0.0  # seconds spent in on_frame
     last = None
