@@ -38,7 +38,6 @@ import dataclasses
 import functools
 import inspect
 import ipaddress
-import json
 import math
 import os
 import random
@@ -55,7 +54,7 @@ from PIL import Image
 
 from draggan.config import DragConfig, DragFrame, DragInputError, parse_points, validate_points
 from draggan.draw import draw_mask, draw_points, enlarge
-from draggan.gpu import gpu_task, on_zerogpu
+from draggan.gpu import gpu_task
 from draggan.methods import LABELS, METHOD_NAMES, NO_PREDICTOR, available_methods, run_drag
 from draggan.sessions import SEED_MAX, EditSession, PerceptualLoader, SessionManager, read_photo
 from pti import PRESETS, InversionCancelled, PTIPreset, parse_crop
@@ -453,7 +452,6 @@ def drag_section(ctx: AppContext, ui: dict) -> None:
             moved = [(i, a, b) for i, (a, b) in enumerate(zip(asked, frame.start_xy or asked)) if a != b]
             yield ctx.view(sess, frame), frame_text(frame, moved), frame_json(frame, moved)
 
-    names = ["handles", "targets", *DRAG_CONTROLS]
     P = inspect.Parameter
     signature = inspect.Signature([P("handles", P.POSITIONAL_OR_KEYWORD, default="", annotation=str),
                                    P("targets", P.POSITIONAL_OR_KEYWORD, default="", annotation=str),
@@ -484,6 +482,14 @@ def drag_section(ctx: AppContext, ui: dict) -> None:
 
     ui["wire_later"].append(wire_drag)
 
+    history_events(ctx, ui, stop_btn, undo_btn, reset_btn)
+    points_section(ctx, ui, undo_point_btn, clear_points_btn)
+
+
+def history_events(ctx: AppContext, ui: dict, stop_btn: gr.Button, undo_btn: gr.Button, reset_btn: gr.Button) -> None:
+    """Stop (never waits behind anything), Undo drag and Reset image."""
+    view, info = ui["view"], ui["info"]
+
     def stop(request: gr.Request) -> None:
         """Stop this session's drag before its next step (also one still waiting to start)."""
         if ctx.has_session(request):
@@ -507,6 +513,11 @@ def drag_section(ctx: AppContext, ui: dict) -> None:
         btn.click(keep_on_error(2, 1)(fn), None, [view, info], api_visibility="private", **light) \
             .then(**ui["refresh_mask"])
         ui["api"](name, user_errors(fn), None, [view, info], **light)
+
+
+def points_section(ctx: AppContext, ui: dict, undo_point_btn: gr.Button, clear_points_btn: gr.Button) -> None:
+    """Clicks on the view become points; Undo point, Clear points. In order, one at a time per session."""
+    view, info = ui["view"], ui["info"]
 
     def point_handler(change: Callable[[EditSession], Any]) -> Callable:
         def handler(request: gr.Request):
@@ -688,19 +699,6 @@ def photo_section(ctx: AppContext, ui: dict) -> None:
         """Cancel this session's inversion before its next step; the image stays as it was."""
         ctx.sessions.cancel_invert(request.session_hash)
 
-    def save_embedding(request: gr.Request) -> str:
-        """This session's photo as an embedding file (.safetensors), for /load_embedding or `draggan drag`."""
-        return str(ctx.sessions.save_photo(request.session_hash))
-
-    def load_embedding(embedding: str | None, latent_space: str, request: gr.Request, progress=gr.Progress()):
-        """Edit the photo of an embedding file (from Save embedding or `python -m draggan invert`).
-        Returns the view, the status line, a hint and a report."""
-        if not embedding:
-            raise DragInputError("Choose an embedding file (.safetensors) to load")
-        progress(0, desc="Loading the embedding")
-        sess = ctx.sessions.load_photo(request.session_hash, embedding, latent_space, client=ctx.client(request))
-        return ctx.view(sess), ctx.status(sess), HELP_TEXT, photo_report(sess, [])
-
     preview_event = dict(fn=show_preview, inputs=[photo_in, crop_in, ui["model"]], outputs=[preview, report, invert_btn],
                          trigger_mode="always_last", show_progress="hidden", api_visibility="private",
                          concurrency_limit=2, concurrency_id="render")
@@ -717,10 +715,30 @@ def photo_section(ctx: AppContext, ui: dict) -> None:
         .then(keep_on_error(4, 3)(invert), inputs, outputs, api_visibility="private", **heavy))
     ui["api"]("invert", user_errors(invert), inputs, outputs, **heavy)
     cancel_btn.click(cancel_invert, None, None, api_name="cancel_invert", show_progress="hidden", queue=False)
+    embedding_events(ctx, ui, save_btn, load_btn, embedding_file, outputs)
+
+
+def embedding_events(ctx: AppContext, ui: dict, save_btn: gr.Button, load_btn: gr.UploadButton,
+                     embedding_file: gr.File, outputs: list) -> None:
+    """Save embedding / Load embedding: a photo session to a file and back."""
+    def save_embedding(request: gr.Request) -> str:
+        """This session's photo as an embedding file (.safetensors), for /load_embedding or `draggan drag`."""
+        return str(ctx.sessions.save_photo(request.session_hash))
+
+    def load_embedding(embedding: str | None, latent_space: str, request: gr.Request, progress=gr.Progress()):
+        """Edit the photo of an embedding file (from Save embedding or `python -m draggan invert`).
+        Returns the view, the status line, a hint and a report."""
+        if not embedding:
+            raise DragInputError("Choose an embedding file (.safetensors) to load")
+        progress(0, desc="Loading the embedding")
+        sess = ctx.sessions.load_photo(request.session_hash, embedding, latent_space, client=ctx.client(request))
+        return ctx.view(sess), ctx.status(sess), HELP_TEXT, photo_report(sess, [])
+
     save_btn.click(keep_on_error(1, None)(save_embedding), None, embedding_file, api_visibility="private",
                    concurrency_limit=None).success(lambda: gr.File(visible=True), None, embedding_file,
                                                    api_visibility="private", queue=False)
     ui["api"]("save_embedding", user_errors(save_embedding), None, embedding_file, concurrency_limit=None)
+    heavy = dict(concurrency_id="drag", concurrency_limit=None)
     ui["new_image_events"].append(load_btn.upload(keep_on_error(4, 3)(load_embedding), [load_btn, ui["latent_space"]],
                                                   outputs, api_visibility="private", **heavy))
     ui["api"]("load_embedding", user_errors(load_embedding), [ui["embedding_in"], ui["latent_space"]], outputs, **heavy)
@@ -821,25 +839,7 @@ def experiment_section(ctx: AppContext, ui: dict) -> None:
     stops: dict[str, Any] = {}
 
     def single(seed: float, n_points: int, detector_name: str, request: gr.Request):
-        from draggan.editor import seed_latent
-        from draggan.engine import render
-
-        sess = ctx.session(request)
-        det = get_detector(detector_name)
-        G = sess.editor.G
-        goal = det.detect(render(G, seed_latent(G, int(seed), sess.psi or 0.7), "const"), int(n_points))
-        start = det.detect(sess.image(), int(n_points))
-        if not (np.isfinite(goal).all() and np.isfinite(start).all()):
-            raise DragInputError("The detector did not find every landmark on both images: try another target seed")
-        cfg, _ = drag_config(sess.model, {"frame_rate": FRAME_RATE})
-        for frame in sess.run_drag(start.tolist(), goal.tolist(), cfg):
-            yield ctx.view(sess, frame), frame_text(frame, [])
-        found = det.detect(sess.image(), int(n_points))
-        md = float(np.linalg.norm(found - goal, axis=1).mean()) if np.isfinite(found).all() else float("nan")
-        before = float(np.linalg.norm(start - goal, axis=1).mean())
-        yield (draw_points(sess.image(), found[np.isfinite(found).all(1)].tolist(), goal.tolist(),
-                           scale=view_scale(sess.resolution)),
-               f"Mean distance **{before:.2f} → {md:.2f} px** after {frame.step} steps ({frame.reason}).")
+        yield from single_pair_test(ctx, ctx.session(request), get_detector(detector_name), int(seed), int(n_points))
 
     def run(protocol: str, n_pairs: float, steps: float, n_points: int, feature_block: int, method_list,
             request: gr.Request):
@@ -871,6 +871,28 @@ def experiment_section(ctx: AppContext, ui: dict) -> None:
                   concurrency_limit=None)
     ui["api"]("experiment", user_errors(run), inputs, outputs, concurrency_id="drag", concurrency_limit=None)
     stop_btn.click(stop, None, None, api_name="stop_experiment", queue=False)
+
+
+def single_pair_test(ctx: AppContext, sess: EditSession, det, seed: int, n_points: int) -> Iterator[tuple]:
+    """The Qt panel's single-pair test: the current image's landmarks dragged to those of another seed's image;
+    streams the drag, then shows where the landmarks landed (red) and where they should be (blue)."""
+    from draggan.editor import seed_latent
+    from draggan.engine import render
+
+    G = sess.editor.G
+    goal = det.detect(render(G, seed_latent(G, int(seed), sess.psi or 0.7), "const"), int(n_points))
+    start = det.detect(sess.image(), int(n_points))
+    if not (np.isfinite(goal).all() and np.isfinite(start).all()):
+        raise DragInputError("The detector did not find every landmark on both images: try another target seed")
+    cfg, _ = drag_config(sess.model, {"frame_rate": FRAME_RATE})
+    for frame in sess.run_drag(start.tolist(), goal.tolist(), cfg):
+        yield ctx.view(sess, frame), frame_text(frame, [])
+    found = det.detect(sess.image(), int(n_points))
+    md = float(np.linalg.norm(found - goal, axis=1).mean()) if np.isfinite(found).all() else float("nan")
+    before = float(np.linalg.norm(start - goal, axis=1).mean())
+    yield (draw_points(sess.image(), found[np.isfinite(found).all(1)].tolist(), goal.tolist(),
+                       scale=view_scale(sess.resolution)),
+           f"Mean distance **{before:.2f} → {md:.2f} px** after {frame.step} steps ({frame.reason}).")
 
 
 def _experiment_stream(ctx: AppContext, sess: EditSession, methods: list[str], n_pairs: int, steps: int,

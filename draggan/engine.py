@@ -200,8 +200,7 @@ def optimize_latent(job: "DragJob", latent: torch.Tensor, handles_xy: list[list[
     handles_xy: where the handles are on `latent`'s image; refs: [N, C] the features they are tracked by
     (None: their features on `latent`'s image, as the paper). The rows past `rows` stay as in `latent`.
     """
-    G, cfg, res = job.G, job.config, job.G.img_resolution
-    dev = latent.device
+    G, cfg, res, dev = job.G, job.config, job.G.img_resolution, latent.device
     # 1. Set up: points as (row, col), radii in pixels, the fixed area at feature resolution, Adam.
     block = min(cfg.feature_block, len(G.synthesis.blocks))
     rows = min(cfg.rows, G.num_ws)
@@ -218,9 +217,8 @@ def optimize_latent(job: "DragJob", latent: torch.Tensor, handles_xy: list[list[
     def full_latent() -> torch.Tensor:                                          # [1, num_ws, w_dim]
         return torch.cat([param.expand(-1, rows, -1), tail], dim=1)
 
-    schedule = FrameSchedule(cfg)
+    schedule, feat0 = FrameSchedule(cfg), None
     pending: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (step, points, distances, loss)
-    feat0 = None
     step, reason, t_last = 0, "", time.perf_counter()
     while True:
         # 2. One step: stop first, then features, tracking, loss, an optional frame, the update.

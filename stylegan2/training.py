@@ -185,10 +185,7 @@ class Trainer:
 
     def save(self, path: str | Path) -> None:
         """Write the resumable state atomically (a crash mid-write leaves the previous checkpoint)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        save_atomic(self.state_dict(), path)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Trainer":
@@ -213,6 +210,26 @@ class Trainer:
         imgs = torch.cat([self.G_ema(z, truncation_psi=psi, noise_mode="const") for psi in psis])
         imgs = (imgs * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         return tile(imgs, columns), imgs
+
+
+def save_atomic(state: dict, path: str | Path) -> None:
+    """torch.save to `path` atomically: a crash mid-write leaves the previous checkpoint."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def run_logger(path: str | Path) -> tuple[Callable[[str], None], Callable[[], None]]:
+    """(log, close): log(msg) prints a timestamped line and appends it to the file at `path`."""
+    log_file = open(path, "a")
+
+    def log(msg: str) -> None:
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {msg}"
+        print(line, flush=True)
+        log_file.write(line + "\n")
+        log_file.flush()
+    return log, log_file.close
 
 
 def tile(imgs: np.ndarray, columns: int) -> np.ndarray:
@@ -240,13 +257,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, total_kimg: float, reals: RealI
         trainer = Trainer(cfg, device)
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
         Image.fromarray(tile(reals(cfg.data_seed, 32, cfg.resolution), 8)).save(out / "reals.png")
-    log_file = open(out / "log.txt", "a")
-
-    def log(msg: str) -> None:
-        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {msg}"
-        print(line, flush=True)
-        log_file.write(line + "\n")
-        log_file.flush()
+    log, close_log = run_logger(out / "log.txt")
 
     def snapshot() -> None:
         trainer.save(ckpt)
@@ -289,5 +300,5 @@ def train(cfg: TrainConfig, out_dir: str | Path, total_kimg: float, reals: RealI
             last_snap = time.time()
     snapshot()
     log(f"done at kimg {trainer.nimg / 1000:.1f}")
-    log_file.close()
+    close_log()
     return trainer

@@ -99,3 +99,39 @@ def test_generate_click_points_drag_and_stop_in_chromium(served, tmp_path):
             assert len(sessions) == 0
         finally:
             browser.close()
+
+
+def test_phone_layout_and_bad_input_keeps_the_image(served, tmp_path):
+    """At 390x844 the image and Drag are in the first screen; a bad seed leaves the image as it was and
+    says which field is wrong."""
+    url, _ = served
+    expect = sync_api.expect
+    expect.set_options(timeout=TIMEOUT_MS)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
+                                    has_touch=True)
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(url)
+            image = page.locator("#view img")
+            expect(image).to_be_visible()
+            image.evaluate("img => img.decode()")
+            for element in (image, page.locator("#drag"), page.locator("#stop")):
+                box = element.bounding_box()
+                assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 844, box
+            target = Path(os.environ.get("DRAGGAN_SCREENSHOT_PHONE") or tmp_path / "phone.png")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shot = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
+            shot.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(target, optimize=True)
+
+            before_src = image.get_attribute("src")
+            before = pixels(image.screenshot())
+            seed = page.locator("input[type=number]").first
+            seed.fill("-5")
+            page.locator("#generate").click()
+            expect(page.locator("#info")).to_contain_text("Seed must be a whole number")
+            assert image.get_attribute("src") == before_src          # the image was not replaced
+            assert np.abs(pixels(image.screenshot()) - before).mean() < 1
+        finally:
+            browser.close()

@@ -51,7 +51,8 @@ def caching_loader(loads: list, seed: int = 0):
 @pytest.fixture
 def manager(loads):
     load = caching_loader(loads)
-    return SessionManager(device="cpu", load=load, max_sessions=4, ttl_s=100.0, clock=Clock())
+    # Four device slots: these tests interleave several sessions' drags in one thread.
+    return SessionManager(device="cpu", load=load, max_sessions=4, ttl_s=100.0, clock=Clock(), device_slots=4)
 
 
 def test_two_sessions_share_the_generator_but_not_points_or_latents(manager, loads):
@@ -102,7 +103,9 @@ def test_stop_from_another_thread_ends_the_drag_within_a_step(manager):
     assert frames[-1].step <= frames[-2].step + 1 < FAR.max_steps
 
 
-def test_stop_pressed_while_the_drag_waits_cancels_it(manager):
+def test_stop_pressed_while_the_drag_waits_cancels_it(loads):
+    manager = SessionManager(device="cpu", load=caching_loader(loads), max_sessions=4, ttl_s=100.0, clock=Clock(),
+                             device_slots=1)
     a = manager.new_session("a", "tiny", seed=1)
     b = manager.new_session("b", "tiny", seed=2)
     assert not a.stop()                     # nothing running or waiting: no effect on later drags

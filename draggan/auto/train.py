@@ -7,7 +7,6 @@ functions of the step and every batch is a pure function of (seed, step), so the
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from stylegan2.networks import Generator
+from stylegan2.training import save_atomic
 
 from .config import AutoConfig
 from .data import DragBatch, corrupt, flow_track, make_batch, sample_ws, step_generator, to_gray, w_statistics
@@ -153,10 +153,7 @@ class AutoTrainer:
 
     def save(self, path: str | Path) -> None:
         """Write the resumable state atomically (a crash mid-write leaves the previous checkpoint)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        save_atomic(self.state_dict(), path)
 
     @classmethod
     def load(cls, path: str | Path, G: Generator) -> "AutoTrainer":

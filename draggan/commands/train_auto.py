@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import time
 from pathlib import Path
 
 HELP = "train Auto DragGAN (the learned drag) for one generator (resumable)"
@@ -55,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from draggan.config import DragInputError
     from stylegan2.catalog import drag_defaults, model_names
     from stylegan2.checkpoints import load_generator, resolve_device
+    from stylegan2.training import run_logger
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -78,13 +78,7 @@ def run(args: argparse.Namespace) -> int:
     export = Path(args.export or (f"models/{args.model}-auto.safetensors" if args.model in model_names()
                                   else out / "auto.safetensors"))
     eval_batch = make_batch(G, trainer.cfg, EVAL_STEP, batch=8)
-    log_file = open(out / "log.txt", "a")
-
-    def log(msg: str) -> None:
-        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {msg}"
-        print(line, flush=True)
-        log_file.write(line + "\n")
-        log_file.flush()
+    log, close_log = run_logger(out / "log.txt")
 
     def snapshot(t: AutoTrainer) -> None:
         t.save(ckpt)
@@ -106,5 +100,5 @@ def run(args: argparse.Namespace) -> int:
     train_auto(trainer, lambda t, secs: t.step_count >= last or (deadline is not None and secs >= deadline),
                snapshot, log, log_seconds=args.log_seconds, snapshot_minutes=args.snapshot_minutes)
     log(f"stopped at step {trainer.step_count}/{trainer.total_steps}; train {trainer.train_seconds / 3600:.2f} h")
-    log_file.close()
+    close_log()
     return 0
