@@ -841,22 +841,22 @@ def experiment_section(ctx: AppContext, ui: dict) -> None:
     def single(seed: float, n_points: int, detector_name: str, request: gr.Request):
         yield from single_pair_test(ctx, ctx.session(request), get_detector(detector_name), int(seed), int(n_points))
 
-    def run(protocol: str, n_pairs: float, steps: float, n_points: int, feature_block: int, method_list,
+    def run(protocol: str, pairs: float, max_steps: float, points: int, feature_block: int, methods,
             request: gr.Request):
         """Run an experiment on the session's model: protocol 'landmarks' (toy-faces detector); pairs, max steps
         per pair, points (1 or 5), feature_block (0: the model's), methods (a list or 'a,b'). Streams a
-        progress line, the results table and the JSON file."""
+        progress line, the results table, the JSON/CSV files and the decay plot."""
         sess = ctx.session(request)
         if protocol != "landmarks":
             raise DragInputError("the app runs the 'landmarks' protocol; the others: `python -m draggan experiment`")
-        n_pairs = _whole(n_pairs, "pairs")
+        n_pairs = _whole(pairs, "pairs")
         if not 1 <= n_pairs <= max_pairs:
             raise DragInputError(f"pairs must be from 1 to {max_pairs} on this server")
-        names = [m.strip() for m in (method_list.split(",") if isinstance(method_list, str) else method_list or [])]
+        names = [m.strip() for m in (methods.split(",") if isinstance(methods, str) else methods or [])]
         if not names or any(m not in METHOD_NAMES for m in names):
             raise DragInputError(f"methods: one or more of {', '.join(METHOD_NAMES)}")
         stop = stops[request.session_hash] = threading.Event()
-        yield from _experiment_stream(ctx, sess, names, n_pairs, _whole(steps, "max_steps"), int(n_points),
+        yield from _experiment_stream(ctx, sess, names, n_pairs, _whole(max_steps, "max_steps"), int(points),
                                       int(feature_block) or None, stop)
 
     def stop(request: gr.Request) -> None:

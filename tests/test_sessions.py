@@ -349,6 +349,27 @@ def test_cancel_from_another_thread(photos, photo_file):
     assert not t.is_alive() and len(outcome) == 1 and 2 <= len(steps) < 50 and "a" not in photos
 
 
+def test_closing_a_session_cancels_its_inversion_and_frees_its_slot(photos, photo_file):
+    photos.new_session("a", "tiny", seed=1)
+    steps, outcome = [], []
+
+    def run():
+        try:
+            photos.invert_photo("a", "tiny", photo_file, LONG, progress=lambda *args: steps.append(args))
+        except InversionCancelled as e:
+            outcome.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    while len(steps) < 2 and t.is_alive():
+        time.sleep(0.005)
+    assert photos.photo_count() == 1
+    assert photos.close("a")                # the tab went away mid-inversion
+    t.join(timeout=30)
+    assert not t.is_alive() and len(outcome) == 1 and len(steps) < 50  # nobody's steps ran on
+    assert photos.photo_count() == 0 and "a" not in photos
+
+
 def test_at_most_max_photos_tuned_copies(photos, photo_file):
     photos.invert_photo("a", "tiny", photo_file, QUICK)
     photos.invert_photo("b", "tiny", photo_file, QUICK)

@@ -54,3 +54,49 @@ def test_quality_benchmark_reports_landmarks_closer_after_the_drag(capsys):
     s = report["methods"]["engine"]
     assert s["pairs"] == 2 and s["landmarks_found_after"] == 1.0
     assert s["mean_distance_after"] < 0.6 * s["mean_distance_before"]
+
+
+def test_the_app_offers_auto_only_where_a_predictor_exists(G):
+    from stylegan2.checkpoints import save_generator
+    from stylegan2.testing import tiny_generator
+    import app as draggan_app
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        tiny = str(save_generator(tiny_generator(32), Path(folder) / "tiny.safetensors"))
+        built = draggan_app.build_demo("toyfaces-64", "cpu")
+        ctx = built.ctx
+        toy = ctx.sessions.new_session("toy", "toyfaces-64", 1)
+        other = ctx.sessions.new_session("other", tiny, 1)
+        toy_methods, toy_note = ctx.method_choices(toy)
+        other_methods, other_note = ctx.method_choices(other)
+    assert [m for _, m in toy_methods] == ["draggan", "auto", "auto-refine"] and toy_note == ""
+    assert [m for _, m in other_methods] == ["draggan"] and "train-auto" in other_note
+
+
+def test_experiment_tab_runs_a_two_pair_test_through_the_api(G):
+    import socket
+    import gradio_client
+    import app as draggan_app
+
+    built = draggan_app.build_demo("toyfaces-64", "cpu")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    draggan_app.launch(built, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    try:
+        c = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
+        c.predict(api_name="/generate")
+        progress, table, files, plot = c.predict(protocol="landmarks", pairs=2, max_steps=60, points=1,
+                                                 feature_block=0, methods=["draggan", "auto"],
+                                                 api_name="/experiment")
+        assert progress.startswith("Done: 4 edits")
+        rows = {r[0]: r for r in table["data"]}
+        assert set(rows) == {"draggan", "auto"}
+        for r in rows.values():
+            assert r[2] < r[1]              # MD after below MD before, for both methods
+        assert any(str(f).endswith("experiment.json") for f in files)
+        data = json.loads(Path([f for f in files if str(f).endswith(".json")][0]).read_text())
+        assert data["protocol"] == "landmarks" and set(data["methods"]) == {"draggan", "auto"}
+    finally:
+        built.demo.close()
