@@ -65,8 +65,9 @@ from stylegan2.errors import UserError
 VIEW_MIN_PX = 256                # small images are shown enlarged to at least this size (the browser scales further)
 MAX_UPLOAD = "200mb"             # photos are refused above 40 MP anyway; a 1024-px model's embedding is ~120 MB
 MAX_MASK_PX = 4096               # a mask layer larger than this per side is refused before it is read
-# Pillow refuses to decode images over 2x this many pixels (every upload, mask layers included): bounded memory.
-Image.MAX_IMAGE_PIXELS = MAX_MASK_PX ** 2
+# Pillow refuses to decode any image over twice this many pixels (every upload, mask layers included), so memory
+# stays bounded; photos get pti's own, clearer message at 40 MP first.
+Image.MAX_IMAGE_PIXELS = 40_000_000
 STAGES = {"project": "Projecting", "tune": "Tuning"}
 MASK_RGBA = (34, 197, 94, 128)   # how the editable area looks in the mask editor
 FRAME_RATE = 15.0                # frames per second a drag shows; the drag never waits for the browser
