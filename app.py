@@ -1027,7 +1027,8 @@ def build_demo(model: str | None = None, device: str = "auto", *, perceptual_loa
     ui["api"] = api
     with gr.Blocks(title="DragGAN", analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
         ui["demo"] = demo
-        gr.Markdown("# DragGAN\n" + HELP_TEXT + " Paint a mask (Mask tab) to keep the rest of the image fixed.")
+        gr.Markdown("# DragGAN\nDrag points on a generated image (or your photo); the hints under the image say "
+                    "what to click next. Paint a mask (Mask tab) to keep the rest of the image fixed.")
         ui["status"] = gr.Markdown(f"Device **{ctx.device_label}** · model **{ctx.model_label(default_model)}**: "
                                    "loading…", elem_id="status")
         ui["handles"] = gr.Textbox("", visible=False, label="handles")  # the API's points; the UI drags the clicks
