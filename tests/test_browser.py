@@ -135,3 +135,65 @@ def test_phone_layout_and_bad_input_keeps_the_image(served, tmp_path):
             assert np.abs(pixels(image.screenshot()) - before).mean() < 1
         finally:
             browser.close()
+
+
+def open_app(pw, url: str, **context):
+    """A headless Chromium on the app's page, its first image shown; returns (browser, page, image, click_image)."""
+    browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    page = browser.new_page(**(context or {"viewport": {"width": 1280, "height": 860}}))
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    image = page.locator("#view img")
+    sync_api.expect(image).to_be_visible()
+    sync_api.expect(page.locator("#status")).to_contain_text("on cpu")
+
+    def click_image(fx: float, fy: float) -> None:
+        image.evaluate("img => img.decode()")  # Gradio drops clicks on an image still loading (size unknown)
+        box = image.bounding_box()
+        page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+
+    return browser, page, image, click_image
+
+
+def only_session(sessions):
+    with sessions._lock:
+        assert len(sessions._sessions) == 1
+        return next(iter(sessions._sessions.values()))
+
+
+def close_tab(page, sessions) -> None:
+    """Close the tab and wait until its session is freed, so the next test starts with none."""
+    page.close()
+    deadline = time.monotonic() + 30
+    while len(sessions) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def test_clicks_right_after_clear_points_are_kept(served):
+    """Add a pair, press Clear points, and at once click a handle and a target: the session has exactly
+    that one pair, and the hint says so."""
+    url, sessions = served
+    expect = sync_api.expect
+    expect.set_options(timeout=TIMEOUT_MS)
+    with sync_api.sync_playwright() as pw:
+        browser, page, image, click_image = open_app(pw, url)
+        try:
+            info = page.locator("#info")
+            click_image(0.3, 0.3)
+            expect(info).to_contain_text("Handle 1 at")
+            click_image(0.6, 0.6)
+            expect(info).to_contain_text("Target 1 at")
+            box = image.bounding_box()
+            page.locator("#clear_points").click()
+            for fx, fy in ((0.25, 0.7), (0.75, 0.2)):  # at once, not waiting for any answer, as a quick person
+                page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+            time.sleep(1.5)                       # the answers (and anything late) arrive on localhost
+            sess = only_session(sessions)
+            assert len(sess.handles_xy) == 1 and len(sess.targets_xy) == 1, (sess.handles_xy, sess.targets_xy)
+            hx, hy = sess.handles_xy[0]
+            tx, ty = sess.targets_xy[0]
+            assert hx < tx and hy > ty, (sess.handles_xy, sess.targets_xy)  # the two new clicks, in order
+            expect(info).to_contain_text(f"Target 1 at ({tx:g}, {ty:g})")
+            close_tab(page, sessions)
+        finally:
+            browser.close()
