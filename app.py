@@ -778,6 +778,8 @@ def save_section(ctx: AppContext, ui: dict) -> None:
             video_format = gr.Radio(["mp4", "webm", "gif"], value="mp4", label="Video format")
             overlay = gr.Checkbox(True, label="Draw points in the video")
         download = gr.File(label="Download", interactive=False, elem_id="download")
+        # The exported MP4/WebM, played in the page (a GIF shows in Download only).
+        played = gr.Video(label="The drag", interactive=False, visible=False, elem_id="drag_video", buttons=[])
 
     def save_image(request: gr.Request) -> str:
         """The current image as a PNG at the model's resolution."""
@@ -794,10 +796,15 @@ def save_section(ctx: AppContext, ui: dict) -> None:
         path = sess.workdir() / f"{ctx.file_stem(sess)}.{video_format}"
         return str(sess.editor.export_video(path, overlay=bool(overlay)))
 
+    def export_and_play(video_format: str, overlay: bool, request: gr.Request):
+        path = export_video(video_format, overlay, request)
+        playable = video_format in ("mp4", "webm")
+        return path, gr.Video(value=path if playable else None, visible=playable)
+
     light = dict(concurrency_limit=None)
     save_btn.click(keep_on_error(1, None)(save_image), None, download, api_visibility="private", **light)
     ui["api"]("save_image", user_errors(save_image), None, download, **light)
-    export_btn.click(keep_on_error(1, None)(export_video), [video_format, overlay], download,
+    export_btn.click(keep_on_error(2, None)(export_and_play), [video_format, overlay], [download, played],
                      api_visibility="private", concurrency_limit=2, concurrency_id="render")
     ui["api"]("export_video", user_errors(export_video), [video_format, overlay], download,
               concurrency_limit=2, concurrency_id="render")

@@ -197,3 +197,38 @@ def test_clicks_right_after_clear_points_are_kept(served):
             close_tab(page, sessions)
         finally:
             browser.close()
+
+
+def test_the_exported_video_plays_in_the_app(served):
+    """After a short drag, Export drag as video (MP4) shows the video in the page, and Chromium decodes and
+    plays it there: it has a size, no error, and its time advances."""
+    url, sessions = served
+    expect = sync_api.expect
+    expect.set_options(timeout=TIMEOUT_MS)
+    with sync_api.sync_playwright() as pw:
+        browser, page, image, click_image = open_app(pw, url)
+        try:
+            info = page.locator("#info")
+            click_image(0.35, 0.4)
+            expect(info).to_contain_text("Handle 1 at")
+            click_image(0.65, 0.6)
+            expect(info).to_contain_text("Target 1 at")
+            page.locator("#drag").click()
+            expect(info).to_contain_text(re.compile(r"Step ([3-9]|\d\d+) "))
+            page.locator("#stop").click()
+            expect(info).to_contain_text(re.compile(r"Stopped after \d+ steps"))
+
+            page.get_by_text("Save", exact=True).click()   # the accordion
+            page.locator("#export_video").click()
+            video = page.locator("#drag_video video")
+            expect(video).to_be_attached()
+            assert video.get_attribute("src")
+            page.wait_for_function("v => v.readyState >= 2 || v.error !== null", arg=video.element_handle())
+            state = video.evaluate("v => ({ready: v.readyState, width: v.videoWidth, height: v.videoHeight, "
+                                   "error: v.error && v.error.code, duration: v.duration})")
+            assert state["error"] is None and state["ready"] >= 2 and state["width"] >= 256, state
+            video.evaluate("v => { v.muted = true; return v.play(); }")
+            page.wait_for_function("v => v.currentTime > 0.05 && v.error === null", arg=video.element_handle())
+            close_tab(page, sessions)
+        finally:
+            browser.close()
