@@ -18,6 +18,8 @@ from stylegan2.errors import UserError
 MAX_POINTS = 100        # handle/target pairs per drag: the 68-landmark protocol needs 68
 MAX_POINTS_TEXT = 16_384  # characters of a point list (100 pairs of coordinates need ~2,500)
 TRACKING = ("l1", "l2")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+LOCAL = ("auto", "on", "off")
 
 
 class DragInputError(UserError, ValueError):
@@ -42,6 +44,10 @@ class DragConfig:
     frame_interval_s: float = 0.0  # and at most one frame per this many seconds (0: no pacing); the app paces
     check_every: int = 10        # between frames, read back every n-th step whether the handles arrived
     auto_steps: int = 0          # learned methods: autoregressive steps (0: the predictor's own n)
+    precision: str = "auto"      # the high-resolution blocks' arithmetic: fp32, bf16, fp16; auto = fp16 on CUDA
+                                 # (as the official code), fp32 elsewhere (see README: measured)
+    local: str = "auto"          # crop the high-resolution blocks to where a step reads them (window.py):
+                                 # on, off; auto = on except on CUDA. Never with a mask.
 
     # The settings a model's catalog `drag_defaults` may set.
     MODEL_KEYS = ("lr", "r1", "r2", "r3", "feature_block", "max_steps")
@@ -76,8 +82,25 @@ class DragConfig:
                 raise DragInputError(f"{name} must be a whole number, got {v!r}")
             if v < (0 if name == "auto_steps" else 1):
                 raise DragInputError(f"{name} must be at least {0 if name == 'auto_steps' else 1}, got {v}")
+        if self.precision not in PRECISIONS:
+            raise DragInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.local not in LOCAL:
+            raise DragInputError(f"local must be one of {', '.join(LOCAL)}, got {self.local!r}")
         if self.max_steps > 10_000 or self.r1 > 512 or self.r2 > 512 or self.r3 > 1024 or self.auto_steps > 64:
             raise DragInputError("max_steps is at most 10000, auto_steps 64, r1 and r2 512, r3 1024")
+
+    def compute_dtype(self, device: torch.device) -> torch.dtype | bool:
+        """What the generator's `use_fp16` gets: False (float32), or the dtype of its high-resolution blocks."""
+        choice = self.precision if self.precision != "auto" else ("fp16" if device.type == "cuda" else "fp32")
+        if choice == "fp16" and device.type == "cpu":
+            raise DragInputError("precision fp16 needs CUDA or MPS; on a CPU use bf16 (fast only where the CPU "
+                                 "has AVX-512 BF16 or AMX) or fp32")
+        return {"fp32": False, "bf16": torch.bfloat16, "fp16": torch.float16}[choice]
+
+    def local_steps(self, device: torch.device) -> bool:
+        """Whether steps crop the high-resolution blocks (auto: not on CUDA, where reading the handles back
+        every step would cost the loop its freedom from host syncs)."""
+        return self.local == "on" or (self.local == "auto" and device.type != "cuda")
 
     def radius_px(self, r: float, resolution: int) -> int:
         """A radius in image pixels: round(r * res / 512) as the official code does, at least 1."""

@@ -25,7 +25,8 @@ import torch
 from stylegan2.networks import Generator, image_to_uint8
 
 from .config import DragConfig, DragFrame, DragInputError, validate_points  # noqa: F401 (re-exported)
-from .features import downsample_mask, sample_resized, sample_resized_bilinear
+from .features import Origin, downsample_mask, sample_resized, sample_resized_bilinear
+from .window import plan_window, window_features
 
 if TYPE_CHECKING:
     from .methods import DragJob
@@ -41,16 +42,16 @@ def square_offsets(radius: int, device: torch.device | str = "cpu") -> torch.Ten
 
 
 def track_points(feat: torch.Tensor, points: torch.Tensor, refs: torch.Tensor, window: torch.Tensor,
-                 metric: str, resolution: int) -> torch.Tensor:
+                 metric: str, resolution: int, origin: Origin = (0, 0), size: int | None = None) -> torch.Tensor:
     """Point tracking: each point moves to the pixel of its window whose feature is nearest its reference.
 
     feat: [1, C, s, s]; points: [N, 2] rowcol; refs: [N, C] the handles' features at the first step;
     window: [K, 2] offsets; metric 'l1' or 'l2'. Candidates outside the image never win.
-    Returns [N, 2] rowcol.
+    `feat` may be a crop at `origin` of a map of side `size` (see `window.py`). Returns [N, 2] rowcol.
     """
     cand = points[:, None] + window[None]                                   # [N, K, 2]
     inside = ((cand >= 0) & (cand <= resolution - 1)).all(-1)               # [N, K]
-    f = sample_resized(feat, cand.clamp(0, resolution - 1), resolution)     # [C, N, K]
+    f = sample_resized(feat, cand.clamp(0, resolution - 1), resolution, origin, size)  # [C, N, K]
     diff = f - refs.T[:, :, None]
     dist = diff.abs().sum(0) if metric == "l1" else diff.square().sum(0).sqrt()
     idx = dist.masked_fill(~inside, float("inf")).argmin(dim=1)             # [N]
@@ -58,7 +59,7 @@ def track_points(feat: torch.Tensor, points: torch.Tensor, refs: torch.Tensor, w
 
 
 def motion_loss(feat: torch.Tensor, points: torch.Tensor, targets: torch.Tensor, r1: int,
-                resolution: int) -> torch.Tensor:
+                resolution: int, origin: Origin = (0, 0), size: int | None = None) -> torch.Tensor:
     """Motion supervision: sum over handles of mean |sg(F(q)) - F(q + d)| over the disc q of radius r1.
 
     feat: [1, C, s, s] with autograd; points, targets: [N, 2] rowcol. F(q + d) is bilinear. A handle
@@ -73,8 +74,8 @@ def motion_loss(feat: torch.Tensor, points: torch.Tensor, targets: torch.Tensor,
     in_disc = ((q * stretch - points[:, None]).norm(dim=-1) < r1) & ((q >= 0) & (q <= resolution - 1)).all(-1)
     active = (distances > 1).to(feat.dtype)[:, None] * in_disc.to(feat.dtype)        # [N, Q]
     qc = q.clamp(0, resolution - 1)
-    f_q = sample_resized(feat, qc, resolution).detach()                              # [C, N, Q]
-    f_qd = sample_resized_bilinear(feat, qc + direction[:, None], resolution)        # [C, N, Q]
+    f_q = sample_resized(feat, qc, resolution, origin, size).detach()                # [C, N, Q]
+    f_qd = sample_resized_bilinear(feat, qc + direction[:, None], resolution, origin, size)  # [C, N, Q]
     per_handle = ((f_q - f_qd).abs() * active).sum(dim=(0, 2)) / (feat.shape[1] * in_disc.sum(1).clamp(min=1))
     return per_handle.sum()
 
@@ -153,10 +154,25 @@ def xy(points_rc: torch.Tensor) -> list[list[float]]:
     return [[float(c), float(r)] for r, c in points_rc.cpu().numpy()]
 
 
-def features(G: Generator, ws: torch.Tensor, block: int, noise_mode: str) -> list[torch.Tensor]:
+def features(G: Generator, ws: torch.Tensor, block: int, noise_mode: str,
+             low: torch.dtype | bool = False) -> list[torch.Tensor]:
     """The feature maps of blocks 1..block (1-based), with autograd."""
     with torch.enable_grad():
-        return G.synthesis.features(ws, stop=block, noise_mode=noise_mode)
+        return G.synthesis.features(ws, stop=block, noise_mode=noise_mode, use_fp16=low)
+
+
+def step_features(G: Generator, ws: torch.Tensor, block: int, noise_mode: str, low: torch.dtype | bool,
+                  local: bool, points: torch.Tensor, reach_px: float,
+                  ) -> tuple[list[torch.Tensor], torch.Tensor, Origin]:
+    """One step's features, with autograd: (whole maps to finish a frame from, the block's map or the crop
+    of it the step reads, that crop's origin). `local`: crop the high-resolution blocks (`window.py`)."""
+    win = plan_window(G, block, points.tolist(), reach_px) if local else None
+    if win is None:
+        feats = features(G, ws, block, noise_mode, low)
+        return feats, feats[-1], (0, 0)
+    with torch.enable_grad():
+        whole, crop = window_features(G, ws, block, win, noise_mode, low)
+    return whole, crop, win.origin
 
 
 def reference_features(G: Generator, ws: torch.Tensor, points_xy: list[list[float]], block: int,
@@ -167,9 +183,9 @@ def reference_features(G: Generator, ws: torch.Tensor, points_xy: list[list[floa
     return sample_resized(feat, rowcol(points_xy, ws.device), G.img_resolution).T
 
 
-def render(G: Generator, ws: torch.Tensor, noise_mode: str) -> np.ndarray:
+def render(G: Generator, ws: torch.Tensor, noise_mode: str, low: torch.dtype | bool = False) -> np.ndarray:
     with torch.no_grad():
-        return image_to_uint8(G.synthesis(ws, noise_mode=noise_mode))
+        return image_to_uint8(G.synthesis(ws, noise_mode=noise_mode, use_fp16=low))
 
 
 # ----------------------------------------------------------------------------
@@ -210,6 +226,10 @@ def optimize_latent(job: "DragJob", latent: torch.Tensor, handles_xy: list[list[
     fixed = None
     if job.editable is not None and bool(job.editable.any()) and not bool(job.editable.all()):
         fixed = downsample_mask(~job.editable.to(dev), G.synthesis.blocks[block - 1].resolution)  # [1, 1, s, s]
+    low = cfg.compute_dtype(dev)
+    local = fixed is None and cfg.local_steps(dev)  # the mask term reads the whole map
+    size = G.synthesis.blocks[block - 1].resolution
+    reach = float(window.abs().max()) + r1 + 3  # tracking window, then the motion disc and its bilinear read
     tail = latent[:, rows:].detach()
     param = (latent[:, :rows] if job.latent_space == "w+" else latent[:, :1]).detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([param], lr=cfg.lr)
@@ -231,23 +251,24 @@ def optimize_latent(job: "DragJob", latent: torch.Tensor, handles_xy: list[list[
             break
         show = schedule.render(step)
         ws = full_latent()
-        feats = features(G, ws, block, job.noise_mode)
-        feat = feats[-1].float()                                                # [1, C, s, s]
+        whole, feat, origin = step_features(G, ws, block, job.noise_mode, low, local, points, reach)
+        feat = feat.float()                                                     # [1, C, s, s] or a crop of it
         if feat0 is None:
             feat0 = feat.detach()
             if refs is None:
-                refs = sample_resized(feat0, points, res).T                    # [N, C]
+                refs = sample_resized(feat0, points, res, origin, size).T      # [N, C]
         with torch.no_grad():
-            points = track_points(feat.detach(), points, refs, window, cfg.tracking, res)
+            points = track_points(feat.detach(), points, refs, window, cfg.tracking, res, origin, size)
             distances = (targets - points).norm(dim=1)                          # [N]
             arrived = (distances <= stop_distance(res)).all()
         with torch.enable_grad():
-            loss = motion_loss(feat, points, targets, r1, res)
+            loss = motion_loss(feat, points, targets, r1, res, origin, size)
             if fixed is not None:
                 loss = loss + mask_loss(feat, feat0, fixed, cfg.lambda_mask)
         if show:
             with torch.no_grad():
-                img = G.synthesis.image_from_features(ws.detach(), [x.detach() for x in feats], job.noise_mode)
+                img = G.synthesis.image_from_features(ws.detach(), [x.detach() for x in whole], job.noise_mode,
+                                                      use_fp16=low)
         _adam_step_unless(arrived, param, opt, loss)
         pending.append((step, points, distances, loss.detach()))
         step += 1
@@ -269,7 +290,7 @@ def optimize_latent(job: "DragJob", latent: torch.Tensor, handles_xy: list[list[
     final = full_latent().detach().clone()
     handles = xy(points if reason != "reached" else p)
     dists = (targets - rowcol(handles, dev)).norm(dim=1).tolist()
-    yield DragFrame(step, handles, job.targets_xy, dists, float("nan"), 0.0, render(G, final, job.noise_mode),
+    yield DragFrame(step, handles, job.targets_xy, dists, float("nan"), 0.0, render(G, final, job.noise_mode, low),
                     done=True, reason=reason, latent=final, start_xy=start_xy)
 
 

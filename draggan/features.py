@@ -14,29 +14,42 @@ import torch
 import torch.nn.functional as F
 
 
-def _native_grid(rowcol: torch.Tensor, image_size: int, feat_size: int) -> torch.Tensor:
+Origin = tuple[int, int]
+
+
+def _native_grid(rowcol: torch.Tensor, image_size: int, feat: torch.Tensor, origin: Origin = (0, 0),
+                 size: int | None = None) -> torch.Tensor:
     """Image-pixel (row, col) -> grid_sample coordinates (x, y) on the native map (align_corners=True).
 
     PyTorch's bilinear resize (align_corners=False) reads source position
     (dst + 0.5) * in/out - 0.5, clamped at 0, for destination pixel `dst`.
+    `feat` may be a crop of the native map (of side `size`) whose pixel (0, 0) is `origin` there.
     """
-    src = ((rowcol + 0.5) * (feat_size / image_size) - 0.5).clamp(min=0)
-    grid = src / max(feat_size - 1, 1) * 2 - 1
+    size = feat.shape[-1] if size is None else size
+    src = ((rowcol + 0.5) * (size / image_size) - 0.5).clamp(min=0)
+    if origin != (0, 0):
+        src = src - torch.tensor(origin, dtype=src.dtype, device=src.device)
+    extent = torch.tensor([max(feat.shape[-2] - 1, 1), max(feat.shape[-1] - 1, 1)], dtype=src.dtype,
+                          device=src.device)
+    grid = src / extent * 2 - 1
     return grid.flip(-1)  # grid_sample wants (x, y)
 
 
-def sample_resized(feat: torch.Tensor, rowcol: torch.Tensor, image_size: int) -> torch.Tensor:
+def sample_resized(feat: torch.Tensor, rowcol: torch.Tensor, image_size: int, origin: Origin = (0, 0),
+                   size: int | None = None) -> torch.Tensor:
     """Values of `feat` resized to image_size x image_size, at integer pixels `rowcol` inside the image.
 
-    feat: [1, C, s, s]; rowcol: [..., 2] -> [C, ...].
+    feat: [1, C, s, s], or a crop [1, C, h, w] at `origin` of a map of side `size` that holds
+    every native pixel the samples read; rowcol: [..., 2] -> [C, ...].
     """
     shape = rowcol.shape[:-1]
-    grid = _native_grid(rowcol.reshape(1, 1, -1, 2).to(feat.dtype), image_size, feat.shape[-1])
+    grid = _native_grid(rowcol.reshape(1, 1, -1, 2).to(feat.dtype), image_size, feat, origin, size)
     out = F.grid_sample(feat, grid, mode="bilinear", padding_mode="border", align_corners=True)  # [1, C, 1, P]
     return out.reshape(feat.shape[1], *shape)
 
 
-def sample_resized_bilinear(feat: torch.Tensor, pos: torch.Tensor, image_size: int) -> torch.Tensor:
+def sample_resized_bilinear(feat: torch.Tensor, pos: torch.Tensor, image_size: int, origin: Origin = (0, 0),
+                            size: int | None = None) -> torch.Tensor:
     """Bilinear sample of the resized map at float image positions `pos` ([..., 2] row, col).
 
     Equals `F.grid_sample(resized, ..., align_corners=True)` with zero padding, as the
@@ -52,7 +65,7 @@ def sample_resized_bilinear(feat: torch.Tensor, pos: torch.Tensor, image_size: i
     wc = torch.stack([1 - frac[..., 1], frac[..., 1], 1 - frac[..., 1], frac[..., 1]], dim=-1)
     inside = ((corners >= 0) & (corners <= image_size - 1)).all(-1)
     weight = wr * wc * inside                           # [..., 4]
-    values = sample_resized(feat, corners.clamp(0, image_size - 1), image_size)  # [C, ..., 4]
+    values = sample_resized(feat, corners.clamp(0, image_size - 1), image_size, origin, size)  # [C, ..., 4]
     return (values * weight.to(values.dtype)).sum(-1)
 
 

@@ -196,13 +196,16 @@ class SynthesisLayer(torch.nn.Module):
         self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const",
-                fused_modconv: bool | None = None) -> torch.Tensor:
+                fused_modconv: bool | None = None, origin: tuple[int, int] | None = None) -> torch.Tensor:
+        """origin: `x` is a crop, and the output's pixel (0, 0) is this (row, col) of the full map (for the noise)."""
         styles = self.affine(w)  # [batch, in]
         noise = None
+        h, w_ = (self.resolution, self.resolution) if origin is None else (x.shape[2] * self.up, x.shape[3] * self.up)
         if self.use_noise and noise_mode == "random":
-            noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device) * self.noise_strength
+            noise = torch.randn([x.shape[0], 1, h, w_], device=x.device) * self.noise_strength
         elif self.use_noise and noise_mode == "const":
-            noise = self.noise_const * self.noise_strength
+            noise = self.noise_const if origin is None else self.noise_const[origin[0]:origin[0] + h, origin[1]:origin[1] + w_]
+            noise = noise * self.noise_strength
         elif noise_mode not in ("random", "const", "none"):
             raise ValueError(f"noise_mode must be 'const', 'random' or 'none', not {noise_mode!r}")
         x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
@@ -247,19 +250,28 @@ class SynthesisBlock(torch.nn.Module):
         self.num_conv = 1 if in_channels == 0 else 2
         self.num_torgb = 1
 
-    def dtype_for(self, device: torch.device, use_fp16: bool) -> torch.dtype:
+    def dtype_for(self, device: torch.device, use_fp16: bool | torch.dtype) -> torch.dtype:
+        """The block's compute dtype: float32, or (for the blocks NVIDIA runs in half precision) float16 when
+        use_fp16 is True on CUDA, or the given low-precision dtype on any device."""
+        if isinstance(use_fp16, torch.dtype):
+            return use_fp16 if self.use_fp16 else torch.float32
         return torch.float16 if (use_fp16 and self.use_fp16 and device.type == "cuda") else torch.float32
 
     def features(self, x: torch.Tensor | None, ws: torch.Tensor, noise_mode: str = "const",
-                 use_fp16: bool = False, fused_modconv: bool | None = None) -> torch.Tensor:
-        """The block's feature map `x` (no image). ws: [batch, num_conv + num_torgb, w_dim]."""
+                 use_fp16: bool | torch.dtype = False, fused_modconv: bool | None = None,
+                 origin: tuple[int, int] | None = None) -> torch.Tensor:
+        """The block's feature map `x` (no image). ws: [batch, num_conv + num_torgb, w_dim].
+
+        origin: `x` is a crop of the previous block's map whose pixel (0, 0) is (row, col) / 2 there;
+        the output is the crop of this block's map at `origin`, exact except near the crop's inner edges.
+        """
         dtype = self.dtype_for(ws.device, use_fp16)
         if self.in_channels == 0:
             x = self.const.to(dtype).unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
             return self.conv1(x, ws[:, 0], noise_mode, fused_modconv)
         x = x.to(dtype)
-        x = self.conv0(x, ws[:, 0], noise_mode, fused_modconv)
-        return self.conv1(x, ws[:, 1], noise_mode, fused_modconv)
+        x = self.conv0(x, ws[:, 0], noise_mode, fused_modconv, origin)
+        return self.conv1(x, ws[:, 1], noise_mode, fused_modconv, origin)
 
     def rgb(self, x: torch.Tensor, img: torch.Tensor | None, ws: torch.Tensor,
             fused_modconv: bool | None = None) -> torch.Tensor:
@@ -313,7 +325,7 @@ class SynthesisNetwork(torch.nn.Module):
         return out
 
     def features(self, ws: torch.Tensor, stop: int | None = None, noise_mode: str = "const",
-                 use_fp16: bool = False) -> list[torch.Tensor]:
+                 use_fp16: bool | torch.dtype = False) -> list[torch.Tensor]:
         """Feature maps `x` of blocks 0 .. stop-1 (all blocks if stop is None), no image.
 
         The drag step calls this under autograd with stop = feature block + 1.
@@ -326,7 +338,7 @@ class SynthesisNetwork(torch.nn.Module):
         return feats
 
     def image_from_features(self, ws: torch.Tensor, feats: list[torch.Tensor], noise_mode: str = "const",
-                            use_fp16: bool = False) -> torch.Tensor:
+                            use_fp16: bool | torch.dtype = False) -> torch.Tensor:
         """Finish the image from the first len(feats) blocks' features: their toRGBs, then the rest."""
         ws = ws.to(torch.float32)
         img = None

@@ -1,0 +1,110 @@
+"""Local drag steps (draggan/window.py) and the precision setting: the same drag, less arithmetic."""
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from draggan import DragConfig, DragInputError, DragSession
+from draggan import window as window_mod
+from draggan.methods import DragJob, run_drag
+from draggan.window import plan_window, window_features
+from stylegan2.testing import tiny_generator
+
+
+@pytest.fixture(scope="module")
+def G128():
+    return tiny_generator(128, 16)
+
+
+def _max_error(G, points_rc, reach, block=6):
+    ws = G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(3)), None)
+    whole = G.synthesis.features(ws, stop=block)[-1]
+    win = plan_window(G, block, points_rc, reach)
+    if win is None:
+        return None
+    assert win.first < block
+    _, crop = window_features(G, ws, block, win, "const")
+    r0, c0, r1, c1 = win.boxes[-1]
+    assert crop.shape[-2:] == (r1 - r0, c1 - c0)
+    return ((whole[:, :, r0:r1, c0:c1] - crop).abs().max() / whole.abs().max()).item()
+
+
+def test_cropped_blocks_equal_the_whole_map_where_read(G128):
+    """Corners, edges and the middle: the crop's numbers are the whole map's (float noise only)."""
+    rng = random.Random(1)
+    points = [[[0, 0]], [[127, 127]], [[0, 127]], [[64, 3]]]
+    points += [[[rng.uniform(0, 127), rng.uniform(0, 127)] for _ in range(rng.choice([1, 2]))] for _ in range(8)]
+    errors = [_max_error(G128, p, 9.0) for p in points]
+    assert sum(e is not None for e in errors) >= 8
+    assert all(e is None or e < 1e-5 for e in errors), errors
+
+
+def test_a_halo_too_small_is_caught(G128, monkeypatch):
+    """The check above can fail: without a halo the crop's inner edges are wrong where they are read."""
+    monkeypatch.setattr(window_mod, "HALO", 0)
+    assert _max_error(G128, [[64, 64]], 9.0) > 1e-3
+
+
+def test_no_window_when_the_points_cover_the_map(G128):
+    assert plan_window(G128, 6, [[5, 5], [120, 120]], 9.0) is None
+    assert plan_window(G128, 6, [[60, 60]], 9.0).boxes[-1][2] - plan_window(G128, 6, [[60, 60]], 9.0).boxes[-1][0] < 64
+
+
+def _drag(G, cfg, method="draggan", handles=((40, 50),), targets=((52, 58),)):
+    w0 = DragSession.from_seed(G, 0).w0
+    return list(run_drag(method, DragJob(G, w0, [list(h) for h in handles], [list(t) for t in targets], cfg)))
+
+
+@pytest.mark.parametrize("handles,targets", [(((40, 50),), ((52, 58),)), (((3, 120), (20, 100)), ((10, 110), (30, 96)))])
+def test_local_steps_drag_as_the_official_step(G128, handles, targets):
+    """Local steps, whole-map steps and the official full-resolution step track the same points."""
+    cfg = DragConfig(max_steps=8, lr=0.02, r1=12, r2=24, feature_block=6, tracking="l1", local="on")
+    local = _drag(G128, cfg, handles=handles, targets=targets)
+    whole = _drag(G128, DragConfig(**{**cfg.__dict__, "local": "off"}), handles=handles, targets=targets)
+    official = _drag(G128, cfg, "straightforward", handles=handles, targets=targets)
+    assert [f.handles_xy for f in local] == [f.handles_xy for f in whole] == [f.handles_xy for f in official]
+    for a, b in zip(local[:-1], official[:-1]):
+        assert np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 1
+    assert (local[-1].latent - official[-1].latent).abs().max().item() < 1e-5
+    w0 = DragSession.from_seed(G128, 0).w0
+    assert (local[-1].latent - w0).abs().max().item() > 1e-3  # the drag moved the latent
+    reach = 6 + 3 + 3  # r2 and r1 in pixels at 128 px, + 3
+    assert plan_window(G128, 6, [[y, x] for x, y in handles], reach) is not None  # and the steps were local
+
+
+def test_a_mask_turns_local_steps_off(G128, monkeypatch):
+    calls = []
+    monkeypatch.setattr("draggan.engine.plan_window", lambda *a: calls.append(a) or None)
+    cfg = DragConfig(max_steps=2, r1=12, r2=24, local="on")
+    _drag(G128, cfg)
+    assert calls
+    calls.clear()
+    editable = torch.zeros(128, 128, dtype=torch.bool)
+    editable[30:70, 30:70] = True
+    w0 = DragSession.from_seed(G128, 0).w0
+    list(run_drag("draggan", DragJob(G128, w0, [[40, 50]], [[52, 58]], cfg, editable=editable)))
+    assert not calls
+
+
+def test_bf16_tracks_the_same_points_in_the_first_steps():
+    """Low precision in the high-resolution blocks; tracking, loss and Adam stay float32."""
+    G = tiny_generator(64, 16)
+    cfg = DragConfig(max_steps=4, lr=0.02, r1=24, r2=48, feature_block=4, local="off")
+    fp32 = _drag(G, cfg, handles=((20, 30),), targets=((34, 36),))
+    bf16 = _drag(G, DragConfig(**{**cfg.__dict__, "precision": "bf16"}), handles=((20, 30),), targets=((34, 36),))
+    assert [f.handles_xy for f in bf16[:3]] == [f.handles_xy for f in fp32[:3]]
+    assert bf16[-1].latent.dtype == torch.float32
+    assert not torch.equal(bf16[-1].latent, fp32[-1].latent)  # it did run in another precision
+
+
+def test_precision_and_local_are_checked():
+    with pytest.raises(DragInputError, match="precision"):
+        DragConfig(precision="fp8").validate()
+    with pytest.raises(DragInputError, match="local"):
+        DragConfig(local="maybe").validate()
+    with pytest.raises(DragInputError, match="fp16 needs CUDA"):
+        DragConfig(precision="fp16").compute_dtype(torch.device("cpu"))
+    assert DragConfig().compute_dtype(torch.device("cuda")) is torch.float16
+    assert DragConfig().compute_dtype(torch.device("cpu")) is False
+    assert DragConfig().local_steps(torch.device("cpu")) and not DragConfig().local_steps(torch.device("cuda"))
