@@ -68,6 +68,16 @@ def test_bench_reports_engine_and_straightforward_step(model_path, capsys):
         assert r["ms_per_step"] > 0 and r["resolution"] == 64
 
 
+def test_bench_app_line_streams_the_same_drag_through_the_app(model_path, capsys):
+    """--app serves the app in a process of its own and drags through /drag as a client: same steps as the engine."""
+    rc = main(["bench", "--model", model_path, "--steps", "2", "--device", "cpu", "--app", "--json"])
+    assert rc == 0
+    app = {r["model"]: r for r in json.loads(capsys.readouterr().out)["app"]}
+    assert set(app) == {"toyfaces-64", model_path}
+    for r in app.values():
+        assert r["app_steps"] == r["engine_steps"] > 0 and r["app_steps_per_s"] > 0 and r["app_vs_engine"] > 0
+
+
 def test_drag_takes_the_catalog_models_drag_defaults_unless_given(model_path, tmp_path, extra_catalog, capsys):
     extra_catalog({"name": "tiny-cli", "label": "Tiny", "path": model_path, "resolution": 64, "shows": "noise",
                    "licence": "test", "source": "tests",

@@ -1,11 +1,17 @@
-"""`python -m draggan bench`: ms per drag step and peak memory, engine vs the straightforward step.
+"""`python -m draggan bench`: ms per drag step and peak memory, ours vs the official approach.
 
-Both run in one invocation on the same generator, latent and points, each method in a
+Every line runs in one invocation on the same generator, latent and points, each method in a
 fresh process (peak memory above that process's starting point: the allocator's on CUDA,
-the resident set elsewhere). The
-straightforward step is the official code's approach (`draggan/baseline.py`): a full
-synthesis with autograd and weight gradients (the official generator's parameters
-require grad), the feature map resized to the image, host-side tracking.
+the resident set elsewhere). The straightforward step is the official code's approach as it
+ships (`draggan/baseline.py`): a full synthesis with autograd and weight gradients (the
+official generator's parameters require grad), the feature map resized to the image,
+host-side tracking, a frame every step. Ours runs as the app runs it (frames paced at the
+app's rate, the precision and local steps `auto` picks), with a frame every step, and as
+the CLI and scripts run it (a frame every 10 steps).
+
+`--app`: steps per second of the same drag through the running app (its `/drag` endpoint,
+streamed to a client) against the engine alone. `--edits N`: time per edit and mean distance
+after, ours vs the official approach, on N pairs of the toy-faces oracle (`quality`).
 """
 from __future__ import annotations
 
@@ -27,6 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="random-weight generators of these resolutions, full StyleGAN2 width (default 256 512)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per method (default 10)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                        help="our method's precision (default auto: as the app runs it)")
+    parser.add_argument("--app", action="store_true",
+                        help="also: steps per second through the app's streaming /drag vs the engine alone")
+    parser.add_argument("--edits", type=int, default=0, metavar="N",
+                        help="also: seconds per edit and distance after on N toy-faces oracle pairs, ours vs official")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -81,10 +93,16 @@ def _points(res: int) -> tuple[list[list[float]], list[list[float]]]:
     return [[0.3 * res, 0.4 * res], [0.6 * res, 0.5 * res]], [[0.7 * res, 0.4 * res], [0.2 * res, 0.9 * res]]
 
 
-# (label, method, frame_every, frame_interval_s): the official approach, then ours as the CLI and the app run it.
+APP_FRAME_INTERVAL = 1 / 15  # app.FRAME_RATE (not imported: that would import Gradio in every child)
+
+# (label, method, frame_every, frame_interval_s): the official approach, then ours as the app and the CLI run it.
 METHODS = [("straightforward (official approach)", "straightforward", 1, 0.0),
+           ("draggan, as the app (paced frames)", "draggan", 1, APP_FRAME_INTERVAL),
            ("draggan, frame every step", "draggan", 1, 0.0),
            ("draggan, frame every 10 steps", "draggan", 10, 0.0)]
+
+GPU_HINT = ("on a GPU: python -m draggan bench --device cuda (or mps) --steps 20; add --precision fp32 to "
+            "compare with half precision, and --app --edits 30 for the app and per-edit lines")
 
 
 def make_generator(source: str | int, device: torch.device):
@@ -99,10 +117,11 @@ def make_generator(source: str | int, device: torch.device):
 
 
 def time_method(source: str | int, device: str, method: str, every: int, interval: float, steps: int,
-                threads: int) -> dict:
+                threads: int, precision: str = "auto") -> dict:
     """ms per step and peak memory of one method, in this (fresh) process.
 
-    Times `steps` frames after the first (which pays for set-up): steps * frame_every steps.
+    Times the steps after the first frame (which pays for set-up) up to the last frame (the drag's end,
+    whose image every method renders): steps * frame_every steps, frames as the method shows them.
     """
     from draggan.config import DragConfig
     from draggan.editor import seed_latent
@@ -114,14 +133,14 @@ def time_method(source: str | int, device: str, method: str, every: int, interva
     if method == "straightforward":
         G.requires_grad_(True)  # the official generator's weights require grad: it pays for weight gradients too
     handles, targets = _points(G.img_resolution)
-    cfg = DragConfig(max_steps=steps * every + 1, frame_every=every, frame_interval_s=interval, check_every=10)
+    cfg = DragConfig(max_steps=steps * every + 1, frame_every=every, frame_interval_s=interval, check_every=10,
+                     precision=precision if method == "draggan" else "fp32")
     job = DragJob(G, seed_latent(G, 0), handles, targets, cfg)
     marks = []  # (steps done, time)
     with PeakMemory(device) as mem:
         for frame in run_drag(method, job):
             _sync(device)
-            if not frame.done:
-                marks.append((frame.step, time.perf_counter()))
+            marks.append((frame.step, time.perf_counter()))
     (s0, t0), (s1, t1) = marks[0], marks[-1]
     return {"resolution": G.img_resolution, "ms_per_step": round(1000 * (t1 - t0) / (s1 - s0), 2),
             "peak_mb": round(mem.peak_mb, 1)}
@@ -134,7 +153,8 @@ def _child(queue, *args) -> None:
         queue.put(e)
 
 
-def bench_generator(source: str | int, device: torch.device, steps: int, label: str) -> list[dict]:
+def bench_generator(source: str | int, device: torch.device, steps: int, label: str,
+                    precision: str = "auto") -> list[dict]:
     """Every method on the same generator, latent and points, each in a fresh process so that
     one method's memory high-water mark does not hide another's."""
     import multiprocessing as mp
@@ -144,7 +164,7 @@ def bench_generator(source: str | int, device: torch.device, steps: int, label: 
     for label_, method, every, interval in METHODS:
         queue = ctx.Queue()
         proc = ctx.Process(target=_child, args=(queue, source, str(device), method, every, interval, steps,
-                                                 torch.get_num_threads()))
+                                                 torch.get_num_threads(), precision))
         proc.start()
         result = queue.get()
         proc.join()
@@ -167,16 +187,128 @@ def run(args: argparse.Namespace) -> int:
         sources = [(args.model, args.model)]
     else:
         sources = [(f"random-{r}", r) for r in (args.random_res or [256, 512])]
-    results = []
+    out: dict = {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
+                 "precision": args.precision, "results": [], "app": [], "edits": []}
+    say = (lambda *a, **k: None) if args.json else print
+    say(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, precision {args.precision}")
+    if device.type == "cpu":
+        say(GPU_HINT)
     for label, source in sources:
-        rows = bench_generator(source, device, max(args.steps, 2), label)
-        results.extend(rows)
-        if not args.json:
-            for r in rows:
-                print(f"{r['model']:>12}  {r['resolution']:4d}px  {r['method']:<36} {r['ms_per_step']:9.1f} ms/step"
-                      f"  {r['peak_mb']:8.1f} MB peak  x{r['speedup']:.2f} speed  x{r['memory_ratio']:.2f} memory",
-                      flush=True)
+        rows = bench_generator(source, device, max(args.steps, 2), label, args.precision)
+        out["results"].extend(rows)
+        for r in rows:
+            say(f"{r['model']:>12}  {r['resolution']:4d}px  {r['method']:<36} {r['ms_per_step']:9.1f} ms/step"
+                f"  {r['peak_mb']:8.1f} MB peak  x{r['speedup']:.2f} speed  x{r['memory_ratio']:.2f} memory", flush=True)
+    if args.app:
+        app_sources = [("toyfaces-64", "toyfaces-64", 60)] + [(label, source, 8) for label, source in sources
+                                                               if not isinstance(source, int) or source <= 256]
+        for label, source, steps in app_sources:
+            r = bench_app(source, device, steps, label)
+            out["app"].append(r)
+            say(f"{r['model']:>12}  {r['resolution']:4d}px  app /drag streamed {r['app_steps_per_s']:8.2f} steps/s, "
+                f"engine alone {r['engine_steps_per_s']:8.2f} steps/s: app at {100 * r['app_vs_engine']:.0f}% "
+                f"({r['app_steps']} and {r['engine_steps']} steps)", flush=True)
+    if args.edits:
+        for r in bench_edits(args.edits, device, args.precision):
+            out["edits"].append(r)
+            say(f" toyfaces-64    64px  per edit, {r['method']:<16} {r['seconds_per_edit']:7.3f} s/edit  "
+                f"{r['steps']:6.1f} steps  MD {r['md_before']:.2f} -> {r['md_after']:.2f} px  "
+                f"success {100 * r['success_rate']:.0f}%" + (f"  x{r['speedup']:.2f} per edit" if "speedup" in r else ""),
+                flush=True)
     if args.json:
-        print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "results": results},
-                         indent=1))
+        print(json.dumps(out, indent=1))
     return 0
+
+def _app_source(source: str | int, folder: str) -> str:
+    """A model spec the app can open: the catalog name / path itself, or the random generator saved to `folder`."""
+    if not isinstance(source, int):
+        return source
+    from stylegan2.checkpoints import save_generator
+    return str(save_generator(make_generator(source, torch.device("cpu")), os.path.join(folder, f"random-{source}.safetensors")))
+
+
+def _serve_app(spec: str, device: str, threads: int, ready, done) -> None:
+    """Child process: serve the app on a free loopback port, say which, and serve until `done`."""
+    import socket
+
+    import app as draggan_app
+
+    torch.set_num_threads(threads)
+    built = draggan_app.build_demo(spec, device)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    draggan_app.launch(built, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    ready.put(port)
+    done.wait()
+    built.demo.close()
+
+
+def bench_app(source: str | int, device: torch.device, steps: int, label: str) -> dict:
+    """Steps per second of one drag through the app (its streaming `/drag`, read by a client, as a browser
+    reads it) and of the same drag through the engine alone (frames paced as the app paces them)."""
+    import multiprocessing as mp
+    import tempfile
+
+    import gradio_client
+
+    from draggan.config import DragConfig
+    from draggan.editor import seed_latent
+    from draggan.methods import DragJob, run_drag
+    from stylegan2.checkpoints import load_generator
+
+    with tempfile.TemporaryDirectory() as folder:
+        spec = _app_source(source, folder)
+        G = load_generator(spec, device)
+        res = G.img_resolution
+        handles, targets = [[0.3 * res, 0.4 * res]], [[0.75 * res, 0.45 * res]]
+        # The app serves from a process of its own, as it does for a browser: the client's work is not the app's.
+        ctx = mp.get_context("spawn")
+        ready, done = ctx.Queue(), ctx.Event()
+        server = ctx.Process(target=_serve_app, args=(spec, str(device), torch.get_num_threads(), ready, done))
+        server.start()
+        port = ready.get(timeout=300)
+        try:
+            client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
+            client.predict(model=spec, seed=0, psi=0.7, api_name="/generate")
+            job = client.submit(handles=json.dumps(handles), targets=json.dumps(targets), max_steps=steps,
+                                api_name="/drag")
+            app = [(out[2]["step"], time.perf_counter()) for out in job]  # frames as the client receives them
+        finally:
+            done.set()
+            server.join(60)
+        cfg = DragConfig.for_model(spec if not isinstance(source, int) else None, max_steps=steps,
+                                   frame_interval_s=APP_FRAME_INTERVAL)
+        engine = []
+        for frame in run_drag("draggan", DragJob(G, seed_latent(G, 0, 0.7), handles, targets, cfg)):
+            _sync(device)
+            engine.append((frame.step, time.perf_counter()))
+
+    def rate(marks):  # steps per second from the first frame to the last (start-up and request latency aside)
+        (s0, t0), (s1, t1) = marks[0], marks[-1]
+        return (s1 - s0) / (t1 - t0)
+
+    app_rate, engine_rate = rate(app), rate(engine)
+    return {"model": label, "resolution": res, "app_steps": app[-1][0], "engine_steps": engine[-1][0],
+            "app_steps_per_s": round(app_rate, 2), "engine_steps_per_s": round(engine_rate, 2),
+            "app_vs_engine": round(app_rate / engine_rate, 3)}
+
+
+def bench_edits(pairs: int, device: torch.device, precision: str) -> list[dict]:
+    """Seconds per edit and mean distance after on the toy-faces oracle (`quality`, 5 landmarks per pair):
+    the official approach with the official schedule, then ours as it ships (the model's settings)."""
+    from draggan.commands.experiment import run_experiment
+
+    rows = []
+    for method, drag in (("straightforward", {"lr": 0.002, "precision": None}), ("draggan", {"lr": None,
+                                                                                         "precision": precision})):
+        args = argparse.Namespace(
+            protocol="landmarks", model="toyfaces-64", device=str(device), pairs=pairs, methods=method, points=5,
+            detector="toy", max_steps=200, feature_block=None, seed=0, psi=0.7, r1=None, r2=None, r3=None,
+            success_px=2.0, fid=False, predictor=None, ray=None, lambda_mask=None, mask_margin=None, local=None,
+            **drag)
+        summary = run_experiment(args, quiet=True).methods[method]
+        rows.append({"method": method, "pairs": pairs, **{k: summary.get(k) for k in
+                                                         ("md_before", "md_after", "success_rate", "steps", "seconds_per_edit")}})
+    rows[1]["speedup"] = round(rows[0]["seconds_per_edit"] / rows[1]["seconds_per_edit"], 2)
+    return rows

@@ -40,6 +40,17 @@ def add_drag_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking", choices=["l1", "l2"], default=None, help="feature distance for tracking")
     parser.add_argument("--lambda-mask", type=float, default=None, help=f"mask term weight (default {d.lambda_mask:g})")
     parser.add_argument("--steps", type=int, default=None, help=f"maximum steps (default: the model's, else {d.max_steps})")
+    add_speed_arguments(parser)
+
+
+def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
+    """--precision and --local: how the steps compute, not what they compute (README: Speed)."""
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None,
+                        help="arithmetic of the high-resolution blocks (default auto: fp16 on CUDA as the official "
+                             "code, fp32 elsewhere; bf16 pays only on CPUs with AVX-512 BF16 or AMX)")
+    parser.add_argument("--local", choices=["auto", "on", "off"], default=None,
+                        help="compute the high-resolution blocks only around the handles (default auto: on except "
+                             "on CUDA; never with a mask)")
 
 
 def drag_config(args: argparse.Namespace, model: str | None, **fixed):
@@ -47,7 +58,8 @@ def drag_config(args: argparse.Namespace, model: str | None, **fixed):
     from draggan.config import DragConfig
     return DragConfig.for_model(model, lr=args.lr, r1=args.r1, r2=args.r2, r3=args.r3, nearest=args.nearest,
                                 feature_block=args.feature_block, rows=args.rows, tracking=args.tracking,
-                                lambda_mask=args.lambda_mask, max_steps=args.steps, **fixed)
+                                lambda_mask=args.lambda_mask, max_steps=args.steps, precision=args.precision,
+                                local=args.local, **fixed)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

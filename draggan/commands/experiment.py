@@ -17,6 +17,7 @@ DEFAULT_PAIRS = {"landmarks": 100, "reconstruction": 100, "decay": 1, "nearest":
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from draggan.commands.drag import add_speed_arguments
     parser.add_argument("protocol", choices=PROTOCOLS)
     parser.add_argument("--model", default="toyfaces-64", help="catalog name, Hub 'repo_id:filename' or a file")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps (default cpu)")
@@ -42,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--success-px", type=float, default=2.0,
                         help="landmarks: an edit succeeds within this mean distance, pixels (default 2)")
     parser.add_argument("--lambda-mask", type=float, default=None, help="weight of the mask term (default: the model's)")
+    add_speed_arguments(parser)
     parser.add_argument("--mask-margin", type=float, default=None,
                         help="landmarks: masked run, only the box around each pair's landmarks (this many px wider) "
                              "may change")
@@ -77,7 +79,8 @@ def run_experiment(args: argparse.Namespace, quiet: bool = False):
     bench = load_bench(BenchSpec(args.model, args.device, args.detector if needs_detector else None, args.predictor))
     check_methods(["draggan"] if args.protocol == "nearest" else methods, bench)
     common = dict(max_steps=args.max_steps, feature_block=args.feature_block, psi=args.psi, seed=args.seed,
-                  drag={k: getattr(args, k) for k in ("lr", "r1", "r2", "r3", "lambda_mask") if getattr(args, k) is not None})
+                  drag={k: getattr(args, k) for k in ("lr", "r1", "r2", "r3", "lambda_mask", "precision", "local")
+                        if getattr(args, k, None) is not None})
     if args.protocol == "reconstruction":
         settings = reconstruction.ReconstructionSettings(**common, vectors=args.vectors, strength=args.strength,
                                                          lpips=not args.no_lpips)

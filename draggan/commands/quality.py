@@ -19,6 +19,7 @@ OLD_KEYS = {"md_before": "mean_distance_before", "md_after": "mean_distance_afte
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from draggan.commands.drag import add_speed_arguments
     parser.add_argument("--model", default="toyfaces-64", help="a toy-faces model (default toyfaces-64)")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps (default cpu)")
     parser.add_argument("--pairs", type=int, default=100, help="random face pairs (default 100)")
@@ -40,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mask-margin", type=float, default=None,
                         help="masked run: only the box around each pair's landmarks (this many px wider) may change")
     parser.add_argument("--lambda-mask", type=float, default=None, help="weight of the mask term (default: the model's)")
+    add_speed_arguments(parser)
     parser.add_argument("--ray", default=None, metavar="local|auto|ADDRESS", help="run the pairs as Ray actors")
     parser.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
                         help="JSON instead of the table: on stdout, or written to PATH")
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         methods=",".join(METHODS[m] for m in args.methods), points=args.points, detector=args.detector,
         max_steps=args.steps, feature_block=args.feature_block, seed=args.seed, psi=args.psi, lr=args.lr,
         r1=args.r1, r2=args.r2, r3=args.r3, success_px=args.success_px, fid=args.fid, predictor=None, ray=args.ray,
-        lambda_mask=args.lambda_mask, mask_margin=args.mask_margin)
+        lambda_mask=args.lambda_mask, mask_margin=args.mask_margin, precision=args.precision, local=args.local)
     result = run_experiment(exp, quiet=args.json == "-")
     old_names = {METHODS[m]: m for m in args.methods}
     result.methods = {old_names[name]: {**s, **{old: s[new] for new, old in OLD_KEYS.items()}}
