@@ -26,13 +26,14 @@ Imports nothing from Gradio; errors meant for the user are `UserError`s.
 from __future__ import annotations
 
 import collections
+import contextvars
 import os
 import shutil
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -82,6 +83,54 @@ def read_photo(path: str | os.PathLike, resolution: int, crop: tuple[int, int, i
         return load_image(path, resolution, crop)
     except ImageInputError as e:
         raise DragInputError(_short_names(str(e), path)) from None
+
+
+T = TypeVar("T")
+
+
+def stream_newest(items: Iterator[T], stop: Callable[[], Any]) -> Iterator[T]:
+    """Run `items` in a thread of its own; each time the caller asks, yield the newest item not yet yielded.
+
+    Older unread items are skipped (never the last one), so a slow reader (an encoder, a browser on a slow
+    link) never slows the producer: a drag streams at its own pace. The producer runs in a copy of the
+    caller's context (ZeroGPU's decorator reads the request from it). Abandoning this iterator calls
+    `stop` and lets the producer run to its end; the producer's exception is raised here.
+    """
+    cond = threading.Condition()
+    state: dict[str, Any] = {"item": None, "fresh": False, "done": False, "error": None}
+
+    def produce() -> None:
+        try:
+            for item in items:
+                with cond:
+                    state["item"], state["fresh"] = item, True
+                    cond.notify()
+        except BaseException as e:  # handed to the reader
+            state["error"] = e
+        finally:
+            with cond:
+                state["done"] = True
+                cond.notify()
+
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(produce,), daemon=True, name="stream-newest").start()
+    finished = False
+    try:
+        while True:
+            with cond:
+                cond.wait_for(lambda: state["fresh"] or state["done"])
+                if state["fresh"]:
+                    item, state["fresh"] = state["item"], False
+                elif state["error"] is not None:
+                    finished = True
+                    raise state["error"]
+                else:
+                    finished = True
+                    return
+            yield item
+    finally:
+        if not finished:
+            stop()
 
 
 class DeviceSlots:

@@ -427,3 +427,55 @@ def test_embedding_round_trip_and_refusals(photos, photo_file, tmp_path):
     assert photos.get("c") is c and c.photo is None and photos.photo_count() == 2
     with pytest.raises(PhotoLimitError):                      # a loaded photo takes a slot too
         photos.load_photo("c", path)
+
+
+def test_stream_newest_never_waits_for_a_slow_reader():
+    """A producer of 40 quick items, a reader that takes 50 ms each: the producer ends at its own pace,
+    the reader skips to the newest item and always gets the last one."""
+    import time as _time
+
+    from draggan.sessions import stream_newest
+
+    done_at = []
+
+    def produce():
+        for i in range(40):
+            _time.sleep(0.005)
+            yield i
+        done_at.append(_time.monotonic())
+
+    start = _time.monotonic()
+    seen = []
+    for item in stream_newest(produce(), stop=lambda: None):
+        seen.append(item)
+        _time.sleep(0.05)
+    assert seen[-1] == 39 and seen == sorted(seen)
+    assert len(seen) < 20                          # items were skipped, not queued
+    assert done_at[0] - start < 0.2 * 40 * 0.05    # the producer did not wait for the reader
+
+
+def test_stream_newest_stops_an_abandoned_producer_and_passes_errors():
+    import threading as _threading
+
+    from draggan.sessions import stream_newest
+
+    stop = _threading.Event()
+
+    def produce():
+        i = 0
+        while not stop.is_set():
+            i += 1
+            yield i
+        yield "end"
+
+    stream = stream_newest(produce(), stop=stop.set)
+    next(stream)
+    stream.close()
+    assert stop.wait(1)
+
+    def broken():
+        yield 1
+        raise ValueError("bad frame")
+
+    with pytest.raises(ValueError, match="bad frame"):
+        list(stream_newest(broken(), stop=lambda: None))
