@@ -112,6 +112,11 @@ class Control:
     info: str | None = None
     reset: bool = False              # a ↺ button that returns to the current model's default
 
+    @property
+    def field(self) -> str:
+        """The name messages use: the label up to its first ':' or '(' ("R1", "Step size", "λ")."""
+        return self.label.split(":")[0].split("(")[0].strip()
+
 
 DRAG_CONTROLS: dict[str, Control] = {  # order = the /drag endpoint's parameters after handles, targets
     "lr": Control("Step size", "slider", "main", 0.0005, 0.1, 0.0005, reset=True),
@@ -146,13 +151,44 @@ def drag_config(model: str, values: dict[str, Any]) -> tuple[DragConfig, str]:
     values = dict(values)
     method = values.pop("method", None) or "draggan"
     rate = values.pop("frame_rate", None)
-    rate = FRAME_RATE if rate is None else _number(rate, "frame_rate", 0, 1000)
-    ints = {"feature_block", "rows", "max_steps", "frame_every"}
-    given = {k: (_whole(v, k) if k in ints else bool(v) if k == "nearest" else v if k == "tracking"
-                 else _number(v, k, 0, math.inf)) for k, v in values.items() if v is not None}
-    if "lr" in given and given["lr"] > DRAG_CONTROLS["lr"].maximum:
-        raise DragInputError(f"lr {given['lr']:g} is above the maximum {DRAG_CONTROLS['lr'].maximum:g}")
+    rate = FRAME_RATE if rate is None else control_value("frame_rate", rate)
+    given = {k: (bool(v) if k == "nearest" else v if k == "tracking" else control_value(k, v))
+             for k, v in values.items() if v is not None}
     return DragConfig.for_model(model, frame_interval_s=1 / rate if rate else 0.0, **given), method
+
+
+WHOLE_CONTROLS = {"feature_block", "rows", "max_steps", "frame_every"}
+
+
+def control_value(name: str, v: Any) -> float | int:
+    """A slider's value from the UI or the API, within the slider's bounds, or a DragInputError naming the
+    field ("Step size must be between 0.0005 and 0.1, got 5"). Gradio's own check, which names no field,
+    is skipped for these sliders (BoundedSlider), so this is the one that speaks."""
+    c = DRAG_CONTROLS[name]
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        x = float("nan")
+    if not c.minimum <= x <= c.maximum:
+        got = f"{x:g}" if math.isfinite(x) else repr(str(v)[:40])
+        raise DragInputError(f"{c.field} must be between {c.minimum:g} and {c.maximum:g}, got {got}")
+    if name in WHOLE_CONTROLS:
+        if not x.is_integer():
+            raise DragInputError(f"{c.field} must be a whole number, got {x:g}")
+        return int(x)
+    return x
+
+
+class BoundedSlider(gr.Slider):
+    """A gr.Slider whose value reaches the handler unchecked, for sliders whose handler checks the bounds
+    itself and names the field (Gradio's own check says only "Value 5.0 is greater than maximum value 0.1",
+    before our code runs, and in the UI it would bypass keep_on_error)."""
+
+    def get_block_name(self) -> str:
+        return "slider"  # the browser shows it as Gradio's slider
+
+    def preprocess(self, payload: Any) -> Any:
+        return payload
 
 
 def _number(v: Any, name: str, lo: float, hi: float) -> float:
@@ -389,7 +425,7 @@ def model_section(ctx: AppContext, ui: dict) -> None:
         with gr.Row(equal_height=True):
             ui["seed"] = gr.Number(0, label="Seed", info=f"0 to {SEED_MAX}", scale=3)
             dice = gr.Button("🎲 Random", scale=1, min_width=90)
-        ui["psi"] = gr.Slider(0.0, 1.0, value=0.7, step=0.05, label="Truncation ψ")
+        ui["psi"] = BoundedSlider(0.0, 1.0, value=0.7, step=0.05, label="Truncation ψ")  # checked by check_psi
         ui["latent_space"] = gr.Radio([("W", "w"), ("W+", "w+")], value="w+", label="Latent space")
         generate = gr.Button("Generate", variant="primary", elem_id="generate")
 
@@ -563,7 +599,7 @@ def control_row(ctx: AppContext, ui: dict, name: str, value: Any) -> None:
     c = DRAG_CONTROLS[name]
     with gr.Row(equal_height=True):
         if c.kind == "slider":
-            ui[name] = gr.Slider(c.minimum, c.maximum, value=value, step=c.step, label=c.label, info=c.info,
+            ui[name] = BoundedSlider(c.minimum, c.maximum, value=value, step=c.step, label=c.label, info=c.info,
                                  buttons=[], scale=8, elem_id=f"ctl_{name}")
         elif c.kind == "checkbox":
             ui[name] = gr.Checkbox(value, label=c.label, elem_id=f"ctl_{name}")

@@ -138,8 +138,38 @@ def test_bad_input_gets_a_message_that_says_what_to_do(server):
             c.predict(handles=handles, targets=targets, api_name="/drag")
     with pytest.raises(gradio_client.exceptions.AppError, match="No drag to export"):
         c.predict(api_name="/export_video")
-    with pytest.raises(gradio_client.exceptions.AppError, match="maximum"):
-        c.predict(handles="[[5, 5]]", targets="[[9, 9]]", lr=5.0, api_name="/drag")
+
+
+
+def test_out_of_range_settings_are_refused_naming_the_field(server):
+    """Gradio's own slider check says "Value 5.0 is greater than maximum value 0.1"; ours names the field."""
+    c = client(server)
+    c.predict(api_name="/generate")
+    cases = {"Step size must be between 0.0005 and 0.1, got 5": dict(lr=5.0),
+             "R1 must be between 1 and 128, got 500": dict(r1=500),
+             "λ must be between 0 and 100, got -1": dict(lambda_mask=-1),
+             "Max steps must be a whole number, got 2.5": dict(max_steps=2.5),
+             "Frames per second shown must be between 0 and 60, got 61": dict(frame_rate=61)}
+    for message, values in cases.items():
+        with pytest.raises(gradio_client.exceptions.AppError) as e:
+            c.predict(handles="[[5, 5]]", targets="[[9, 9]]", api_name="/drag", **values)
+        assert str(e.value).strip() == message, str(e.value)
+    with pytest.raises(gradio_client.exceptions.AppError, match="^Truncation ψ must be a number from 0 to 1, got 5"):
+        c.predict(psi=5, api_name="/generate")
+    frames = [o[2] for o in all_outputs(c.submit(handles="[[5, 5]]", targets="[[9, 9]]", lr=0.1, r1=128,
+                                                 max_steps=1, api_name="/drag"))]
+    assert frames[-1]["done"]  # the bounds themselves are allowed
+
+    # The UI's Drag (the browser clamps its sliders, but whatever arrives is checked the same way): the
+    # message goes beside the image, which stays as it was (every other output skipped).
+    built = server.built
+    ui_drag = next(f.fn for f in built.demo.fns.values() if f.name == "ui_drag")
+    request = types.SimpleNamespace(session_hash=c.session_hash, client=None)
+    values = dict(draggan_app.control_defaults(server.model), lr=5.0)
+    with pytest.warns(UserWarning, match="Step size must be"):  # gr.Warning outside a request: the toast's text
+        out = list(ui_drag("[[5, 5]]", "[[9, 9]]", *[values[n] for n in draggan_app.DRAG_CONTROLS], request))
+    assert len(out) == 1 and out[0][1] == "⚠️ Step size must be between 0.0005 and 0.1, got 5"
+    assert all(isinstance(o, dict) and o.get("__type__") == "update" and len(o) == 1 for o in out[0][::2])
 
 
 def test_a_model_that_cannot_load_leaves_the_app_usable(server):
