@@ -11,11 +11,14 @@ NVIDIA's projector use 256: VGG was trained on 224-px images).
 
 Weights: the VGG16 convolutions are read from timm's `vgg16.tv_in1k` (torchvision's
 ImageNet weights) on the Hugging Face Hub, whose `features.N.*` tensors load as they are
-into `VGG16Features`. The optional learned LPIPS weights (v0.1, VGG) come from
-`vivym/lpips`. Both are fetched once into the Hugging Face cache.
+into `VGG16Features`. The optional learned LPIPS weights (v0.1, VGG, 7 kB) are read from the
+`lpips` PyPI package's own `lpips/weights/v0.1/vgg.pth` when that package is installed (found,
+never imported: its import needs torchvision), else from `vivym/lpips` on the Hub. Hub files are
+fetched once into the Hugging Face cache.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -27,6 +30,7 @@ from stylegan2.checkpoints import CheckpointError
 # The Hub files (unverified from the machine this was written on, which had no internet; see docs/pti.md).
 VGG16_REPO, VGG16_FILE = "timm/vgg16.tv_in1k", "model.safetensors"           # ~553 MB, features are 59 MB of it
 LPIPS_REPO, LPIPS_FILE = "vivym/lpips", "vgg_lpips_linear.safetensors"      # 6 kB: "0.weight" .. "4.weight", [1, C, 1, 1]
+LPIPS_PACKAGE_FILE = ("weights", "v0.1", "vgg.pth")  # in the `lpips` package (BSD): "lin0.model.1.weight" .. "lin4..."
 
 # torchvision's VGG16 `features` up to relu5_3: channels per conv, "M" = 2x2 max pool.
 VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
@@ -37,7 +41,15 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class PerceptualWeightsError(CheckpointError):
-    """The perceptual network's weights cannot be found or read; the message says what to do."""
+    """The perceptual network's weights cannot be found or read; the message says what to do.
+
+    missing: the (what, repo, filename) Hub files that were needed and could not be had (empty when a file
+    was there but unreadable), so a caller with its own way to supply them (a CLI flag) can add it.
+    """
+
+    def __init__(self, message: str, missing: tuple[tuple[str, str, str], ...] = ()):
+        super().__init__(message)
+        self.missing = missing
 
 
 class VGG16Features(torch.nn.Module):
@@ -146,22 +158,68 @@ class PerceptualDistance(torch.nn.Module):
         return self.distance(self.features(a, max_size), self.features(b, max_size))
 
 
-def _hub_file(repo: str, filename: str, cache_dir: str | os.PathLike | None, flag: str) -> Path:
-    """Download (or find in the cache) one Hub file; a clear PerceptualWeightsError when that fails."""
+class _NotCached(Exception):
+    """A Hub file that is not in the cache while the Hub cannot be reached."""
+
+
+def _hub_file(repo: str, filename: str, cache_dir: str | os.PathLike | None) -> Path:
+    """Download (or find in the cache) one Hub file. _NotCached when offline without it; a
+    PerceptualWeightsError for any other failure."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    fetch = f"`hf download {repo} {filename}`"
     try:
         return Path(hf_hub_download(repo, filename, cache_dir=cache_dir))
     except LocalEntryNotFoundError:
-        raise PerceptualWeightsError(
-            f"The perceptual network needs {filename} from Hub repo {repo}, which is not in the Hugging Face cache, "
-            f"and the Hub cannot be reached (or HF_HUB_OFFLINE is set). Fetch it once while online with {fetch}, "
-            f"or pass a local copy with {flag} PATH") from None
+        raise _NotCached() from None
     except Exception as e:  # HTTP errors, a dropped connection, a full disk
         raise PerceptualWeightsError(f"could not download {filename} from Hub repo {repo} ({type(e).__name__}: {e}); "
-                                     f"retry, fetch it with {fetch}, or pass a local copy with {flag} PATH") from None
+                                     f"retry, or fetch it with `hf download {repo} {filename}`",
+                                     ((_WHAT.get(repo, filename), repo, filename),)) from None
+
+
+_WHAT = {VGG16_REPO: "the VGG16 weights", LPIPS_REPO: "the LPIPS channel weights"}
+
+
+def _not_cached_error(missing: list[tuple[str, str, str]]) -> PerceptualWeightsError:
+    """One message for every Hub file that is needed and not cached, offline."""
+    what = " and ".join(f"{w} ({repo})" for w, repo, _ in missing)
+    verb = "is" if len(missing) == 1 else "are"
+    fetch = " and ".join(f"`hf download {repo} {filename}`" for _, repo, filename in missing)
+    lpips = (" (the LPIPS weights also come with `pip install --no-deps lpips`)"
+             if any(repo == LPIPS_REPO for _, repo, _ in missing) else "")
+    return PerceptualWeightsError(
+        f"Photo inversion needs {what}, which {verb} not in the Hugging Face cache, and the Hub cannot be "
+        f"reached (or HF_HUB_OFFLINE is set): run once while online, or fetch {'it' if verb == 'is' else 'them'} "
+        f"with {fetch}{lpips}", tuple(missing))
+
+
+def lpips_package_file() -> Path | None:
+    """The LPIPS v0.1 VGG weights shipped inside the `lpips` PyPI package, if it is installed; found with
+    importlib's finder and never imported (importing `lpips` needs torchvision)."""
+    try:
+        spec = importlib.util.find_spec("lpips")
+    except (ImportError, ValueError):
+        return None
+    roots = list(spec.submodule_search_locations or []) if spec is not None else []
+    for root in roots:
+        path = Path(root).joinpath(*LPIPS_PACKAGE_FILE)
+        if path.is_file():
+            return path
+    return None
+
+
+def read_lpips_package_weights(path: str | os.PathLike) -> list[torch.Tensor]:
+    """The five channel weights from the `lpips` package's vgg.pth ('linN.model.1.weight', [1, C, 1, 1]),
+    read as plain tensors (weights_only: no code from the file runs)."""
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # a damaged file, or one that holds more than tensors
+        raise PerceptualWeightsError(f"{path} is not a readable LPIPS weights file ({type(e).__name__}: {e})") from None
+    keys = [f"lin{i}.model.1.weight" for i in range(len(TAP_LAYERS))]
+    if not isinstance(state, dict) or any(not isinstance(state.get(k), torch.Tensor) for k in keys):
+        raise PerceptualWeightsError(f"{path} lacks the LPIPS weights {keys[0]!r} .. {keys[-1]!r}")
+    return [state[k] for k in keys]
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -180,16 +238,34 @@ def load_perceptual(device: torch.device | str = "cpu", vgg_path: str | os.PathL
                     cache_dir: str | os.PathLike | None = None) -> PerceptualDistance:
     """The pretrained perceptual distance, on `device`.
 
-    vgg_path / lpips_path: local safetensors files; when None they are fetched from the Hub
-    (`VGG16_REPO`, `LPIPS_REPO`) into the Hugging Face cache, or found there when offline.
+    vgg_path / lpips_path: local safetensors files. When None, the VGG16 weights are fetched from the Hub
+    (`VGG16_REPO`) into the Hugging Face cache, or found there when offline; the LPIPS weights are read from
+    the installed `lpips` package (`lpips_package_file`), else fetched from `LPIPS_REPO` the same way.
     learned=False uses uniform channel weights instead of LPIPS's learned ones.
-    Raises PerceptualWeightsError saying which file is needed and how to get it.
+    Raises PerceptualWeightsError saying which files are needed and how to get them (every missing one at once).
     """
-    vgg = VGG16Features.from_state_dict(_read_safetensors(
-        Path(vgg_path) if vgg_path else _hub_file(VGG16_REPO, VGG16_FILE, cache_dir, "--vgg")))
+    missing: list[tuple[str, str, str]] = []
+    vgg_file = Path(vgg_path) if vgg_path else None
+    if vgg_file is None:
+        try:
+            vgg_file = _hub_file(VGG16_REPO, VGG16_FILE, cache_dir)
+        except _NotCached:
+            missing.append((_WHAT[VGG16_REPO], VGG16_REPO, VGG16_FILE))
     lin = None
-    if learned:
-        state = _read_safetensors(Path(lpips_path) if lpips_path else _hub_file(LPIPS_REPO, LPIPS_FILE, cache_dir, "--lpips"))
+    lpips_file = Path(lpips_path) if lpips_path else None
+    package_file = lpips_package_file() if learned and lpips_file is None else None
+    if learned and lpips_file is None and package_file is None:
+        try:
+            lpips_file = _hub_file(LPIPS_REPO, LPIPS_FILE, cache_dir)
+        except _NotCached:
+            missing.append((_WHAT[LPIPS_REPO], LPIPS_REPO, LPIPS_FILE))
+    if missing:
+        raise _not_cached_error(missing)
+    vgg = VGG16Features.from_state_dict(_read_safetensors(vgg_file))
+    if package_file is not None:
+        lin = read_lpips_package_weights(package_file)
+    elif learned:
+        state = _read_safetensors(lpips_file)
         try:
             lin = [state[f"{i}.weight"] for i in range(len(TAP_LAYERS))]
         except KeyError as e:

@@ -5,6 +5,7 @@ Everything runs offline on a tiny generator and a thin random VGG (no Hub weight
 from __future__ import annotations
 
 import io
+import sys
 import threading
 
 import numpy as np
@@ -19,7 +20,8 @@ from draggan.engine import DragSession
 from pti import (EmbeddingError, ImageInputError, InversionCancelled, PerceptualDistance, PerceptualWeightsError,
                  VGG16Features, embedding_info, get_preset, invert, load_embedding, load_image, load_perceptual,
                  parse_crop, prepare_image, save_embedding)
-from pti.perceptual import IMAGENET_MEAN, IMAGENET_STD
+from pti import perceptual as perceptual_module
+from pti.perceptual import IMAGENET_MEAN, IMAGENET_STD, lpips_package_file
 from stylegan2 import image_to_uint8
 from stylegan2.testing import tiny_generator
 from stylegan2.checkpoints import clear_memory_cache, save_generator
@@ -245,12 +247,75 @@ def test_perceptual_distance_is_lpips_on_imagenet_normalized_vgg_features(perc):
     assert torch.allclose(perc(big, b, max_size=40), perc(a, b), atol=1e-6)
 
 
-def test_missing_vgg_weights_offline_say_what_to_get(tmp_path, monkeypatch):
+def test_missing_weights_offline_name_every_file_and_no_cli_flag(tmp_path, monkeypatch):
+    """The message reaches app users too: it names every file missing, says how to get them, and names no
+    command-line flag (the CLI adds its own)."""
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(PerceptualWeightsError, match="model.safetensors from Hub repo timm/vgg16.tv_in1k.*--vgg PATH"):
+    monkeypatch.setattr(perceptual_module, "lpips_package_file", lambda: None)  # as without the lpips package
+    with pytest.raises(PerceptualWeightsError) as e:
         load_perceptual(cache_dir=tmp_path)
+    message = str(e.value)
+    assert message.startswith("Photo inversion needs the VGG16 weights (timm/vgg16.tv_in1k) and the LPIPS channel "
+                              "weights (vivym/lpips), which are not in the Hugging Face cache, and the Hub cannot be "
+                              "reached"), message
+    assert "run once while online" in message and "`hf download timm/vgg16.tv_in1k model.safetensors`" in message
+    assert "`hf download vivym/lpips vgg_lpips_linear.safetensors`" in message and "pip install --no-deps lpips" in message
+    assert "--vgg" not in message and "--lpips" not in message
+    assert [m[1] for m in e.value.missing] == ["timm/vgg16.tv_in1k", "vivym/lpips"]
+    with pytest.raises(PerceptualWeightsError) as e:
+        load_perceptual(cache_dir=tmp_path, learned=False)
+    assert "needs the VGG16 weights (timm/vgg16.tv_in1k), which is not in" in str(e.value)
+    assert "lpips" not in str(e.value).lower()
     with pytest.raises(PerceptualWeightsError, match="No such file"):
-        load_perceptual(vgg_path=tmp_path / "missing.safetensors")
+        load_perceptual(vgg_path=tmp_path / "missing.safetensors", learned=False)
+
+
+class NotATensor:
+    """A pickled object that torch.load(weights_only=True) must refuse."""
+
+
+def fake_lpips_package(site, weights: dict) -> None:
+    """An installed-looking `lpips` package in `site`: its weights file, and an __init__ that fails if imported."""
+    package = site / "lpips"
+    (package / "weights" / "v0.1").mkdir(parents=True)
+    (package / "__init__.py").write_text('raise ImportError("lpips must not be imported: it needs torchvision")\n')
+    torch.save(weights, package / "weights" / "v0.1" / "vgg.pth")
+
+
+def test_lpips_weights_come_from_the_installed_lpips_package_without_importing_it(tmp_path, monkeypatch):
+    vgg = VGG16Features(width=1 / 16)
+    vgg_file = tmp_path / "vgg.safetensors"
+    save_file(dict(vgg.state_dict()), str(vgg_file))
+    g = torch.Generator().manual_seed(3)
+    weights = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1, generator=g) for i, c in enumerate(vgg.tap_channels)}
+    fake_lpips_package(tmp_path / "site", weights)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)  # the Hub is not asked for the LPIPS weights
+    monkeypatch.delitem(sys.modules, "lpips", raising=False)
+
+    assert lpips_package_file() == tmp_path / "site" / "lpips" / "weights" / "v0.1" / "vgg.pth"
+    perc = load_perceptual(vgg_path=vgg_file, cache_dir=tmp_path / "empty-cache")
+    assert perc.learned and "lpips" not in sys.modules
+    for i, c in enumerate(vgg.tap_channels):
+        expected = weights[f"lin{i}.model.1.weight"].reshape(1, c, 1, 1).sqrt()  # sqrt: applied to the difference
+        assert torch.equal(getattr(perc, f"lin{i}"), expected)
+    # Offline without the VGG: only the VGG is asked for.
+    with pytest.raises(PerceptualWeightsError) as e:
+        load_perceptual(cache_dir=tmp_path / "empty-cache")
+    assert "needs the VGG16 weights (timm/vgg16.tv_in1k), which is not" in str(e.value)
+    assert "lpips" not in str(e.value).lower()
+    # A damaged file, and one that would run code when unpickled, are refused by name.
+    package_file = lpips_package_file()
+    package_file.write_bytes(b"not a torch file")
+    with pytest.raises(PerceptualWeightsError, match="vgg.pth is not a readable LPIPS weights file"):
+        load_perceptual(vgg_path=vgg_file)
+    torch.save({"lin0.model.1.weight": NotATensor()}, package_file)
+    with pytest.raises(PerceptualWeightsError, match="vgg.pth is not a readable LPIPS weights file"):
+        load_perceptual(vgg_path=vgg_file)
+    torch.save({"lin0.model.1.weight": torch.ones(1, 4, 1, 1)}, package_file)
+    with pytest.raises(PerceptualWeightsError, match="lacks the LPIPS weights"):
+        load_perceptual(vgg_path=vgg_file)
+    assert "lpips" not in sys.modules
 
 
 # ----------------------------------------------------------------------------
@@ -335,7 +400,7 @@ def test_corrupt_missing_and_odd_files(tmp_path):
 # ----------------------------------------------------------------------------
 # The command line.
 
-def test_invert_command(G, tmp_path, capsys):
+def test_invert_command(G, tmp_path, capsys, monkeypatch):
     model = save_generator(G, tmp_path / "tiny.safetensors")
     vgg = tmp_path / "vgg.safetensors"
     save_file(dict(VGG16Features(width=1 / 16).state_dict()), str(vgg))
@@ -358,4 +423,11 @@ def test_invert_command(G, tmp_path, capsys):
     assert err.startswith("error: no such image file") and err.count("\n") == 1
     assert main(args + ["--crop", "0,0,99,99"]) == 2
     assert "outside the 32x32 image" in capsys.readouterr().err
+    # Offline, nothing cached and no --vgg: the command names its own flag after the general message.
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    assert main([a for a in args if a not in ("--vgg", str(vgg))]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Photo inversion needs the VGG16 weights (timm/vgg16.tv_in1k)") and err.count("\n") == 1
+    assert err.rstrip().endswith("or pass local copies with --vgg PATH"), err
     clear_memory_cache()

@@ -37,6 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write a PNG: the photo as inverted, beside its reconstruction")
 
 
+def cli_weight_flags(missing) -> str:
+    """This command's own ways to supply perceptual weights that could not be had (what, repo, filename)."""
+    from pti.perceptual import LPIPS_REPO
+
+    flags = ["--lpips PATH (or --uniform-lpips)" if repo == LPIPS_REPO else "--vgg PATH" for _, repo, _ in missing]
+    return ", ".join(flags)
+
+
 def _print_stage(title: str, m) -> None:
     print(f"{title}: PSNR {m.psnr_before:.2f} -> {m.psnr_after:.2f} dB, perceptual {m.perceptual_before:.4f} -> "
           f"{m.perceptual_after:.4f}  ({m.steps} steps, {m.seconds:.1f} s)")
@@ -46,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from pti.embedding import save_embedding
     from pti.image_io import load_image, parse_crop
     from pti.inversion import InversionCancelled, get_preset, invert
-    from pti.perceptual import load_perceptual
+    from pti.perceptual import PerceptualWeightsError, load_perceptual
     from stylegan2.catalog import default_model
     from stylegan2.checkpoints import CheckpointError, load_generator, portable_spec, resolve_device
 
@@ -67,8 +75,14 @@ def run(args: argparse.Namespace) -> int:
         target, notes = load_image(args.image, G.img_resolution, crop)
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
-        perceptual = load_perceptual(device, vgg_path=args.vgg, lpips_path=args.lpips,
-                                     learned=not args.uniform_lpips, max_size=preset.perceptual_size)
+        try:
+            perceptual = load_perceptual(device, vgg_path=args.vgg, lpips_path=args.lpips,
+                                         learned=not args.uniform_lpips, max_size=preset.perceptual_size)
+        except PerceptualWeightsError as e:
+            if not e.missing:
+                raise
+            raise PerceptualWeightsError(f"{e}; or pass local copies with {cli_weight_flags(e.missing)}",
+                                         e.missing) from None
         print(f"inverting {args.image} into {model} ({G.img_resolution} px, {device}), preset {preset.name}: "
               f"{preset.w_steps} projection + up to {preset.tune_steps} tuning steps", file=sys.stderr)
         result = invert(G, target, perceptual, preset, progress=progress, seed=args.seed)
