@@ -56,7 +56,7 @@ from draggan.config import DragConfig, DragFrame, DragInputError, parse_points, 
 from draggan.draw import draw_mask, draw_points, enlarge
 from draggan.gpu import gpu_task
 from draggan.methods import LABELS, METHOD_NAMES, NO_PREDICTOR, available_methods, run_drag
-from draggan.sessions import SEED_MAX, EditSession, PerceptualLoader, SessionManager, read_photo
+from draggan.sessions import SEED_MAX, EditSession, PerceptualLoader, SessionManager, read_photo, stream_newest
 from pti import PRESETS, InversionCancelled, PTIPreset, parse_crop
 from stylegan2 import catalog
 from stylegan2.checkpoints import resolve_device
@@ -485,7 +485,9 @@ def drag_section(ctx: AppContext, ui: dict) -> None:
         h, t = validate_points(h, t, sess.resolution)  # before any arithmetic on them
         cfg, method = drag_config(sess.model, values)
         asked = [[float(round(x)), float(round(y))] for x, y in h]
-        for frame in sess.run_drag(h, t, cfg, method):
+        # The drag runs in its own thread and the stream shows its newest frame: encoding and sending a
+        # frame never holds up the next step.
+        for frame in stream_newest(sess.run_drag(h, t, cfg, method), sess.stop):
             moved = [(i, a, b) for i, (a, b) in enumerate(zip(asked, frame.start_xy or asked)) if a != b]
             yield ctx.view(sess, frame), frame_text(frame, moved), frame_json(frame, moved)
 
