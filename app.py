@@ -80,6 +80,7 @@ CSS = """
 #status p { margin: 0; }
 #view img { image-rendering: pixelated; width: 100%; height: auto; object-fit: contain; }
 .reset-btn { max-width: 2.6em !important; min-width: 2.6em !important; }
+#photo_report .meta-text-center { transform: none; }
 """
 
 
@@ -697,7 +698,10 @@ def photo_section(ctx: AppContext, ui: dict) -> None:
         with gr.Row():
             invert_btn = gr.Button("Invert", variant="primary", elem_id="invert", interactive=False)
             cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel_invert")
-        report = gr.Markdown("Inverts into the model chosen above; then drag it as any image.", elem_id="photo_report")
+        # Right under Invert, and tall enough to show the inversion's progress bar (empty, it would show none,
+        # and the image's own progress is out of view when this part of the page is).
+        report = gr.Markdown("Inverts into the model chosen above; then drag it as any image.", elem_id="photo_report",
+                             min_height=64)
         with gr.Row():
             save_btn = gr.Button("Save embedding", size="sm")
             load_btn = gr.UploadButton("Load embedding", file_types=[".safetensors"], size="sm")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
@@ -22,6 +23,7 @@ if not Path(CHROMIUM).is_file():
     pytest.skip("Chromium is not installed (apt-get install chromium)", allow_module_level=True)
 
 import app as draggan_app  # noqa: E402
+from pti import PerceptualDistance, VGG16Features, get_preset  # noqa: E402
 from stylegan2.testing import tiny_generator  # noqa: E402
 from stylegan2.checkpoints import save_generator  # noqa: E402
 
@@ -36,7 +38,11 @@ TIMEOUT_MS = 90_000
 def served(tmp_path_factory):
     model = "toyfaces-64" if TOYFACES.is_file() else str(save_generator(
         tiny_generator(32, seed=0), tmp_path_factory.mktemp("model") / "tiny.safetensors"))
-    built = draggan_app.build_demo(model, "cpu")
+    with torch.random.fork_rng(devices=[]):  # a thin random VGG: Invert runs offline, in seconds
+        torch.manual_seed(0)
+        perceptual = PerceptualDistance(VGG16Features(width=1 / 16))
+    built = draggan_app.build_demo(model, "cpu", perceptual_loader=lambda device: perceptual,
+                                  pti_presets={"fast": get_preset("fast", w_steps=60, tune_steps=40)})
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -229,6 +235,42 @@ def test_the_exported_video_plays_in_the_app(served):
             assert state["error"] is None and state["ready"] >= 2 and state["width"] >= 256, state
             video.evaluate("v => { v.muted = true; return v.play(); }")
             page.wait_for_function("v => v.currentTime > 0.05 && v.error === null", arg=video.element_handle())
+            close_tab(page, sessions)
+        finally:
+            browser.close()
+
+
+def test_invert_shows_its_progress_beside_the_button(served, tmp_path):
+    """On a desktop the Invert button sits far below the image, whose progress is out of view: the line under
+    the button shows the inversion's progress bar where the person is (really drawn there, not clipped), and
+    the page does not move."""
+    url, sessions = served
+    expect = sync_api.expect
+    expect.set_options(timeout=TIMEOUT_MS)
+    photo = tmp_path / "photo.png"
+    Image.fromarray((np.random.default_rng(0).random((80, 80, 3)) * 255).astype(np.uint8)).save(photo)
+    with sync_api.sync_playwright() as pw:
+        browser, page, image, _ = open_app(pw, url)
+        try:
+            page.get_by_text("Real photo", exact=True).click()
+            page.locator("input[type=file]").first.set_input_files(str(photo))
+            invert = page.locator("#invert")
+            expect(invert).to_be_enabled()
+            invert.scroll_into_view_if_needed()
+            at = (page.evaluate("window.scrollY"), invert.bounding_box()["y"])
+            invert.click()
+            bar = page.locator("#photo_report [role=progressbar]")
+            expect(bar).to_be_visible()
+            box = bar.bounding_box()
+            assert 0 <= box["y"] and box["y"] + box["height"] <= 860, box            # in the viewport
+            assert 0 < box["y"] - at[1] < 150, (box, at)                              # just under Invert
+            hit = page.evaluate("([x, y]) => document.elementFromPoint(x, y)?.closest('[role=progressbar]') !== null",
+                                [box["x"] + box["width"] / 2, box["y"] + box["height"] / 2])
+            assert hit, "the progress bar is not drawn where it is (clipped or covered)"
+            assert image.bounding_box()["y"] + image.bounding_box()["height"] < 0    # the image is out of view
+            expect(page.locator("#photo_report")).to_contain_text("Projected in")
+            assert (page.evaluate("window.scrollY"), invert.bounding_box()["y"]) == at  # the page did not move
+            expect(page.locator("#status")).to_contain_text("Your photo")
             close_tab(page, sessions)
         finally:
             browser.close()
