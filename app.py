@@ -52,6 +52,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from draggan.compute import ComputeThread
 from draggan.config import DragConfig, DragFrame, DragInputError, parse_points, validate_points
 from draggan.draw import draw_mask, draw_points, enlarge
 from draggan.gpu import gpu_task
@@ -71,6 +72,7 @@ Image.MAX_IMAGE_PIXELS = 40_000_000
 STAGES = {"project": "Projecting", "tune": "Tuning"}
 MASK_RGBA = (34, 197, 94, 128)   # how the editable area looks in the mask editor
 FRAME_RATE = 15.0                # frames per second a drag shows; the drag never waits for the browser
+FRAME_SHARE = 1 / 3              # and frames take at most this share of a drag's time (slow devices: fewer frames)
 DONE_TEXT = {"reached": "Reached the targets", "stopped": "Stopped", "max_steps": "Stopped at max steps",
              "predicted": "Predicted"}
 HELP_TEXT = ("Click a **handle** (red disc) and then its **target** (blue square); add as many pairs as you like, "
@@ -155,7 +157,8 @@ def drag_config(model: str, values: dict[str, Any]) -> tuple[DragConfig, str]:
     rate = FRAME_RATE if rate is None else control_value("frame_rate", rate)
     given = {k: (bool(v) if k == "nearest" else v if k == "tracking" else control_value(k, v))
              for k, v in values.items() if v is not None}
-    return DragConfig.for_model(model, frame_interval_s=1 / rate if rate else 0.0, **given), method
+    return DragConfig.for_model(model, frame_interval_s=1 / rate if rate else 0.0,
+                                frame_share=FRAME_SHARE if rate else 0.0, **given), method
 
 
 WHOLE_CONTROLS = {"feature_block", "rows", "max_steps", "frame_every"}
@@ -930,7 +933,8 @@ def single_pair_test(ctx: AppContext, sess: EditSession, det, seed: int, n_point
     from draggan.engine import render
 
     G = sess.editor.G
-    goal = det.detect(render(G, seed_latent(G, int(seed), sess.psi or 0.7), "const"), int(n_points))
+    goal = det.detect(sess.compute.call(lambda: render(G, seed_latent(G, int(seed), sess.psi or 0.7), "const")),
+                      int(n_points))
     start = det.detect(sess.image(), int(n_points))
     if not (np.isfinite(goal).all() and np.isfinite(start).all()):
         raise DragInputError("The detector did not find every landmark on both images: try another target seed")
@@ -1063,7 +1067,7 @@ def build_demo(model: str | None = None, device: str = "auto", *, perceptual_loa
     sessions = SessionManager(device=str(dev), load=load, max_sessions=settings.max_sessions,
                               ttl_s=settings.session_ttl_s, perceptual_loader=perceptual_loader,
                               max_photos=settings.max_photos, max_per_client=settings.max_per_client,
-                              device_slots=settings.concurrency, runner=device_drag)
+                              device_slots=settings.concurrency, runner=device_drag, compute=ComputeThread())
     ctx = AppContext(sessions, settings, default_model, device_label(dev), pti_presets)
     start = control_defaults(default_model)
     ui: dict[str, Any] = {"new_image_events": [], "wire_later": []}

@@ -42,6 +42,8 @@ class DragConfig:
     max_steps: int = 300         # stop after this many steps
     frame_every: int = 1         # render a frame at most every n-th step (others stay on the device)
     frame_interval_s: float = 0.0  # and at most one frame per this many seconds (0: no pacing); the app paces
+    frame_share: float = 0.0     # and frames take at most this share of the drag's time (0: no bound); the app:
+                                 # 1/3, so a slow device (a CPU at 256 px and up) shows fewer frames, not fewer steps
     check_every: int = 10        # between frames, read back every n-th step whether the handles arrived
     auto_steps: int = 0          # learned methods: autoregressive steps (0: the predictor's own n)
     precision: str = "auto"      # the high-resolution blocks' arithmetic: fp32, bf16, fp16; auto = fp16 on CUDA
@@ -70,10 +72,13 @@ class DragConfig:
         return cfg
 
     def validate(self) -> None:
-        for name in ("lr", "r1", "r2", "r3", "nearest_rate", "lambda_mask", "frame_interval_s"):
+        for name in ("lr", "r1", "r2", "r3", "nearest_rate", "lambda_mask", "frame_interval_s",
+                     "frame_share"):
             v = getattr(self, name)
             if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise DragInputError(f"{name} must be a finite number >= 0, got {v!r}")
+        if not self.frame_share < 1:
+            raise DragInputError(f"frame_share must be below 1, got {self.frame_share!r}")
         if self.tracking not in TRACKING:
             raise DragInputError(f"tracking must be 'l1' or 'l2', got {self.tracking!r}")
         for name in ("max_steps", "frame_every", "check_every", "rows", "feature_block", "auto_steps"):

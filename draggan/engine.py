@@ -122,7 +122,10 @@ class FrameSchedule:
     """Which steps render a frame (image tail + a yield) and which read results back from the device.
 
     A frame is rendered at most every `frame_every` steps and, when `frame_interval_s` > 0, at most
-    once per that many seconds, so a viewer gets a steady rate and the drag never waits for it.
+    once per that many seconds, so a viewer gets a steady rate and the drag never waits for it. When
+    `frame_share` > 0, frames are also spaced so that rendering them (`rendered` says how long the last
+    one took) is at most that share of the time: where a frame costs as much as a step, the drag
+    shows one every few steps instead of spending half its time on pictures.
     Between frames the host reads back every `check_every` steps whether the handles arrived.
     """
 
@@ -130,15 +133,21 @@ class FrameSchedule:
         self.cfg = cfg
         self.clock = clock
         self.last_frame = -math.inf
+        self.gap = 0.0  # seconds from one frame to the next that keep frames within their share
 
     def render(self, step: int) -> bool:
         if step % self.cfg.frame_every:
             return False
         now = self.clock()
-        if now - self.last_frame < self.cfg.frame_interval_s:
+        if now - self.last_frame < max(self.cfg.frame_interval_s, self.gap):
             return False
         self.last_frame = now
         return True
+
+    def rendered(self, seconds: float) -> None:
+        """The frame just decided on took `seconds` to render."""
+        if self.cfg.frame_share > 0:
+            self.gap = seconds / self.cfg.frame_share
 
     def sync(self, steps_done: int, rendered: bool) -> bool:
         return rendered or steps_done >= self.cfg.max_steps or steps_done % self.cfg.check_every == 0
@@ -266,9 +275,11 @@ def optimize_latent(job: "DragJob", latent: torch.Tensor, handles_xy: list[list[
             if fixed is not None:
                 loss = loss + mask_loss(feat, feat0, fixed, cfg.lambda_mask)
         if show:
+            t_frame = time.perf_counter()
             with torch.no_grad():
                 img = G.synthesis.image_from_features(ws.detach(), [x.detach() for x in whole], job.noise_mode,
                                                       use_fp16=low)
+            schedule.rendered(time.perf_counter() - t_frame)  # on a GPU only the launch: frames stay cheap there
         _adam_step_unless(arrived, param, opt, loss)
         pending.append((step, points, distances, loss.detach()))
         step += 1

@@ -43,6 +43,7 @@ from pti.inversion import Progress
 from stylegan2.checkpoints import CheckpointError, portable_spec
 from stylegan2.networks import Generator
 
+from .compute import ComputeThread, Inline
 from .config import MAX_POINTS, DragConfig, DragFrame, DragInputError, check_point, validate_points
 from .editor import DragSession, Runner, seed_latent
 
@@ -186,6 +187,7 @@ class EditSession:
         self._tickets: list[threading.Event] = []  # stop events of this session's drags, in line order
         self.slots = DeviceSlots(1)              # the device's slots; the manager shares its own
         self.runner: Runner | None = None        # where drags run (the manager's)
+        self.compute: ComputeThread | Inline = Inline()  # the thread tensor work runs on (the manager's)
         self._idle = threading.Event()
         self._idle.set()
         self._workdir: Path | None = None
@@ -224,7 +226,7 @@ class EditSession:
     def image(self) -> np.ndarray:
         """The current image, [H, W, 3] uint8."""
         with self._lock:
-            return self.editor.image()
+            return self.compute.call(self.editor.image)
 
     # -- points and mask ---------------------------------------------------
 
@@ -317,7 +319,8 @@ class EditSession:
             if not started:
                 yield self._unchanged_frame(handles_xy, targets_xy)
                 return
-            frames = self.editor.drag(handles_xy, targets_xy, config, method, stop=ticket, runner=self.runner)
+            frames = self.compute.iterate(self.editor.drag(handles_xy, targets_xy, config, method, stop=ticket,
+                                                           runner=self.runner))
             finished, stop_seen = False, None
             try:
                 for frame in frames:
@@ -454,7 +457,8 @@ class SessionManager:
                  ttl_s: float = 1800.0, clock: Callable[[], float] = time.monotonic,
                  perceptual_loader: PerceptualLoader | None = None, max_photos: int = 4,
                  max_per_client: int | None = None, predictor_loader: PredictorLoader | None = None,
-                 device_slots: int = 1, runner: Runner | None = None):
+                 device_slots: int = 1, runner: Runner | None = None,
+                 compute: ComputeThread | Inline | None = None):
         """device: where generators run; load: (spec, device) -> Generator, sharing one copy per model
         (default: stylegan2.checkpoints.load_generator with custom models allowed);
         max_sessions: live sessions kept; ttl_s: idle seconds before a session ends;
@@ -463,7 +467,9 @@ class SessionManager:
         max_per_client: sessions one client may hold (default: a quarter of max_sessions, at least 2);
         predictor_loader: (spec, G) -> the model's Auto DragGAN predictor or None (default: the catalog's);
         device_slots: long jobs (drags, inversions, experiments) that run on the device at once;
-        runner: (method, DragJob) -> frames, where drags run (default: here, `methods.run_drag`)."""
+        runner: (method, DragJob) -> frames, where drags run (default: here, `methods.run_drag`);
+        compute: the thread that loads models, renders and runs drag steps (the app passes one
+        `ComputeThread` for all sessions; default: the caller's thread). Inversions run on their caller's."""
         assert max_sessions >= 1 and ttl_s > 0
         self.device = device
         self._load = load or _default_loader
@@ -477,6 +483,7 @@ class SessionManager:
         self.photos = PhotoSlots(max_photos, self._photo_keys)
         self.slots = DeviceSlots(device_slots)
         self.runner = runner
+        self.compute = compute or Inline()
         self._load_perceptual = perceptual_loader or load_perceptual
         self._perceptual: dict[str, PerceptualDistance] = {}
         self._perceptual_lock = threading.Lock()
@@ -498,7 +505,7 @@ class SessionManager:
 
         Raises whatever the loader raises (CheckpointError with a user-facing message).
         """
-        return self._load(model, self.device).eval().requires_grad_(False)
+        return self.compute.call(lambda: self._load(model, self.device).eval().requires_grad_(False))
 
     def new_session(self, key: str, model: str, seed: int, psi: float = 0.7, latent_space: str = "w+",
                     client: str | None = None) -> EditSession:
@@ -507,10 +514,14 @@ class SessionManager:
         client: who asks (the app passes the IP address), for the per-client bound.
         """
         seed, psi = check_seed(seed), check_psi(psi)
-        G = self.generator(model)
-        editor = DragSession(G, seed_latent(G, seed, psi), latent_space=latent_space,
-                             auto=self._load_predictor(model, G))
-        editor.image()  # render now, outside any lock that readers wait on
+        def make() -> DragSession:
+            G = self.generator(model)
+            editor = DragSession(G, seed_latent(G, seed, psi), latent_space=latent_space,
+                                 auto=self._load_predictor(model, G))
+            editor.image()  # render now, outside any lock that readers wait on
+            return editor
+
+        editor = self.compute.call(make)
         session = EditSession(key, model, self.device, editor, seed, psi)
         session.client = client
         self._install(session, "generating a new image")
@@ -536,7 +547,7 @@ class SessionManager:
             evicted += self._make_room_locked(key, session.client)
             self._sessions.pop(key, None)
             session.last_used = self._clock()
-            session.slots, session.runner = self.slots, self.runner
+            session.slots, session.runner, session.compute = self.slots, self.runner, self.compute
             self._sessions[key] = session
         for s in ([old] if old is not None else []) + evicted:
             s.close()
@@ -656,7 +667,7 @@ class SessionManager:
             except CheckpointError as e:
                 raise EmbeddingError(f"{name} was made with a model that cannot be loaded here: {e}") from None
             try:
-                G, pivot = load_embedding(path, self.device, base_G=base)
+                G, pivot = self.compute.call(load_embedding, path, self.device, base_G=base)
             except EmbeddingError as e:
                 raise EmbeddingError(_short_names(str(e), path)) from None
             try:
@@ -667,7 +678,7 @@ class SessionManager:
                 raise EmbeddingError(f"{name}: its metadata does not fit this version of the app; make it "
                                      "again with `python -m draggan invert`") from None
             if result.target is None:  # written without the photo: keep its reconstruction instead
-                result.target = result.image()
+                result.target = self.compute.call(result.image)
             session = self._photo_session(key, info.model_spec, result, latent_space, client)
             self._install(session, "loading a photo")
             return session
@@ -677,7 +688,7 @@ class SessionManager:
     def _photo_session(self, key: str, model: str, result: InversionResult, latent_space: str,
                        client: str | None) -> EditSession:
         editor = DragSession(result.G, result.pivot_ws, latent_space=latent_space)
-        editor.image()  # render now, outside any lock that readers wait on
+        self.compute.call(editor.image)  # render now, outside any lock that readers wait on
         session = EditSession(key, model, self.device, editor, photo=result)
         session.client = client
         return session

@@ -65,8 +65,9 @@ def test_generate_then_drag_streams_frames_and_moves_the_handle(server):
     job = c.submit(handles="[[6, 6]]", targets="[[24, 22]]", max_steps=40, frame_rate=0, api_name="/drag", **MOVE)
     outputs = all_outputs(job)
     frames = [o[2] for o in outputs]
-    assert len(frames) >= 5 and frames[-1]["done"] and not any(f["done"] for f in frames[:-1])
-    assert [f["step"] for f in frames[:4]] == [0, 1, 2, 3]
+    assert len(frames) >= 3 and frames[-1]["done"] and not any(f["done"] for f in frames[:-1])
+    steps = [f["step"] for f in frames]  # a slow reader gets the newest frame: steps may be skipped, never repeated
+    assert steps == sorted(set(steps))
     assert frames[-1]["reason"] in ("reached", "max_steps") and frames[-1]["targets"] == [[24, 22]]
     start = np.hypot(24 - 6, 22 - 6)
     assert frames[-1]["mean_distance"] < 0.6 * start
@@ -82,7 +83,7 @@ def test_generate_then_drag_streams_frames_and_moves_the_handle(server):
 
     video = c.predict(video_format="gif", overlay=True, api_name="/export_video")
     with Image.open(video) as gif:  # repeated frames dropped, at most 100, shown about 384 px wide
-        assert 2 <= gif.n_frames <= min(len(frames), 100) and gif.size == (384, 384)
+        assert 2 <= gif.n_frames <= min(steps[-1] + 1, 100) and gif.size == (384, 384)
     assert c.predict(video_format="mp4", overlay=False, api_name="/export_video").endswith(".mp4")
 
 

@@ -302,3 +302,31 @@ def test_arrival_between_rare_frames_ends_the_drag_within_check_every_steps(G64,
     assert [f.step for f in frames[:-1]] == [0]  # only the first frame was rendered
     # Steps after the arrival leave the latent as it was, and stop at the next check.
     assert frames[-1].step < len(calls) <= frames[-1].step + 6
+
+
+def test_frame_schedule_paces_by_time_and_keeps_frames_within_their_share():
+    from draggan.engine import FrameSchedule
+
+    now = [0.0]
+    paced = FrameSchedule(DragConfig(frame_interval_s=0.1), clock=lambda: now[0])
+    shown = []
+    for step in range(10):  # 40 ms steps, at most 10 frames a second: every third step
+        shown.append(paced.render(step))
+        now[0] += 0.04
+    assert shown == [True, False, False, True, False, False, True, False, False, True]
+
+    now[0] = 0.0
+    budget = FrameSchedule(DragConfig(frame_interval_s=0.1, frame_share=1 / 3), clock=lambda: now[0])
+    shown = []
+    for step in range(12):  # 1 s steps; a frame costs 1 s more: frames at least 3 s apart, every other step
+        show = budget.render(step)
+        now[0] += 1.0
+        if show:
+            budget.rendered(1.0)
+            now[0] += 1.0
+        shown.append(show)
+    assert shown == [True, False] * 6
+    frame_time = 1.0 * sum(shown)
+    assert frame_time / now[0] <= 1 / 3 + 1e-9
+    with pytest.raises(DragInputError, match="frame_share"):
+        DragConfig(frame_share=1.0).validate()

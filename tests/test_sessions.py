@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from draggan.compute import AHEAD, ComputeThread
 from draggan.engine import DragConfig, DragInputError
 from draggan.sessions import NoSessionError, PhotoLimitError, SessionManager
 from pti import (EmbeddingError, InversionCancelled, PerceptualDistance, PerceptualWeightsError, VGG16Features,
@@ -48,11 +49,14 @@ def caching_loader(loads: list, seed: int = 0):
     return load
 
 
-@pytest.fixture
-def manager(loads):
+@pytest.fixture(params=["inline", "compute thread"])
+def manager(loads, request):
     load = caching_loader(loads)
-    # Four device slots: these tests interleave several sessions' drags in one thread.
-    return SessionManager(device="cpu", load=load, max_sessions=4, ttl_s=100.0, clock=Clock(), device_slots=4)
+    # Four device slots: these tests interleave several sessions' drags in one thread. The app runs the
+    # tensor work of every session on one compute thread; scripts on their own.
+    compute = ComputeThread() if request.param == "compute thread" else None
+    return SessionManager(device="cpu", load=load, max_sessions=4, ttl_s=100.0, clock=Clock(), device_slots=4,
+                          compute=compute)
 
 
 def test_two_sessions_share_the_generator_but_not_points_or_latents(manager, loads):
@@ -79,7 +83,9 @@ def test_stopping_one_session_does_not_stop_another(manager):
     next(ga), next(gb)
     assert manager.get("a").stop()
     last_a = list(ga)[-1]
-    assert last_a.done and last_a.reason == "stopped" and last_a.step == 1  # before its next step
+    # Before its next step; on the compute thread the drag may have run up to AHEAD frames past the reader.
+    ahead = AHEAD + 1 if isinstance(manager.compute, ComputeThread) else 0
+    assert last_a.done and last_a.reason == "stopped" and 1 <= last_a.step <= 1 + ahead
     frames_b = [next(gb) for _ in range(5)]
     assert not any(f.done for f in frames_b) and b.running
     assert b.stop() and list(gb)[-1].reason == "stopped"
@@ -479,3 +485,35 @@ def test_stream_newest_stops_an_abandoned_producer_and_passes_errors():
 
     with pytest.raises(ValueError, match="bad frame"):
         list(stream_newest(broken(), stop=lambda: None))
+
+
+def test_with_a_compute_thread_every_session_loads_renders_and_drags_there(loads):
+    compute = ComputeThread()
+    threads = set()
+
+    def runner(method, job):
+        from draggan.methods import run_drag
+        for frame in run_drag(method, job):
+            threads.add(threading.get_ident())
+            yield frame
+
+    def load(spec, device):
+        threads.add(threading.get_ident())
+        return caching_loader(loads)(spec, device)
+
+    m = SessionManager(device="cpu", load=load, compute=compute, runner=runner, device_slots=2)
+    results = {}
+
+    def user(key, seed):
+        s = m.new_session(key, "tiny", seed=seed)
+        results[key] = list(s.run_drag([[8, 8]], [[20, 20]], FAST))[-1]
+        s.undo()
+        s.image()
+
+    users = [threading.Thread(target=user, args=(k, i)) for i, k in enumerate("ab")]
+    for u in users:
+        u.start()
+    for u in users:
+        u.join()
+    assert set(results) == {"a", "b"} and all(f.done for f in results.values())
+    assert threads == {compute.thread.ident}

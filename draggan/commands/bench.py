@@ -93,13 +93,16 @@ def _points(res: int) -> tuple[list[list[float]], list[list[float]]]:
     return [[0.3 * res, 0.4 * res], [0.6 * res, 0.5 * res]], [[0.7 * res, 0.4 * res], [0.2 * res, 0.9 * res]]
 
 
-APP_FRAME_INTERVAL = 1 / 15  # app.FRAME_RATE (not imported: that would import Gradio in every child)
+APP_FRAME_INTERVAL = 1 / 15  # app.FRAME_RATE and FRAME_SHARE (not imported: that would import Gradio in
+APP_FRAME_SHARE = 1 / 3      # every child)
+APP_PACING = (APP_FRAME_INTERVAL, APP_FRAME_SHARE)
 
-# (label, method, frame_every, frame_interval_s): the official approach, then ours as the app and the CLI run it.
-METHODS = [("straightforward (official approach)", "straightforward", 1, 0.0),
-           ("draggan, as the app (paced frames)", "draggan", 1, APP_FRAME_INTERVAL),
-           ("draggan, frame every step", "draggan", 1, 0.0),
-           ("draggan, frame every 10 steps", "draggan", 10, 0.0)]
+# (label, method, frame_every, (frame_interval_s, frame_share)): the official approach, then ours as the app
+# and the CLI run it.
+METHODS = [("straightforward (official approach)", "straightforward", 1, (0.0, 0.0)),
+           ("draggan, as the app (paced frames)", "draggan", 1, APP_PACING),
+           ("draggan, frame every step", "draggan", 1, (0.0, 0.0)),
+           ("draggan, frame every 10 steps", "draggan", 10, (0.0, 0.0))]
 
 GPU_HINT = ("on a GPU: python -m draggan bench --device cuda (or mps) --steps 20; add --precision fp32 to "
             "compare with half precision, and --app --edits 30 for the app and per-edit lines")
@@ -116,7 +119,7 @@ def make_generator(source: str | int, device: torch.device):
     return load_generator(source, device)
 
 
-def time_method(source: str | int, device: str, method: str, every: int, interval: float, steps: int,
+def time_method(source: str | int, device: str, method: str, every: int, pacing: tuple[float, float], steps: int,
                 threads: int, precision: str = "auto") -> dict:
     """ms per step and peak memory of one method, in this (fresh) process.
 
@@ -133,7 +136,8 @@ def time_method(source: str | int, device: str, method: str, every: int, interva
     if method == "straightforward":
         G.requires_grad_(True)  # the official generator's weights require grad: it pays for weight gradients too
     handles, targets = _points(G.img_resolution)
-    cfg = DragConfig(max_steps=steps * every + 1, frame_every=every, frame_interval_s=interval, check_every=10,
+    cfg = DragConfig(max_steps=steps * every + 1, frame_every=every, frame_interval_s=pacing[0],
+                     frame_share=pacing[1], check_every=10,
                      precision=precision if method == "draggan" else "fp32")
     job = DragJob(G, seed_latent(G, 0), handles, targets, cfg)
     marks = []  # (steps done, time)
@@ -161,9 +165,9 @@ def bench_generator(source: str | int, device: torch.device, steps: int, label: 
 
     ctx = mp.get_context("spawn")
     rows = []
-    for label_, method, every, interval in METHODS:
+    for label_, method, every, pacing in METHODS:
         queue = ctx.Queue()
-        proc = ctx.Process(target=_child, args=(queue, source, str(device), method, every, interval, steps,
+        proc = ctx.Process(target=_child, args=(queue, source, str(device), method, every, pacing, steps,
                                                  torch.get_num_threads(), precision))
         proc.start()
         result = queue.get()
@@ -200,14 +204,15 @@ def run(args: argparse.Namespace) -> int:
             say(f"{r['model']:>12}  {r['resolution']:4d}px  {r['method']:<36} {r['ms_per_step']:9.1f} ms/step"
                 f"  {r['peak_mb']:8.1f} MB peak  x{r['speedup']:.2f} speed  x{r['memory_ratio']:.2f} memory", flush=True)
     if args.app:
-        app_sources = [("toyfaces-64", "toyfaces-64", 60)] + [(label, source, 8) for label, source in sources
-                                                               if not isinstance(source, int) or source <= 256]
+        app_sources = [("toyfaces-64", "toyfaces-64", 200)] + [(label, source, 10) for label, source in sources
+                                                               if source != "toyfaces-64"
+                                                               and (not isinstance(source, int) or source <= 256)]
         for label, source, steps in app_sources:
             r = bench_app(source, device, steps, label)
             out["app"].append(r)
             say(f"{r['model']:>12}  {r['resolution']:4d}px  app /drag streamed {r['app_steps_per_s']:8.2f} steps/s, "
                 f"engine alone {r['engine_steps_per_s']:8.2f} steps/s: app at {100 * r['app_vs_engine']:.0f}% "
-                f"({r['app_steps']} and {r['engine_steps']} steps)", flush=True)
+                f"({r['app_steps']} and {r['engine_steps']} steps, {r['app_frames']} frames, median of {r['trials']})", flush=True)
     if args.edits:
         for r in bench_edits(args.edits, device, args.precision):
             out["edits"].append(r)
@@ -244,54 +249,74 @@ def _serve_app(spec: str, device: str, threads: int, ready, done) -> None:
     built.demo.close()
 
 
-def bench_app(source: str | int, device: torch.device, steps: int, label: str) -> dict:
-    """Steps per second of one drag through the app (its streaming `/drag`, read by a client, as a browser
-    reads it) and of the same drag through the engine alone (frames paced as the app paces them)."""
+def bench_app(source: str | int, device: torch.device, steps: int, label: str, trials: int = 3) -> dict:
+    """Steps per second of one drag through the app (its streaming `/drag`, read as a browser reads it: the
+    event stream, then each frame's image fetched) and of the same drag through the engine alone (frames
+    paced as the app paces them), alternating, `trials` times each; the medians."""
     import multiprocessing as mp
+    import statistics
     import tempfile
 
     import gradio_client
+    import httpx
 
     from draggan.config import DragConfig
     from draggan.editor import seed_latent
     from draggan.methods import DragJob, run_drag
     from stylegan2.checkpoints import load_generator
 
+    def rate(marks):  # steps per second from the first frame to the last (start-up and request latency aside)
+        (s0, t0), (s1, t1) = marks[0], marks[-1]
+        return (s1 - s0) / (t1 - t0)
+
     with tempfile.TemporaryDirectory() as folder:
         spec = _app_source(source, folder)
         G = load_generator(spec, device)
         res = G.img_resolution
         handles, targets = [[0.3 * res, 0.4 * res]], [[0.75 * res, 0.45 * res]]
+        cfg = DragConfig.for_model(spec if not isinstance(source, int) else None, max_steps=steps,
+                                   frame_interval_s=APP_FRAME_INTERVAL, frame_share=APP_FRAME_SHARE)
+
+        def engine_drag() -> list:
+            marks = []
+            for frame in run_drag("draggan", DragJob(G, seed_latent(G, 0, 0.7), handles, targets, cfg)):
+                _sync(device)
+                marks.append((frame.step, time.perf_counter()))
+            return marks
+
         # The app serves from a process of its own, as it does for a browser: the client's work is not the app's.
         ctx = mp.get_context("spawn")
         ready, done = ctx.Queue(), ctx.Event()
         server = ctx.Process(target=_serve_app, args=(spec, str(device), torch.get_num_threads(), ready, done))
         server.start()
         port = ready.get(timeout=300)
+        app_rates, engine_rates, app_steps, engine_steps, frames = [], [], 0, 0, 0
         try:
-            client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
+            client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
             client.predict(model=spec, seed=0, psi=0.7, api_name="/generate")
-            job = client.submit(handles=json.dumps(handles), targets=json.dumps(targets), max_steps=steps,
-                                api_name="/drag")
-            app = [(out[2]["step"], time.perf_counter()) for out in job]  # frames as the client receives them
+            with httpx.Client() as http:
+                for _ in range(trials):
+                    job = client.submit(handles=json.dumps(handles), targets=json.dumps(targets), max_steps=steps,
+                                        api_name="/drag")
+                    marks = []
+                    for view, _text, frame in job:  # frames as the client receives them
+                        marks.append((frame["step"], time.perf_counter()))
+                        if isinstance(view, dict) and view.get("url"):
+                            http.get(view["url"]).raise_for_status()  # the browser loads each frame's image
+                    app_rates.append(rate(marks))
+                    app_steps, frames = marks[-1][0], len(marks)
+                    client.predict(api_name="/undo")
+                    marks = engine_drag()
+                    engine_rates.append(rate(marks))
+                    engine_steps = marks[-1][0]
         finally:
             done.set()
             server.join(60)
-        cfg = DragConfig.for_model(spec if not isinstance(source, int) else None, max_steps=steps,
-                                   frame_interval_s=APP_FRAME_INTERVAL)
-        engine = []
-        for frame in run_drag("draggan", DragJob(G, seed_latent(G, 0, 0.7), handles, targets, cfg)):
-            _sync(device)
-            engine.append((frame.step, time.perf_counter()))
 
-    def rate(marks):  # steps per second from the first frame to the last (start-up and request latency aside)
-        (s0, t0), (s1, t1) = marks[0], marks[-1]
-        return (s1 - s0) / (t1 - t0)
-
-    app_rate, engine_rate = rate(app), rate(engine)
-    return {"model": label, "resolution": res, "app_steps": app[-1][0], "engine_steps": engine[-1][0],
-            "app_steps_per_s": round(app_rate, 2), "engine_steps_per_s": round(engine_rate, 2),
-            "app_vs_engine": round(app_rate / engine_rate, 3)}
+    app_rate, engine_rate = statistics.median(app_rates), statistics.median(engine_rates)
+    return {"model": label, "resolution": res, "app_steps": app_steps, "engine_steps": engine_steps,
+            "app_frames": frames, "trials": trials, "app_steps_per_s": round(app_rate, 2),
+            "engine_steps_per_s": round(engine_rate, 2), "app_vs_engine": round(app_rate / engine_rate, 3)}
 
 
 def bench_edits(pairs: int, device: torch.device, precision: str) -> list[dict]:
