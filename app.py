@@ -652,7 +652,7 @@ def mask_section(ctx: AppContext, ui: dict) -> None:
     with gr.Row():
         show_mask = gr.Checkbox(True, label="Show the mask on the image")
         clear_mask_btn = gr.Button("Clear mask", size="sm")
-    control_row(ctx, ui, "lambda_mask", DragConfig().lambda_mask)
+    control_row(ctx, ui, "lambda_mask", control_defaults(ctx.default_model)["lambda_mask"])  # the model's λ
     private = dict(api_visibility="private", show_progress="hidden")
 
     def editor_value(request: gr.Request):

@@ -274,3 +274,61 @@ def test_invert_shows_its_progress_beside_the_button(served, tmp_path):
             close_tab(page, sessions)
         finally:
             browser.close()
+
+
+def test_a_painted_mask_drag_reaches_its_target_and_keeps_the_rest(served):
+    """On the default model: paint an editable area in the Mask tab, then drag the left pupil 8 px inside it.
+    The drag reaches its target (the toy detector finds that the pupil moved most of the way), and the
+    unpainted area changes less than the painted one."""
+    if not TOYFACES.is_file():
+        pytest.skip("needs the toy-faces model (models/toyfaces-64.safetensors)")
+    from draggan.experiments.detectors import get_detector
+
+    url, sessions = served
+    expect = sync_api.expect
+    expect.set_options(timeout=TIMEOUT_MS)
+    with sync_api.sync_playwright() as pw:
+        browser, page, image, click_image = open_app(pw, url)
+        try:
+            sess = only_session(sessions)
+            before = sess.image().astype(int)
+            res = sess.resolution
+            px, py = np.round(get_detector("toy").detect(sess.image(), 5)[0])
+            tx, ty = px + 8, py
+
+            page.get_by_role("tab", name="Mask").click()
+            canvas = page.locator("canvas").first
+            expect(canvas).to_be_visible()
+            deadline = time.monotonic() + 60
+            while sess.editable is None and time.monotonic() < deadline:  # the editor may still be loading
+                box = canvas.bounding_box()
+                cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+                for dy in range(-90, 91, 12):  # strokes that fill a box over the middle of the face
+                    page.mouse.move(cx - 120, cy + dy)
+                    page.mouse.down()
+                    page.mouse.move(cx + 120, cy + dy, steps=8)
+                    page.mouse.up()
+                time.sleep(1.0)
+            editable = sess.editable
+            assert editable is not None and editable[int(py), int(px)] and editable[int(ty), int(tx)]
+            assert 0.1 < editable.mean() < 0.8  # a real mask: some of the image stays fixed
+
+            page.get_by_role("tab", name="Points").click()
+            info = page.locator("#info")
+            click_image((px + 0.5) / res, (py + 0.5) / res)
+            expect(info).to_contain_text("Handle 1 at")
+            click_image((tx + 0.5) / res, (ty + 0.5) / res)
+            expect(info).to_contain_text("Target 1 at")
+            page.locator("#drag").click()
+            expect(info).to_contain_text("Reached the targets")
+
+            after = sess.image().astype(int)
+            found = get_detector("toy").detect(sess.image(), 5)[0]
+            # Tracking said so, and the pupil itself moved most of the way (the detector, not the tracker).
+            assert found[0] - px > 0.6 * (tx - px) and np.hypot(found[0] - tx, found[1] - ty) < 4, (found, (tx, ty))
+            change = np.abs(after - before).mean(axis=2)
+            assert change[~editable].mean() < change[editable].mean(), (change[~editable].mean(),
+                                                                         change[editable].mean())
+            close_tab(page, sessions)
+        finally:
+            browser.close()

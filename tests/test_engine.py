@@ -32,7 +32,7 @@ def _reference_drag(reference_dir, lr: str):
     meta = json.loads((reference_dir / f"sg2_res128_drag_lr{lr}.json").read_text())
     cfg = DragConfig(lr=meta["lr"], r1=meta["r1_arg"], r2=meta["r2_arg"], tracking="l2",
                      lambda_mask=meta["lambda_mask"], rows=meta["optimized_ws"], feature_block=meta["feature_idx"] + 1,
-                     max_steps=meta["steps"])
+                     max_steps=meta["steps"], precision="fp32")  # as the official code on a CPU
     handles = [[c, r] for r, c in meta["handles_rowcol"]]
     targets = [[c, r] for r, c in meta["targets_rowcol"]]
     return ref, cfg, handles, targets
@@ -83,7 +83,7 @@ def _both_methods(G, handles, targets, cfg, seed=0):
 def test_engine_equals_straightforward_full_resolution_step():
     """Sampling native features equals resizing them (64-px image, 32-px feature map)."""
     G = tiny_generator(64, 32)
-    cfg = DragConfig(max_steps=6, lr=0.02, r1=24, r2=64, feature_block=4, tracking="l1")
+    cfg = DragConfig(max_steps=6, lr=0.02, r1=24, r2=64, feature_block=4, tracking="l1", precision="fp32")
     frames, base = _both_methods(G, [[24, 32], [50, 20]], [[40, 32], [45, 10]], cfg)
     assert len(base) == len(frames) == 7
     for f, b in zip(frames[:-1], base[:-1]):
@@ -95,7 +95,7 @@ def test_engine_equals_straightforward_full_resolution_step():
 def test_a_handle_within_one_pixel_adds_no_motion_term():
     """As the official code: one handle already at its target (1 px away), one far; both methods agree."""
     G = tiny_generator(64, 32)
-    cfg = DragConfig(max_steps=4, lr=0.02, r1=24, r2=64, feature_block=4, tracking="l1")
+    cfg = DragConfig(max_steps=4, lr=0.02, r1=24, r2=64, feature_block=4, tracking="l1", precision="fp32")
     frames, base = _both_methods(G, [[24, 32], [50, 20]], [[25, 32], [45, 10]], cfg)
     assert [f.handles_xy for f in frames[:-1]] == [b.handles_xy for b in base[:-1]]
     assert (frames[-1].latent - base[-1].latent).abs().max().item() < 1e-5

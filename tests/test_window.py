@@ -59,7 +59,8 @@ def _drag(G, cfg, method="draggan", handles=((40, 50),), targets=((52, 58),)):
 @pytest.mark.parametrize("handles,targets", [(((40, 50),), ((52, 58),)), (((3, 120), (20, 100)), ((10, 110), (30, 96)))])
 def test_local_steps_drag_as_the_official_step(G128, handles, targets):
     """Local steps, whole-map steps and the official full-resolution step track the same points."""
-    cfg = DragConfig(max_steps=8, lr=0.02, r1=12, r2=24, feature_block=6, tracking="l1", local="on")
+    cfg = DragConfig(max_steps=8, lr=0.02, r1=12, r2=24, feature_block=6, tracking="l1", local="on",
+                     precision="fp32")
     local = _drag(G128, cfg, handles=handles, targets=targets)
     whole = _drag(G128, DragConfig(**{**cfg.__dict__, "local": "off"}), handles=handles, targets=targets)
     official = _drag(G128, cfg, "straightforward", handles=handles, targets=targets)
@@ -76,7 +77,7 @@ def test_local_steps_drag_as_the_official_step(G128, handles, targets):
 def test_a_mask_turns_local_steps_off(G128, monkeypatch):
     calls = []
     monkeypatch.setattr("draggan.engine.plan_window", lambda *a: calls.append(a) or None)
-    cfg = DragConfig(max_steps=2, r1=12, r2=24, local="on")
+    cfg = DragConfig(max_steps=2, r1=12, r2=24, local="on", precision="fp32")
     _drag(G128, cfg)
     assert calls
     calls.clear()
@@ -90,7 +91,7 @@ def test_a_mask_turns_local_steps_off(G128, monkeypatch):
 def test_bf16_tracks_the_same_points_in_the_first_steps():
     """Low precision in the high-resolution blocks; tracking, loss and Adam stay float32."""
     G = tiny_generator(64, 16)
-    cfg = DragConfig(max_steps=4, lr=0.02, r1=24, r2=48, feature_block=4, local="off")
+    cfg = DragConfig(max_steps=4, lr=0.02, r1=24, r2=48, feature_block=4, local="off", precision="fp32")
     fp32 = _drag(G, cfg, handles=((20, 30),), targets=((34, 36),))
     bf16 = _drag(G, DragConfig(**{**cfg.__dict__, "precision": "bf16"}), handles=((20, 30),), targets=((34, 36),))
     assert [f.handles_xy for f in bf16[:3]] == [f.handles_xy for f in fp32[:3]]
@@ -106,5 +107,15 @@ def test_precision_and_local_are_checked():
     with pytest.raises(DragInputError, match="fp16 needs CUDA"):
         DragConfig(precision="fp16").compute_dtype(torch.device("cpu"))
     assert DragConfig().compute_dtype(torch.device("cuda")) is torch.float16
-    assert DragConfig().compute_dtype(torch.device("cpu")) is False
+    assert DragConfig(precision="fp32").compute_dtype(torch.device("cpu")) is False
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_on_cpus_with_native_bf16(monkeypatch, native):
+    import draggan.config as config
+
+    monkeypatch.setattr(config, "cpu_native_bf16", lambda: native)
+    assert DragConfig().compute_dtype(torch.device("cpu")) is (torch.bfloat16 if native else False)
+    assert DragConfig().compute_dtype(torch.device("mps")) is False
+    assert DragConfig().compute_dtype(torch.device("cuda")) is torch.float16
     assert DragConfig().local_steps(torch.device("cpu")) and not DragConfig().local_steps(torch.device("cuda"))

@@ -47,7 +47,7 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
     """--precision and --local: how the steps compute, not what they compute (README: Speed)."""
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None,
                         help="arithmetic of the high-resolution blocks (default auto: fp16 on CUDA as the official "
-                             "code, fp32 elsewhere; bf16 pays only on CPUs with AVX-512 BF16 or AMX)")
+                             "code, bf16 on CPUs with AVX-512 BF16 or AMX, fp32 elsewhere)")
     parser.add_argument("--local", choices=["auto", "on", "off"], default=None,
                         help="compute the high-resolution blocks only around the handles (default auto: on except "
                              "on CUDA; never with a mask)")
