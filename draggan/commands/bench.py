@@ -96,6 +96,7 @@ def _points(res: int) -> tuple[list[list[float]], list[list[float]]]:
 APP_FRAME_INTERVAL = 1 / 15  # app.FRAME_RATE and FRAME_SHARE (not imported: that would import Gradio in
 APP_FRAME_SHARE = 1 / 3      # every child)
 APP_PACING = (APP_FRAME_INTERVAL, APP_FRAME_SHARE)
+SLOW_LR = 0.002              # the official step size: the app line's drags run all their steps
 
 # (label, method, frame_every, (frame_interval_s, frame_share)): the official approach, then ours as the app
 # and the CLI run it.
@@ -274,7 +275,8 @@ def bench_app(source: str | int, device: torch.device, steps: int, label: str, t
         G = load_generator(spec, device)
         res = G.img_resolution
         handles, targets = [[0.3 * res, 0.4 * res]], [[0.75 * res, 0.45 * res]]
-        cfg = DragConfig.for_model(spec if not isinstance(source, int) else None, max_steps=steps,
+        # The official step size, small enough that neither run arrives early: this measures steps per second.
+        cfg = DragConfig.for_model(spec if not isinstance(source, int) else None, max_steps=steps, lr=SLOW_LR,
                                    frame_interval_s=APP_FRAME_INTERVAL, frame_share=APP_FRAME_SHARE)
 
         def engine_drag() -> list:
@@ -297,7 +299,7 @@ def bench_app(source: str | int, device: torch.device, steps: int, label: str, t
             with httpx.Client() as http:
                 for _ in range(trials):
                     job = client.submit(handles=json.dumps(handles), targets=json.dumps(targets), max_steps=steps,
-                                        api_name="/drag")
+                                        lr=SLOW_LR, api_name="/drag")
                     marks = []
                     for view, _text, frame in job:  # frames as the client receives them
                         marks.append((frame["step"], time.perf_counter()))
