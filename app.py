@@ -128,7 +128,7 @@ DRAG_CONTROLS: dict[str, Control] = {  # order = the /drag endpoint's parameters
     "r3": Control("R3: Nearest search radius", "slider", "main", 1, 256, 1, reset=True),
     "nearest": Control("Nearest: start each handle on the nearest edge", "checkbox", "main"),
     "max_steps": Control("Max steps", "slider", "main", 1, 2000, 1, reset=True),
-    "lambda_mask": Control("λ: how strongly the unpainted area is kept fixed", "slider", "mask", 0, 100, 1,
+    "lambda_mask": Control("λ: how strongly the unpainted area is kept fixed", "slider", "mask", 0, 100, 0.5,
                            reset=True),
     "feature_block": Control("Feature block", "slider", "advanced", 1, 9, 1,
                              info="Synthesis block whose features drive the drag", reset=True),
