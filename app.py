@@ -53,7 +53,8 @@ import torch
 from PIL import Image
 
 from draggan.compute import ComputeThread
-from draggan.config import DragConfig, DragFrame, DragInputError, parse_points, validate_points
+from draggan.config import (APP_FRAME_RATE, APP_FRAME_SHARE, DragConfig, DragFrame, DragInputError, parse_points,
+                            validate_points)
 from draggan.draw import draw_mask, draw_points, enlarge
 from draggan.gpu import gpu_task
 from draggan.methods import LABELS, METHOD_NAMES, NO_PREDICTOR, available_methods, run_drag
@@ -71,8 +72,7 @@ MAX_MASK_PX = 4096               # a mask layer larger than this per side is ref
 Image.MAX_IMAGE_PIXELS = 40_000_000
 STAGES = {"project": "Projecting", "tune": "Tuning"}
 MASK_RGBA = (34, 197, 94, 128)   # how the editable area looks in the mask editor
-FRAME_RATE = 15.0                # frames per second a drag shows; the drag never waits for the browser
-FRAME_SHARE = 1 / 3              # and frames take at most this share of a drag's time (slow devices: fewer frames)
+FRAME_RATE, FRAME_SHARE = APP_FRAME_RATE, APP_FRAME_SHARE  # how a drag's frames are paced (draggan/config.py)
 DONE_TEXT = {"reached": "Reached the targets", "stopped": "Stopped", "max_steps": "Stopped at max steps",
              "predicted": "Predicted"}
 HELP_TEXT = ("Click a **handle** (red disc) and then its **target** (blue square); add as many pairs as you like, "

@@ -19,6 +19,8 @@ from stylegan2.errors import UserError
 MAX_POINTS = 100        # handle/target pairs per drag: the 68-landmark protocol needs 68
 MAX_POINTS_TEXT = 16_384  # characters of a point list (100 pairs of coordinates need ~2,500)
 TRACKING = ("l1", "l2")
+APP_FRAME_RATE = 15.0    # frames per second the app shows (its default); the drag never waits for the browser
+APP_FRAME_SHARE = 1 / 3  # and frames take at most this share of a drag's time there (slow devices: fewer frames)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LOCAL = ("auto", "on", "off")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
 
 import cv2
 import numpy as np
@@ -30,6 +30,8 @@ from .window import plan_window, window_features
 
 if TYPE_CHECKING:
     from .methods import DragJob
+
+T = TypeVar("T")
 
 
 # ----------------------------------------------------------------------------
@@ -148,6 +150,13 @@ class FrameSchedule:
         """The frame just decided on took `seconds` to render."""
         if self.cfg.frame_share > 0:
             self.gap = seconds / self.cfg.frame_share
+
+    def timed(self, render: Callable[[], T]) -> T:
+        """`render()`, its time passed to `rendered` (on a GPU only the launch: frames stay cheap there)."""
+        t0 = self.clock()
+        out = render()
+        self.rendered(self.clock() - t0)
+        return out
 
     def sync(self, steps_done: int, rendered: bool) -> bool:
         return rendered or steps_done >= self.cfg.max_steps or steps_done % self.cfg.check_every == 0
@@ -275,11 +284,9 @@ def optimize_latent(job: "DragJob", latent: torch.Tensor, handles_xy: list[list[
             if fixed is not None:
                 loss = loss + mask_loss(feat, feat0, fixed, cfg.lambda_mask)
         if show:
-            t_frame = time.perf_counter()
             with torch.no_grad():
-                img = G.synthesis.image_from_features(ws.detach(), [x.detach() for x in whole], job.noise_mode,
-                                                      use_fp16=low)
-            schedule.rendered(time.perf_counter() - t_frame)  # on a GPU only the launch: frames stay cheap there
+                img = schedule.timed(lambda: G.synthesis.image_from_features(
+                    ws.detach(), [x.detach() for x in whole], job.noise_mode, use_fp16=low))
         _adam_step_unless(arrived, param, opt, loss)
         pending.append((step, points, distances, loss.detach()))
         step += 1

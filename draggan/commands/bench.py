@@ -23,6 +23,8 @@ import time
 
 import torch
 
+from draggan.config import APP_FRAME_RATE, APP_FRAME_SHARE
+
 HELP = "measure ms per drag step and peak memory: engine vs the straightforward full-resolution step"
 
 
@@ -93,9 +95,7 @@ def _points(res: int) -> tuple[list[list[float]], list[list[float]]]:
     return [[0.3 * res, 0.4 * res], [0.6 * res, 0.5 * res]], [[0.7 * res, 0.4 * res], [0.2 * res, 0.9 * res]]
 
 
-APP_FRAME_INTERVAL = 1 / 15  # app.FRAME_RATE and FRAME_SHARE (not imported: that would import Gradio in
-APP_FRAME_SHARE = 1 / 3      # every child)
-APP_PACING = (APP_FRAME_INTERVAL, APP_FRAME_SHARE)
+APP_PACING = (1 / APP_FRAME_RATE, APP_FRAME_SHARE)  # (frame_interval_s, frame_share) as the app runs a drag
 SLOW_LR = 0.002              # the official step size: the app line's drags run all their steps
 
 # (label, method, frame_every, (frame_interval_s, frame_share)): the official approach, then ours as the app
@@ -277,7 +277,7 @@ def bench_app(source: str | int, device: torch.device, steps: int, label: str, t
         handles, targets = [[0.3 * res, 0.4 * res]], [[0.75 * res, 0.45 * res]]
         # The official step size, small enough that neither run arrives early: this measures steps per second.
         cfg = DragConfig.for_model(spec if not isinstance(source, int) else None, max_steps=steps, lr=SLOW_LR,
-                                   frame_interval_s=APP_FRAME_INTERVAL, frame_share=APP_FRAME_SHARE)
+                                   frame_interval_s=APP_PACING[0], frame_share=APP_PACING[1])
 
         def engine_drag() -> list:
             marks = []
