@@ -70,7 +70,7 @@ def test_bench_reports_engine_and_straightforward_step(model_path, capsys):
 
 def test_bench_app_line_streams_the_same_drag_through_the_app(model_path, capsys):
     """--app serves the app in a process of its own and drags through /drag as a client: same steps as the engine."""
-    rc = main(["bench", "--model", model_path, "--steps", "2", "--device", "cpu", "--app", "--json"])
+    rc = main(["bench", "--model", model_path, "--steps", "2", "--device", "cpu", "--app", "--app-trials", "2", "--json"])
     assert rc == 0
     app = {r["model"]: r for r in json.loads(capsys.readouterr().out)["app"]}
     assert set(app) == {"toyfaces-64", model_path}

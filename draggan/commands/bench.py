@@ -16,6 +16,7 @@ after, ours vs the official approach, on N pairs of the toy-faces oracle (`quali
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import threading
@@ -39,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="our method's precision (default auto: as the app runs it)")
     parser.add_argument("--app", action="store_true",
                         help="also: steps per second through the app's streaming /drag vs the engine alone")
+    parser.add_argument("--app-trials", type=int, default=7, metavar="N",
+                        help="with --app: runs of each, app and engine alternating (default 7)")
     parser.add_argument("--edits", type=int, default=0, metavar="N",
                         help="also: seconds per edit and distance after on N toy-faces oracle pairs, ours vs official")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -209,11 +212,12 @@ def run(args: argparse.Namespace) -> int:
                                                                if source != "toyfaces-64"
                                                                and (not isinstance(source, int) or source <= 256)]
         for label, source, steps in app_sources:
-            r = bench_app(source, device, steps, label)
+            r = bench_app(source, device, steps, label, trials=max(1, args.app_trials))
             out["app"].append(r)
             say(f"{r['model']:>12}  {r['resolution']:4d}px  app /drag streamed {r['app_steps_per_s']:8.2f} steps/s, "
                 f"engine alone {r['engine_steps_per_s']:8.2f} steps/s: app at {100 * r['app_vs_engine']:.0f}% "
-                f"({r['app_steps']} and {r['engine_steps']} steps, {r['app_frames']} frames, median of {r['trials']})", flush=True)
+                f"({r['app_steps']} and {r['engine_steps']} steps, {r['app_frames']} frames; "
+                f"medians of {r['trials']} runs each)", flush=True)
     if args.edits:
         for r in bench_edits(args.edits, device, args.precision):
             out["edits"].append(r)
@@ -250,10 +254,20 @@ def _serve_app(spec: str, device: str, threads: int, ready, done) -> None:
     built.demo.close()
 
 
-def bench_app(source: str | int, device: torch.device, steps: int, label: str, trials: int = 3) -> dict:
+def load_view(http, url: str) -> bytes:
+    """A frame's image bytes, as the browser gets them: inline (a drag's frames) or fetched (a file)."""
+    if url.startswith("data:"):
+        return base64.b64decode(url.partition(",")[2], validate=True)
+    reply = http.get(url)
+    reply.raise_for_status()
+    return reply.content
+
+
+def bench_app(source: str | int, device: torch.device, steps: int, label: str, trials: int = 7) -> dict:
     """Steps per second of one drag through the app (its streaming `/drag`, read as a browser reads it: the
-    event stream, then each frame's image fetched) and of the same drag through the engine alone (frames
-    paced as the app paces them), alternating, `trials` times each; the medians."""
+    event stream and each frame's image, decoded where it comes inline, fetched where it is a file) and of the same drag through the engine alone (frames
+    paced as the app paces them), alternating, `trials` times each. The ratio is the median of each app run's
+    rate over the engine run right after it (the machine's own drift cancels); the rates are medians."""
     import multiprocessing as mp
     import statistics
     import tempfile
@@ -303,8 +317,8 @@ def bench_app(source: str | int, device: torch.device, steps: int, label: str, t
                     marks = []
                     for view, _text, frame in job:  # frames as the client receives them
                         marks.append((frame["step"], time.perf_counter()))
-                        if isinstance(view, dict) and view.get("url"):
-                            http.get(view["url"]).raise_for_status()  # the browser loads each frame's image
+                        if isinstance(view, dict) and view.get("url"):  # the browser loads each frame's image:
+                            load_view(http, view["url"])
                     app_rates.append(rate(marks))
                     app_steps, frames = marks[-1][0], len(marks)
                     client.predict(api_name="/undo")
@@ -316,9 +330,10 @@ def bench_app(source: str | int, device: torch.device, steps: int, label: str, t
             server.join(60)
 
     app_rate, engine_rate = statistics.median(app_rates), statistics.median(engine_rates)
+    ratio = statistics.median(a / e for a, e in zip(app_rates, engine_rates))
     return {"model": label, "resolution": res, "app_steps": app_steps, "engine_steps": engine_steps,
             "app_frames": frames, "trials": trials, "app_steps_per_s": round(app_rate, 2),
-            "engine_steps_per_s": round(engine_rate, 2), "app_vs_engine": round(app_rate / engine_rate, 3)}
+            "engine_steps_per_s": round(engine_rate, 2), "app_vs_engine": round(ratio, 3)}
 
 
 def bench_edits(pairs: int, device: torch.device, precision: str) -> list[dict]:
