@@ -21,7 +21,7 @@ The API (see the app's "Use via API" page); parameters with their defaults:
   /generate(model, seed=0, psi=0.7, latent_space="w+") -> view, status, hint
   /drag(handles="", targets="", lr, r1, r2, r3, nearest, max_steps, lambda_mask, feature_block, rows,
         frame_every, tracking, method="draggan", frame_rate=15) -> streams (view, progress line, frame JSON);
-        the views before the last come inline, {"url": "data:image/png;base64,..."}; the last is a file
+        the views before the last come inline, {"url": "data:image/jpeg;base64,..."}; the last is a file
   /stop, /undo, /reset, /save_image -> PNG, /export_video(video_format="mp4", overlay=True) -> file
   /drag_defaults -> lr, r1, r2, r3, feature_block, max_steps suited to the session's model
   /invert(photo, crop="", preset="fast", model=<default>, latent_space="w+") -> view, status, hint, report
@@ -75,6 +75,7 @@ Image.MAX_IMAGE_PIXELS = 40_000_000
 STAGES = {"project": "Projecting", "tune": "Tuning"}
 MASK_RGBA = (34, 197, 94, 128)   # how the editable area looks in the mask editor
 FRAME_RATE, FRAME_SHARE = APP_FRAME_RATE, APP_FRAME_SHARE  # how a drag's frames are paced (draggan/config.py)
+FRAME_JPEG_QUALITY = 95          # a drag's frames before the last (the last, and every other view, is a lossless PNG)
 DONE_TEXT = {"reached": "Reached the targets", "stopped": "Stopped", "max_steps": "Stopped at max steps",
              "predicted": "Predicted"}
 HELP_TEXT = ("Click a **handle** (red disc) and then its **target** (blue square); add as many pairs as you like, "
@@ -194,10 +195,10 @@ class InlineFrame:
 
 
 class ViewImage(gr.Image):
-    """The image view. A drag's intermediate frames (InlineFrame) travel inside the event stream as PNG data
-    URLs; every other value (the last frame, Generate, Undo...) is a file, as gr.Image sends it. Fetching
-    each frame as a file cost the server a request per frame (its middleware, file checks and threaded file
-    reads) and slowed a small model's drag by a quarter (`python -m draggan bench --app`)."""
+    """The image view. A drag's intermediate frames (InlineFrame) travel inside the event stream as JPEG data
+    URLs (a tenth of a PNG's encoding time); every other value (the last frame, Generate, Undo...) is a file,
+    as gr.Image sends it. Fetching each frame as a file cost the server a request per frame (its middleware,
+    file checks and threaded file reads) and slowed a small model's drag by a quarter (`bench --app`)."""
 
     def get_block_name(self) -> str:
         return "image"  # the browser shows it as Gradio's image
@@ -205,10 +206,10 @@ class ViewImage(gr.Image):
     def postprocess(self, value: Any) -> Any:
         if isinstance(value, InlineFrame):
             bgr = np.ascontiguousarray(value.view[..., ::-1])
-            ok, png = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])  # fast; frames are small
+            ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, FRAME_JPEG_QUALITY])
             if ok:
-                return {"url": "data:image/png;base64," + base64.b64encode(png.tobytes()).decode("ascii"),
-                        "orig_name": "frame.png", "mime_type": "image/png"}
+                return {"url": "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode("ascii"),
+                        "orig_name": "frame.jpg", "mime_type": "image/jpeg"}
             value = value.view
         return super().postprocess(value)
 
@@ -536,8 +537,8 @@ def drag_section(ctx: AppContext, ui: dict) -> None:
         """Drag handles to targets, streaming frames at the frame rate: handles and targets are JSON lists of
         [x, y] image pixels (both empty: the points clicked in the UI); method: draggan, straightforward, auto,
         auto-refine. Yields the view, a progress line and the frame as JSON (step, handles, targets, distances,
-        mean_distance, ms_per_step, done, reason, nearest_moved). Views before the last come inline as PNG data
-        URLs ({"url": "data:image/png;base64,..."}); the last view is a file."""
+        mean_distance, ms_per_step, done, reason, nearest_moved). Views before the last come inline as JPEG data
+        URLs ({"url": "data:image/jpeg;base64,..."}); the last view is a file (PNG)."""
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         values = {n: bound.arguments[n] for n in DRAG_CONTROLS}

@@ -90,7 +90,7 @@ def test_generate_then_drag_streams_frames_and_moves_the_handle(server):
 
 
 def test_a_drags_frames_come_inline_and_its_last_view_is_a_file(server):
-    """The frames before the last travel inside the event stream as PNG data URLs (no file written or fetched
+    """The frames before the last travel inside the event stream as JPEG data URLs (no file written or fetched
     per frame); each decodes to the view, drawn where that frame's handle was; the last view is a file."""
     c = client(server)
     c.predict(seed=4, api_name="/generate")
@@ -100,7 +100,7 @@ def test_a_drags_frames_come_inline_and_its_last_view_is_a_file(server):
     views = []
     for view, _, frame in middle:
         kind, _, data = view["url"].partition(",")
-        assert kind == "data:image/png;base64" and "path" not in view
+        assert kind == "data:image/jpeg;base64" and "path" not in view
         views.append(np.asarray(Image.open(io.BytesIO(base64.b64decode(data, validate=True))).convert("RGB")))
         assert views[-1].shape == (256, 256, 3)
         x, y = (int(v) * 8 + 4 for v in frame["handles"][0])  # the red handle disc, 8 view pixels per image pixel

@@ -95,7 +95,7 @@ def test_generate_click_points_drag_and_stop_in_chromium(served, tmp_path):
             expect(info).to_contain_text(re.compile(r"Stopped after \d+ steps"))
             assert image.get_attribute("src") != src
             shown = page.evaluate("() => window.viewSrcs")
-            assert any(u.startswith("data:image/png;base64,") for u in shown[:-1]), [u[:40] for u in shown]
+            assert any(u.startswith("data:image/jpeg;base64,") for u in shown[:-1]), [u[:40] for u in shown]
             assert "/file=" in shown[-1] and image.evaluate("img => img.decode().then(() => img.naturalWidth)") == 256
             assert np.abs(pixels(image.screenshot()) - pixels(with_points)).mean() > 0.01
 
