@@ -1131,7 +1131,7 @@ def build_demo(model: str | None = None, device: str = "auto", *, perceptual_loa
                         with gr.Tabs():
                             with gr.Tab("Points"):
                                 ui["view"] = ViewImage(type="numpy", interactive=False, show_label=False,
-                                                      buttons=["fullscreen"], elem_id="view", format="png")
+                                                       buttons=["fullscreen"], elem_id="view", format="png")
                             with gr.Tab("Mask") as ui["mask_tab"]:
                                 mask_section(ctx, ui)
                         ui["info"].render()
