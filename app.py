@@ -20,7 +20,8 @@ experiment); each creates its components and wires its events. One ordered mappi
 The API (see the app's "Use via API" page); parameters with their defaults:
   /generate(model, seed=0, psi=0.7, latent_space="w+") -> view, status, hint
   /drag(handles="", targets="", lr, r1, r2, r3, nearest, max_steps, lambda_mask, feature_block, rows,
-        frame_every, tracking, method="draggan", frame_rate=15) -> streams (view, progress line, frame JSON)
+        frame_every, tracking, method="draggan", frame_rate=15) -> streams (view, progress line, frame JSON);
+        the views before the last come inline, {"url": "data:image/jpeg;base64,..."}; the last is a file
   /stop, /undo, /reset, /save_image -> PNG, /export_video(video_format="mp4", overlay=True) -> file
   /drag_defaults -> lr, r1, r2, r3, feature_block, max_steps suited to the session's model
   /invert(photo, crop="", preset="fast", model=<default>, latent_space="w+") -> view, status, hint, report
@@ -34,13 +35,16 @@ and points as they were and says why beside them; API calls get the same message
 from __future__ import annotations
 
 import argparse
+import base64
 import dataclasses
 import functools
+import hashlib
 import inspect
 import ipaddress
 import math
 import os
 import random
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -73,10 +77,12 @@ Image.MAX_IMAGE_PIXELS = 40_000_000
 STAGES = {"project": "Projecting", "tune": "Tuning"}
 MASK_RGBA = (34, 197, 94, 128)   # how the editable area looks in the mask editor
 FRAME_RATE, FRAME_SHARE = APP_FRAME_RATE, APP_FRAME_SHARE  # how a drag's frames are paced (draggan/config.py)
+FRAME_JPEG_QUALITY = 95          # a drag's frames before the last (the last, and every other view, is a lossless PNG)
 DONE_TEXT = {"reached": "Reached the targets", "stopped": "Stopped", "max_steps": "Stopped at max steps",
              "predicted": "Predicted"}
 HELP_TEXT = ("Click a **handle** (red disc) and then its **target** (blue square); add as many pairs as you like, "
              "then press **Drag**.")
+QUEUE_POLL_S = 0.01              # how often Gradio's queue looks for new events (its own default: every 1 ms)
 PUBLIC_EXPERIMENT_PAIRS = 8      # pairs an experiment may use on a public server
 CSS = """
 #status p { margin: 0; }
@@ -181,6 +187,68 @@ def control_value(name: str, v: Any) -> float | int:
             raise DragInputError(f"{c.field} must be a whole number, got {x:g}")
         return int(x)
     return x
+
+
+def cached_png(image: np.ndarray, cache_dir: str | Path) -> str:
+    """An RGB or RGBA uint8 image as a PNG file in Gradio's cache, named by its content: written once, under a
+    temporary name and renamed into place, so whoever reads it reads it whole. Gradio's own writer rewrites a
+    content-named file in place each time the same picture is produced again; the view and the mask editor's
+    background are the same picture after Generate, so the browser sometimes fetched the view's file while it
+    was being rewritten (ERR_CONTENT_LENGTH_MISMATCH) and the first image never showed."""
+    code = cv2.COLOR_RGBA2BGRA if image.shape[-1] == 4 else cv2.COLOR_RGB2BGR
+    ok, png = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(image, np.uint8), code),
+                           [cv2.IMWRITE_PNG_COMPRESSION, 1])  # fast; our images are small
+    if not ok:
+        raise ValueError(f"could not encode a {image.shape} image as PNG")
+    data = png.tobytes()
+    folder = Path(cache_dir) / hashlib.sha256(data).hexdigest()
+    path = folder / "image.png"
+    if path.exists():
+        try:
+            os.utime(path)  # Gradio's delete_cache ages files by ctime: one shown again is kept
+            return str(path)
+        except FileNotFoundError:
+            pass  # deleted by that cleaner just now: write it again
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, staging = tempfile.mkstemp(dir=folder, prefix=".image.", suffix=".png")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+    return str(path)
+
+
+class InlineFrame:
+    """A drag's intermediate view, sent inside the event stream (see ViewImage)."""
+
+    def __init__(self, view: np.ndarray):
+        self.view = view
+
+
+class ViewImage(gr.Image):
+    """The image view. A drag's intermediate frames (InlineFrame) travel inside the event stream as JPEG data
+    URLs (a tenth of a PNG's encoding time); every other value (the last frame, Generate, Undo...) is a PNG
+    file (cached_png) the browser fetches. Fetching each frame as a file cost the server a request per frame
+    (its middleware, file checks and threaded file reads) and slowed a small model's drag by a quarter
+    (`python -m draggan bench --app`)."""
+
+    def get_block_name(self) -> str:
+        return "image"  # the browser shows it as Gradio's image
+
+    def postprocess(self, value: Any) -> Any:
+        if isinstance(value, InlineFrame):
+            bgr = np.ascontiguousarray(value.view[..., ::-1])
+            ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, FRAME_JPEG_QUALITY])
+            if ok:
+                return {"url": "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode("ascii"),
+                        "orig_name": "frame.jpg", "mime_type": "image/jpeg"}
+            value = value.view
+        if isinstance(value, np.ndarray):
+            value = cached_png(value, self.GRADIO_CACHE)
+        return super().postprocess(value)
 
 
 class BoundedSlider(gr.Slider):
@@ -493,7 +561,8 @@ def drag_section(ctx: AppContext, ui: dict) -> None:
         # frame never holds up the next step.
         for frame in stream_newest(sess.run_drag(h, t, cfg, method), sess.stop):
             moved = [(i, a, b) for i, (a, b) in enumerate(zip(asked, frame.start_xy or asked)) if a != b]
-            yield ctx.view(sess, frame), frame_text(frame, moved), frame_json(frame, moved)
+            view = ctx.view(sess, frame)
+            yield view if frame.done else InlineFrame(view), frame_text(frame, moved), frame_json(frame, moved)
 
     P = inspect.Parameter
     signature = inspect.Signature([P("handles", P.POSITIONAL_OR_KEYWORD, default="", annotation=str),
@@ -505,7 +574,8 @@ def drag_section(ctx: AppContext, ui: dict) -> None:
         """Drag handles to targets, streaming frames at the frame rate: handles and targets are JSON lists of
         [x, y] image pixels (both empty: the points clicked in the UI); method: draggan, straightforward, auto,
         auto-refine. Yields the view, a progress line and the frame as JSON (step, handles, targets, distances,
-        mean_distance, ms_per_step, done, reason, nearest_moved)."""
+        mean_distance, ms_per_step, done, reason, nearest_moved). Views before the last come inline as JPEG data
+        URLs ({"url": "data:image/jpeg;base64,..."}); the last view is a file (PNG)."""
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         values = {n: bound.arguments[n] for n in DRAG_CONTROLS}
@@ -661,8 +731,10 @@ def mask_section(ctx: AppContext, ui: dict) -> None:
             return gr.skip()
         sess = ctx.session(request)
         res = sess.resolution
-        layers = [mask_layer(sess.editable, res)] if sess.editable is not None else []
-        return {"background": enlarge(sess.image(), view_scale(res)), "layers": layers, "composite": None}
+        cache = ui["mask_editor"].GRADIO_CACHE  # the same picture as the view: see cached_png
+        layers = [cached_png(mask_layer(sess.editable, res), cache)] if sess.editable is not None else []
+        return {"background": cached_png(enlarge(sess.image(), view_scale(res)), cache), "layers": layers,
+                "composite": None}
 
     def apply_mask(editor: dict | None, request: gr.Request):
         sess = ctx.session(request)
@@ -1097,8 +1169,8 @@ def build_demo(model: str | None = None, device: str = "auto", *, perceptual_loa
                         ui["info"] = gr.Markdown(HELP_TEXT, elem_id="info", render=False)  # placed under the image
                         with gr.Tabs():
                             with gr.Tab("Points"):
-                                ui["view"] = gr.Image(type="numpy", interactive=False, show_label=False,
-                                                      buttons=["fullscreen"], elem_id="view", format="png")
+                                ui["view"] = ViewImage(type="numpy", interactive=False, show_label=False,
+                                                       buttons=["fullscreen"], elem_id="view", format="png")
                             with gr.Tab("Mask") as ui["mask_tab"]:
                                 mask_section(ctx, ui)
                         ui["info"].render()
@@ -1130,11 +1202,21 @@ def build_demo(model: str | None = None, device: str = "auto", *, perceptual_loa
     return BuiltApp(demo, ctx, ui)
 
 
+def quiet_queue(demo: gr.Blocks) -> None:
+    """Have Gradio's queue look for new events every QUEUE_POLL_S instead of every millisecond. Its loop
+    wakes that often even when idle (9% of a core on our 2-core test machine, all of it taken from a running
+    drag's steps); 10 ms more before an event starts is not felt."""
+    queue = getattr(demo, "_queue", None)
+    if queue is not None and isinstance(getattr(queue, "sleep_when_free", None), (int, float)):
+        queue.sleep_when_free = max(queue.sleep_when_free, QUEUE_POLL_S)
+
+
 def launch(built: BuiltApp, host: str | None = None, port: int | None = None, share: bool = False,
            **kwargs) -> Any:
     """Launch with the app's look (Gradio 6 takes theme and css at launch). host/port None: Gradio's
     defaults or GRADIO_SERVER_NAME / GRADIO_SERVER_PORT."""
     kwargs.setdefault("max_file_size", MAX_UPLOAD)
+    quiet_queue(built.demo)
     return built.demo.launch(server_name=host, server_port=port, share=share, css=CSS, theme=gr.themes.Soft(),
                              ssr_mode=False, **kwargs)
 

@@ -1,8 +1,13 @@
 """The app over HTTP, driven by gradio_client on a tiny generator saved to a temporary file."""
+import base64
+import io
 import json
+import os
 import socket
+import threading
 import time
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,6 +90,33 @@ def test_generate_then_drag_streams_frames_and_moves_the_handle(server):
     with Image.open(video) as gif:  # repeated frames dropped, at most 100, shown about 384 px wide
         assert 2 <= gif.n_frames <= min(steps[-1] + 1, 100) and gif.size == (384, 384)
     assert c.predict(video_format="mp4", overlay=False, api_name="/export_video").endswith(".mp4")
+
+
+def test_a_drags_frames_come_inline_and_its_last_view_is_a_file(server):
+    """The frames before the last travel inside the event stream as JPEG data URLs (no file written or fetched
+    per frame); each decodes to the view, drawn where that frame's handle was; the last view is a file."""
+    c = client(server)
+    c.predict(seed=4, api_name="/generate")
+    job = c.submit(handles="[[6, 6]]", targets="[[24, 22]]", max_steps=30, frame_rate=0, api_name="/drag", **MOVE)
+    *middle, last = all_outputs(job)
+    assert len(middle) >= 2
+    views = []
+    for view, _, frame in middle:
+        kind, _, data = view["url"].partition(",")
+        assert kind == "data:image/jpeg;base64" and "path" not in view
+        views.append(np.asarray(Image.open(io.BytesIO(base64.b64decode(data, validate=True))).convert("RGB")))
+        assert views[-1].shape == (256, 256, 3)
+        x, y = (int(v) * 8 + 4 for v in frame["handles"][0])  # the red handle disc, 8 view pixels per image pixel
+        r, g, b = views[-1][y, x].astype(int)
+        assert r > 150 and g < 100 and b < 100
+    assert np.abs(views[-1].astype(int) - views[0]).mean() > 1  # the drag moved in between
+    assert load(last[0]).shape == (256, 256, 3) and last[2]["done"]
+
+
+def test_gradio_queue_polls_at_our_interval(server):
+    """Gradio's queue loop looks for events every 1 ms by default, costing a drag its steps on a small
+    machine; the app slows it to QUEUE_POLL_S. Fails if a Gradio upgrade renames what we set."""
+    assert server.built.demo._queue.sleep_when_free == draggan_app.QUEUE_POLL_S
 
 
 def test_stop_ends_a_long_drag_within_a_step(server):
@@ -196,6 +228,35 @@ def test_clicks_on_the_view_become_image_pixels_and_masks_round_trip():
     assert draggan_app.parse_points(" ", "handles") == []
     assert json.dumps(draggan_app.parse_points("[[1, 2.5]]", "handles")) == "[[1.0, 2.5]]"
     assert draggan_app.parse_points("1,2.5;3,4", "handles") == [[1.0, 2.5], [3.0, 4.0]]
+
+
+def test_a_picture_shown_again_is_never_rewritten_under_a_reader(tmp_path):
+    """The view and the mask editor's background are the same picture after Generate, so the same content-named
+    file is produced twice. cached_png writes it once, whole: a reader reading it all the while only ever gets
+    the complete PNG, which decodes to the picture (RGB and RGBA), and no staging file is left behind."""
+    rgb = np.random.default_rng(0).integers(0, 256, (256, 256, 3), np.uint8)
+    path = draggan_app.cached_png(rgb, tmp_path)
+    whole = Path(path).read_bytes()
+    reads, stop = [], threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            reads.append(Path(path).read_bytes())
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for _ in range(200):
+            assert draggan_app.cached_png(rgb.copy(), tmp_path) == path
+    finally:
+        stop.set()
+        thread.join()
+    assert reads and all(r == whole for r in reads)
+    assert np.array_equal(np.asarray(Image.open(path)), rgb)
+    rgba = np.dstack([rgb, np.full((256, 256), 128, np.uint8)])
+    path_rgba = draggan_app.cached_png(rgba, tmp_path)
+    assert path_rgba != path and np.array_equal(np.asarray(Image.open(path_rgba)), rgba)
+    assert sorted(os.listdir(Path(path).parent)) == ["image.png"]
 
 
 def test_nearest_shows_where_it_moved_the_handles(server):

@@ -83,12 +83,20 @@ def test_generate_click_points_drag_and_stop_in_chromium(served, tmp_path):
             with_points = image.screenshot()
             src = image.get_attribute("src")
 
+            # Which images the view shows during the drag: frames come inline (data URLs), the last as a file.
+            page.evaluate("""() => { window.viewSrcs = []; const view = document.querySelector('#view');
+                new MutationObserver(() => { const img = view.querySelector('img');
+                    if (img && img.src !== window.viewSrcs.at(-1)) window.viewSrcs.push(img.src); })
+                .observe(view, {subtree: true, childList: true, attributes: true, attributeFilter: ['src']}); }""")
             page.locator("#drag").click()
             expect(info).to_contain_text(re.compile(r"Step \d+ · mean distance"))  # frames stream in
             expect(info).to_contain_text(re.compile(r"Step ([3-9]|\d\d+) "))
             page.locator("#stop").click()
             expect(info).to_contain_text(re.compile(r"Stopped after \d+ steps"))
             assert image.get_attribute("src") != src
+            shown = page.evaluate("() => window.viewSrcs")
+            assert any(u.startswith("data:image/jpeg;base64,") for u in shown[:-1]), [u[:40] for u in shown]
+            assert "/file=" in shown[-1] and image.evaluate("img => img.decode().then(() => img.naturalWidth)") == 256
             assert np.abs(pixels(image.screenshot()) - pixels(with_points)).mean() > 0.01
 
             target = Path(os.environ.get("DRAGGAN_SCREENSHOT") or tmp_path / "screenshot.png")
@@ -148,6 +156,12 @@ def open_app(pw, url: str, **context):
     browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
     page = browser.new_page(**(context or {"viewport": {"width": 1280, "height": 860}}))
     page.set_default_timeout(TIMEOUT_MS)
+    # The page's console and errors go to stdout, which pytest shows for a failed test; close_tab checks that
+    # no request failed (a request cancelled by the page itself, as a superseded frame's, is fine).
+    page.on("console", lambda m: print(f"[console {m.type}] {m.text}"[:500]))
+    page.on("pageerror", lambda e: print(f"[pageerror] {e}"[:500]))
+    page.failed_requests = []
+    page.on("requestfailed", lambda r: page.failed_requests.append(f"{r.url[:120]} {r.failure}"))
     page.goto(url)
     image = page.locator("#view img")
     sync_api.expect(image).to_be_visible()
@@ -168,8 +182,12 @@ def only_session(sessions):
 
 
 def close_tab(page, sessions) -> None:
-    """Close the tab and wait until its session is freed, so the next test starts with none."""
+    """Check that none of the tab's requests failed (a file served while it was being rewritten once left the
+    first image blank: ERR_CONTENT_LENGTH_MISMATCH), close the tab and wait until its session is freed, so the
+    next test starts with none."""
+    failed = [f for f in page.failed_requests if "ERR_ABORTED" not in f]
     page.close()
+    assert not failed, failed
     deadline = time.monotonic() + 30
     while len(sessions) and time.monotonic() < deadline:
         time.sleep(0.1)
