@@ -1,9 +1,13 @@
 """The app in a real browser: headless Chromium (Debian's package) driven by Playwright.
 
-Generates, clicks a handle and a target on the image, drags, stops, takes a screenshot, and
-closes the tab (which frees its session). The screenshot goes to a temporary folder, or, with
-DRAGGAN_SCREENSHOT=docs/screenshot.png, to the README's picture. Skipped where Chromium or Playwright is missing; CI installs both.
+Each test opens the app in its own tab (app_tab), does what a person would (click points, drag, stop, paint
+a mask, export a video, invert a photo, use a phone), and closes the tab, which frees its session. The
+screenshots go to a temporary folder, or, with DRAGGAN_SCREENSHOT=docs/screenshot.png and
+DRAGGAN_SCREENSHOT_PHONE=docs/screenshot-phone.png, to the README's pictures. Skipped where Chromium or Playwright is
+missing; CI installs both.
 """
+import contextlib
+import dataclasses
 import io
 import os
 import re
@@ -11,6 +15,7 @@ import shutil
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -51,62 +56,88 @@ def served(tmp_path_factory):
     built.demo.close()
 
 
+def contrast(css_a: str, css_b: str) -> float:
+    """WCAG contrast ratio of two CSS rgb()/rgba() colours (alpha ignored)."""
+    def luminance(css: str) -> float:
+        c = [int(v) / 255 for v in re.findall(r"\d+", css)[:3]]
+        c = [v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4 for v in c]
+        return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2]
+    hi, lo = sorted((luminance(css_a), luminance(css_b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
 def pixels(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
 
 
-def test_generate_click_points_drag_and_stop_in_chromium(served, tmp_path):
+def save_screenshot(png: bytes, target: Path) -> None:
+    """A screenshot as a 256-colour PNG (small enough for the README)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shot = Image.open(io.BytesIO(png)).convert("RGB")
+    shot.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(target, optimize=True)
+
+
+@dataclasses.dataclass
+class Tab:
+    """The app's page in a headless Chromium, its first image shown."""
+    page: Any
+    sessions: Any
+    failed_requests: list
+
+    @property
+    def image(self):
+        return self.page.locator("#view img")
+
+    @property
+    def info(self):
+        return self.page.locator("#info")
+
+    def click(self, fx: float, fy: float) -> None:
+        """Click the image at a fraction of its size, once it is decoded: Gradio drops clicks on an image still
+        loading (its size is unknown), as a person's would be."""
+        self.image.evaluate("img => img.decode()")
+        box = self.image.bounding_box()
+        self.page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+
+    def add_pair(self, handle: tuple[float, float], target: tuple[float, float]) -> None:
+        self.click(*handle)
+        sync_api.expect(self.info).to_contain_text("Handle 1 at")
+        self.click(*target)
+        sync_api.expect(self.info).to_contain_text("Target 1 at")
+
+    def session(self):
+        """The only session on the server: this tab's."""
+        with self.sessions._lock:
+            assert len(self.sessions._sessions) == 1
+            return next(iter(self.sessions._sessions.values()))
+
+
+@contextlib.contextmanager
+def app_tab(served, **context):
+    """Open the app in a headless Chromium (a desktop viewport unless `context` says otherwise) and wait for
+    its first image. The page's console and errors go to stdout, which pytest shows for a failed test. When
+    the test is done: none of the tab's requests failed (a file served while it was being rewritten once
+    left the first image blank: ERR_CONTENT_LENGTH_MISMATCH; a request the page cancels itself, as a
+    superseded frame's, is fine), and closing the tab frees its session, so the next test starts with none."""
     url, sessions = served
-    expect = sync_api.expect
-    expect.set_options(timeout=TIMEOUT_MS)
+    sync_api.expect.set_options(timeout=TIMEOUT_MS)
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            page = browser.new_page(**(context or {"viewport": {"width": 1280, "height": 860}}))
             page.set_default_timeout(TIMEOUT_MS)
+            tab = Tab(page, sessions, [])
+            page.on("console", lambda m: print(f"[console {m.type}] {m.text}"[:500]))
+            page.on("pageerror", lambda e: print(f"[pageerror] {e}"[:500]))
+            page.on("requestfailed", lambda r: tab.failed_requests.append(f"{r.url[:120]} {r.failure}"))
             page.goto(url)
-            image = page.locator("#view img")
-            info = page.locator("#info")
-            expect(image).to_be_visible()  # the page's first Generate
-            expect(page.locator("#status")).to_contain_text("on cpu")
-
-            def click_image(fx: float, fy: float) -> None:
-                # Gradio drops clicks on an image still loading (its size is unknown), as a person's would be.
-                image.evaluate("img => img.decode()")
-                box = image.bounding_box()
-                page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
-
-            click_image(0.35, 0.4)
-            expect(info).to_contain_text("Handle 1 at")
-            click_image(0.65, 0.6)
-            expect(info).to_contain_text("Target 1 at")
-            with_points = image.screenshot()
-            src = image.get_attribute("src")
-
-            # Which images the view shows during the drag: frames come inline (data URLs), the last as a file.
-            page.evaluate("""() => { window.viewSrcs = []; const view = document.querySelector('#view');
-                new MutationObserver(() => { const img = view.querySelector('img');
-                    if (img && img.src !== window.viewSrcs.at(-1)) window.viewSrcs.push(img.src); })
-                .observe(view, {subtree: true, childList: true, attributes: true, attributeFilter: ['src']}); }""")
-            page.locator("#drag").click()
-            expect(info).to_contain_text(re.compile(r"Step \d+ · mean distance"))  # frames stream in
-            expect(info).to_contain_text(re.compile(r"Step ([3-9]|\d\d+) "))
-            page.locator("#stop").click()
-            expect(info).to_contain_text(re.compile(r"Stopped after \d+ steps"))
-            assert image.get_attribute("src") != src
-            shown = page.evaluate("() => window.viewSrcs")
-            assert any(u.startswith("data:image/jpeg;base64,") for u in shown[:-1]), [u[:40] for u in shown]
-            assert "/file=" in shown[-1] and image.evaluate("img => img.decode().then(() => img.naturalWidth)") == 256
-            assert np.abs(pixels(image.screenshot()) - pixels(with_points)).mean() > 0.01
-
-            target = Path(os.environ.get("DRAGGAN_SCREENSHOT") or tmp_path / "screenshot.png")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shot = Image.open(io.BytesIO(page.screenshot(full_page=True))).convert("RGB")
-            shot.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(target, optimize=True)
-            assert target.stat().st_size < 300_000
-
+            sync_api.expect(tab.image).to_be_visible()
+            sync_api.expect(page.locator("#status")).to_contain_text("on cpu")
+            yield tab
+            failed = [f for f in tab.failed_requests if "ERR_ABORTED" not in f]
             assert len(sessions) == 1
-            page.close()  # the tab goes away: its session is freed
+            page.close()
+            assert not failed, failed
             deadline = time.monotonic() + 30
             while len(sessions) and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -115,183 +146,132 @@ def test_generate_click_points_drag_and_stop_in_chromium(served, tmp_path):
             browser.close()
 
 
+def test_generate_click_points_drag_and_stop_in_chromium(served, tmp_path):
+    expect = sync_api.expect
+    with app_tab(served) as tab:
+        image, info, page = tab.image, tab.info, tab.page
+        # A checkbox (Nearest) has an outline you can see, against its own field and a white panel.
+        border, field = page.locator("input[type=checkbox]").first.evaluate(
+            "e => [getComputedStyle(e).borderColor, getComputedStyle(e).backgroundColor]")
+        assert min(contrast(border, field), contrast(border, "rgb(255, 255, 255)")) >= 3, (border, field)
+        tab.add_pair((0.35, 0.4), (0.65, 0.6))
+        with_points = image.screenshot()
+        src = image.get_attribute("src")
+
+        # Which images the view shows during the drag: frames come inline (data URLs), the last as a file.
+        page.evaluate("""() => { window.viewSrcs = []; const view = document.querySelector('#view');
+            new MutationObserver(() => { const img = view.querySelector('img');
+                if (img && img.src !== window.viewSrcs.at(-1)) window.viewSrcs.push(img.src); })
+            .observe(view, {subtree: true, childList: true, attributes: true, attributeFilter: ['src']}); }""")
+        page.locator("#drag").click()
+        expect(info).to_contain_text(re.compile(r"Step \d+ · mean distance"))  # frames stream in
+        expect(info).to_contain_text(re.compile(r"Step ([3-9]|\d\d+) "))
+        page.locator("#stop").click()
+        expect(info).to_contain_text(re.compile(r"Stopped after \d+ steps"))
+        assert image.get_attribute("src") != src
+        shown = page.evaluate("() => window.viewSrcs")
+        assert any(u.startswith("data:image/jpeg;base64,") for u in shown[:-1]), [u[:40] for u in shown]
+        assert "/file=" in shown[-1] and image.evaluate("img => img.decode().then(() => img.naturalWidth)") == 256
+        assert np.abs(pixels(image.screenshot()) - pixels(with_points)).mean() > 0.01
+
+        target = Path(os.environ.get("DRAGGAN_SCREENSHOT") or tmp_path / "screenshot.png")
+        save_screenshot(page.screenshot(full_page=True), target)
+        assert target.stat().st_size < 300_000
+
+
 def test_phone_layout_and_bad_input_keeps_the_image(served, tmp_path):
     """At 390x844 the image and Drag are in the first screen; a bad seed leaves the image as it was and
     says which field is wrong."""
-    url, _ = served
-    expect = sync_api.expect
-    expect.set_options(timeout=TIMEOUT_MS)
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
-                                    has_touch=True)
-            page.set_default_timeout(TIMEOUT_MS)
-            page.goto(url)
-            image = page.locator("#view img")
-            expect(image).to_be_visible()
-            image.evaluate("img => img.decode()")
-            for element in (image, page.locator("#drag"), page.locator("#stop")):
-                box = element.bounding_box()
-                assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 844, box
-            target = Path(os.environ.get("DRAGGAN_SCREENSHOT_PHONE") or tmp_path / "phone.png")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shot = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
-            shot.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(target, optimize=True)
+    phone = dict(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
+    with app_tab(served, **phone) as tab:
+        image, page = tab.image, tab.page
+        image.evaluate("img => img.decode()")
+        for element in (image, page.locator("#drag"), page.locator("#stop")):
+            box = element.bounding_box()
+            assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 844, box
+        save_screenshot(page.screenshot(), Path(os.environ.get("DRAGGAN_SCREENSHOT_PHONE") or tmp_path / "phone.png"))
 
-            before_src = image.get_attribute("src")
-            before = pixels(image.screenshot())
-            seed = page.locator("input[type=number]").first
-            seed.fill("-5")
-            page.locator("#generate").click()
-            expect(page.locator("#info")).to_contain_text("Seed must be a whole number")
-            assert image.get_attribute("src") == before_src          # the image was not replaced
-            assert np.abs(pixels(image.screenshot()) - before).mean() < 1
-        finally:
-            browser.close()
-
-
-def open_app(pw, url: str, **context):
-    """A headless Chromium on the app's page, its first image shown; returns (browser, page, image, click_image)."""
-    browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-    page = browser.new_page(**(context or {"viewport": {"width": 1280, "height": 860}}))
-    page.set_default_timeout(TIMEOUT_MS)
-    # The page's console and errors go to stdout, which pytest shows for a failed test; close_tab checks that
-    # no request failed (a request cancelled by the page itself, as a superseded frame's, is fine).
-    page.on("console", lambda m: print(f"[console {m.type}] {m.text}"[:500]))
-    page.on("pageerror", lambda e: print(f"[pageerror] {e}"[:500]))
-    page.failed_requests = []
-    page.on("requestfailed", lambda r: page.failed_requests.append(f"{r.url[:120]} {r.failure}"))
-    page.goto(url)
-    image = page.locator("#view img")
-    sync_api.expect(image).to_be_visible()
-    sync_api.expect(page.locator("#status")).to_contain_text("on cpu")
-
-    def click_image(fx: float, fy: float) -> None:
-        image.evaluate("img => img.decode()")  # Gradio drops clicks on an image still loading (size unknown)
-        box = image.bounding_box()
-        page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
-
-    return browser, page, image, click_image
-
-
-def only_session(sessions):
-    with sessions._lock:
-        assert len(sessions._sessions) == 1
-        return next(iter(sessions._sessions.values()))
-
-
-def close_tab(page, sessions) -> None:
-    """Check that none of the tab's requests failed (a file served while it was being rewritten once left the
-    first image blank: ERR_CONTENT_LENGTH_MISMATCH), close the tab and wait until its session is freed, so the
-    next test starts with none."""
-    failed = [f for f in page.failed_requests if "ERR_ABORTED" not in f]
-    page.close()
-    assert not failed, failed
-    deadline = time.monotonic() + 30
-    while len(sessions) and time.monotonic() < deadline:
-        time.sleep(0.1)
+        before_src = image.get_attribute("src")
+        before = pixels(image.screenshot())
+        seed = page.locator("input[type=number]").first
+        seed.fill("-5")
+        page.locator("#generate").click()
+        sync_api.expect(tab.info).to_contain_text("Seed must be a whole number")
+        assert image.get_attribute("src") == before_src          # the image was not replaced
+        assert np.abs(pixels(image.screenshot()) - before).mean() < 1
 
 
 def test_clicks_right_after_clear_points_are_kept(served):
     """Add a pair, press Clear points, and at once click a handle and a target: the session has exactly
     that one pair, and the hint says so."""
-    url, sessions = served
-    expect = sync_api.expect
-    expect.set_options(timeout=TIMEOUT_MS)
-    with sync_api.sync_playwright() as pw:
-        browser, page, image, click_image = open_app(pw, url)
-        try:
-            info = page.locator("#info")
-            click_image(0.3, 0.3)
-            expect(info).to_contain_text("Handle 1 at")
-            click_image(0.6, 0.6)
-            expect(info).to_contain_text("Target 1 at")
-            box = image.bounding_box()
-            page.locator("#clear_points").click()
-            for fx, fy in ((0.25, 0.7), (0.75, 0.2)):  # at once, not waiting for any answer, as a quick person
-                page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
-            time.sleep(1.5)                       # the answers (and anything late) arrive on localhost
-            sess = only_session(sessions)
-            assert len(sess.handles_xy) == 1 and len(sess.targets_xy) == 1, (sess.handles_xy, sess.targets_xy)
-            hx, hy = sess.handles_xy[0]
-            tx, ty = sess.targets_xy[0]
-            assert hx < tx and hy > ty, (sess.handles_xy, sess.targets_xy)  # the two new clicks, in order
-            expect(info).to_contain_text(f"Target 1 at ({tx:g}, {ty:g})")
-            close_tab(page, sessions)
-        finally:
-            browser.close()
+    with app_tab(served) as tab:
+        tab.add_pair((0.3, 0.3), (0.6, 0.6))
+        box = tab.image.bounding_box()
+        tab.page.locator("#clear_points").click()
+        for fx, fy in ((0.25, 0.7), (0.75, 0.2)):  # at once, not waiting for any answer, as a quick person
+            tab.page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+        time.sleep(1.5)                       # the answers (and anything late) arrive on localhost
+        sess = tab.session()
+        assert len(sess.handles_xy) == 1 and len(sess.targets_xy) == 1, (sess.handles_xy, sess.targets_xy)
+        hx, hy = sess.handles_xy[0]
+        tx, ty = sess.targets_xy[0]
+        assert hx < tx and hy > ty, (sess.handles_xy, sess.targets_xy)  # the two new clicks, in order
+        sync_api.expect(tab.info).to_contain_text(f"Target 1 at ({tx:g}, {ty:g})")
 
 
 def test_the_exported_video_plays_in_the_app(served):
     """After a short drag, Export drag as video (MP4) shows the video in the page, and Chromium decodes and
     plays it there: it has a size, no error, and its time advances."""
-    url, sessions = served
     expect = sync_api.expect
-    expect.set_options(timeout=TIMEOUT_MS)
-    with sync_api.sync_playwright() as pw:
-        browser, page, image, click_image = open_app(pw, url)
-        try:
-            info = page.locator("#info")
-            click_image(0.35, 0.4)
-            expect(info).to_contain_text("Handle 1 at")
-            click_image(0.65, 0.6)
-            expect(info).to_contain_text("Target 1 at")
-            page.locator("#drag").click()
-            expect(info).to_contain_text(re.compile(r"Step ([3-9]|\d\d+) "))
-            page.locator("#stop").click()
-            expect(info).to_contain_text(re.compile(r"Stopped after \d+ steps"))
+    with app_tab(served) as tab:
+        page = tab.page
+        tab.add_pair((0.35, 0.4), (0.65, 0.6))
+        page.locator("#drag").click()
+        expect(tab.info).to_contain_text(re.compile(r"Step ([3-9]|\d\d+) "))
+        page.locator("#stop").click()
+        expect(tab.info).to_contain_text(re.compile(r"Stopped after \d+ steps"))
 
-            page.get_by_text("Save", exact=True).click()   # the accordion
-            page.locator("#export_video").click()
-            video = page.locator("#drag_video video")
-            expect(video).to_be_attached()
-            assert video.get_attribute("src")
-            page.wait_for_function("v => v.readyState >= 2 || v.error !== null", arg=video.element_handle())
-            state = video.evaluate("v => ({ready: v.readyState, width: v.videoWidth, height: v.videoHeight, "
-                                   "error: v.error && v.error.code, duration: v.duration})")
-            assert state["error"] is None and state["ready"] >= 2 and state["width"] >= 256, state
-            video.evaluate("v => { v.muted = true; return v.play(); }")
-            page.wait_for_function("v => v.currentTime > 0.05 && v.error === null", arg=video.element_handle())
-            close_tab(page, sessions)
-        finally:
-            browser.close()
+        page.get_by_text("Save", exact=True).click()   # the accordion
+        page.locator("#export_video").click()
+        video = page.locator("#drag_video video")
+        expect(video).to_be_attached()
+        assert video.get_attribute("src")
+        page.wait_for_function("v => v.readyState >= 2 || v.error !== null", arg=video.element_handle())
+        state = video.evaluate("v => ({ready: v.readyState, width: v.videoWidth, height: v.videoHeight, "
+                               "error: v.error && v.error.code, duration: v.duration})")
+        assert state["error"] is None and state["ready"] >= 2 and state["width"] >= 256, state
+        video.evaluate("v => { v.muted = true; return v.play(); }")
+        page.wait_for_function("v => v.currentTime > 0.05 && v.error === null", arg=video.element_handle())
 
 
 def test_invert_shows_its_progress_beside_the_button(served, tmp_path):
     """On a desktop the Invert button sits far below the image, whose progress is out of view: the line under
     the button shows the inversion's progress bar where the person is (really drawn there, not clipped), and
     the page does not move."""
-    url, sessions = served
     expect = sync_api.expect
-    expect.set_options(timeout=TIMEOUT_MS)
     photo = tmp_path / "photo.png"
     Image.fromarray((np.random.default_rng(0).random((80, 80, 3)) * 255).astype(np.uint8)).save(photo)
-    with sync_api.sync_playwright() as pw:
-        browser, page, image, _ = open_app(pw, url)
-        try:
-            page.get_by_text("Real photo", exact=True).click()
-            page.locator("input[type=file]").first.set_input_files(str(photo))
-            invert = page.locator("#invert")
-            expect(invert).to_be_enabled()
-            invert.scroll_into_view_if_needed()
-            at = (page.evaluate("window.scrollY"), invert.bounding_box()["y"])
-            invert.click()
-            bar = page.locator("#photo_report [role=progressbar]")
-            expect(bar).to_be_visible()
-            box = bar.bounding_box()
-            assert 0 <= box["y"] and box["y"] + box["height"] <= 860, box            # in the viewport
-            assert 0 < box["y"] - at[1] < 150, (box, at)                              # just under Invert
-            hit = page.evaluate("([x, y]) => document.elementFromPoint(x, y)?.closest('[role=progressbar]') !== null",
-                                [box["x"] + box["width"] / 2, box["y"] + box["height"] / 2])
-            assert hit, "the progress bar is not drawn where it is (clipped or covered)"
-            assert image.bounding_box()["y"] + image.bounding_box()["height"] < 0    # the image is out of view
-            expect(page.locator("#photo_report")).to_contain_text("Projected in")
-            assert (page.evaluate("window.scrollY"), invert.bounding_box()["y"]) == at  # the page did not move
-            expect(page.locator("#status")).to_contain_text("Your photo")
-            close_tab(page, sessions)
-        finally:
-            browser.close()
+    with app_tab(served) as tab:
+        page, image = tab.page, tab.image
+        page.get_by_text("Real photo", exact=True).click()
+        page.locator("input[type=file]").first.set_input_files(str(photo))
+        invert = page.locator("#invert")
+        expect(invert).to_be_enabled()
+        invert.scroll_into_view_if_needed()
+        at = (page.evaluate("window.scrollY"), invert.bounding_box()["y"])
+        invert.click()
+        bar = page.locator("#photo_report [role=progressbar]")
+        expect(bar).to_be_visible()
+        box = bar.bounding_box()
+        assert 0 <= box["y"] and box["y"] + box["height"] <= 860, box            # in the viewport
+        assert 0 < box["y"] - at[1] < 150, (box, at)                              # just under Invert
+        hit = page.evaluate("([x, y]) => document.elementFromPoint(x, y)?.closest('[role=progressbar]') !== null",
+                            [box["x"] + box["width"] / 2, box["y"] + box["height"] / 2])
+        assert hit, "the progress bar is not drawn where it is (clipped or covered)"
+        assert image.bounding_box()["y"] + image.bounding_box()["height"] < 0    # the image is out of view
+        expect(page.locator("#photo_report")).to_contain_text("Projected in")
+        assert (page.evaluate("window.scrollY"), invert.bounding_box()["y"]) == at  # the page did not move
+        expect(page.locator("#status")).to_contain_text("Your photo")
 
 
 def test_a_painted_mask_drag_reaches_its_target_and_keeps_the_rest(served):
@@ -302,51 +282,40 @@ def test_a_painted_mask_drag_reaches_its_target_and_keeps_the_rest(served):
         pytest.skip("needs the toy-faces model (models/toyfaces-64.safetensors)")
     from draggan.experiments.detectors import get_detector
 
-    url, sessions = served
-    expect = sync_api.expect
-    expect.set_options(timeout=TIMEOUT_MS)
-    with sync_api.sync_playwright() as pw:
-        browser, page, image, click_image = open_app(pw, url)
-        try:
-            sess = only_session(sessions)
-            before = sess.image().astype(int)
-            res = sess.resolution
-            px, py = np.round(get_detector("toy").detect(sess.image(), 5)[0])
-            tx, ty = px + 8, py
+    with app_tab(served) as tab:
+        page = tab.page
+        sess = tab.session()
+        before = sess.image().astype(int)
+        res = sess.resolution
+        px, py = np.round(get_detector("toy").detect(sess.image(), 5)[0])
+        tx, ty = px + 8, py
 
-            page.get_by_role("tab", name="Mask").click()
-            canvas = page.locator("canvas").first
-            expect(canvas).to_be_visible()
-            deadline = time.monotonic() + 60
-            while sess.editable is None and time.monotonic() < deadline:  # the editor may still be loading
-                box = canvas.bounding_box()
-                cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-                for dy in range(-90, 91, 12):  # strokes that fill a box over the middle of the face
-                    page.mouse.move(cx - 120, cy + dy)
-                    page.mouse.down()
-                    page.mouse.move(cx + 120, cy + dy, steps=8)
-                    page.mouse.up()
-                time.sleep(1.0)
-            editable = sess.editable
-            assert editable is not None and editable[int(py), int(px)] and editable[int(ty), int(tx)]
-            assert 0.1 < editable.mean() < 0.8  # a real mask: some of the image stays fixed
+        page.get_by_role("tab", name="Mask").click()
+        canvas = page.locator("canvas").first
+        sync_api.expect(canvas).to_be_visible()
+        deadline = time.monotonic() + 60
+        while sess.editable is None and time.monotonic() < deadline:  # the editor may still be loading
+            box = canvas.bounding_box()
+            cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+            for dy in range(-90, 91, 12):  # strokes that fill a box over the middle of the face
+                page.mouse.move(cx - 120, cy + dy)
+                page.mouse.down()
+                page.mouse.move(cx + 120, cy + dy, steps=8)
+                page.mouse.up()
+            time.sleep(1.0)
+        editable = sess.editable
+        assert editable is not None and editable[int(py), int(px)] and editable[int(ty), int(tx)]
+        assert 0.1 < editable.mean() < 0.8  # a real mask: some of the image stays fixed
 
-            page.get_by_role("tab", name="Points").click()
-            info = page.locator("#info")
-            click_image((px + 0.5) / res, (py + 0.5) / res)
-            expect(info).to_contain_text("Handle 1 at")
-            click_image((tx + 0.5) / res, (ty + 0.5) / res)
-            expect(info).to_contain_text("Target 1 at")
-            page.locator("#drag").click()
-            expect(info).to_contain_text("Reached the targets")
+        page.get_by_role("tab", name="Points").click()
+        tab.add_pair(((px + 0.5) / res, (py + 0.5) / res), ((tx + 0.5) / res, (ty + 0.5) / res))
+        page.locator("#drag").click()
+        sync_api.expect(tab.info).to_contain_text("Reached the targets")
 
-            after = sess.image().astype(int)
-            found = get_detector("toy").detect(sess.image(), 5)[0]
-            # Tracking said so, and the pupil itself moved most of the way (the detector, not the tracker).
-            assert found[0] - px > 0.6 * (tx - px) and np.hypot(found[0] - tx, found[1] - ty) < 4, (found, (tx, ty))
-            change = np.abs(after - before).mean(axis=2)
-            assert change[~editable].mean() < change[editable].mean(), (change[~editable].mean(),
-                                                                         change[editable].mean())
-            close_tab(page, sessions)
-        finally:
-            browser.close()
+        after = sess.image().astype(int)
+        found = get_detector("toy").detect(sess.image(), 5)[0]
+        # Tracking said so, and the pupil itself moved most of the way (the detector, not the tracker).
+        assert found[0] - px > 0.6 * (tx - px) and np.hypot(found[0] - tx, found[1] - ty) < 4, (found, (tx, ty))
+        change = np.abs(after - before).mean(axis=2)
+        assert change[~editable].mean() < change[editable].mean(), (change[~editable].mean(),
+                                                                     change[editable].mean())
