@@ -83,6 +83,7 @@ DONE_TEXT = {"reached": "Reached the targets", "stopped": "Stopped", "max_steps"
 HELP_TEXT = ("Click a **handle** (red disc) and then its **target** (blue square); add as many pairs as you like, "
              "then press **Drag**.")
 QUEUE_POLL_S = 0.01              # how often Gradio's queue looks for new events (its own default: every 1 ms)
+EXPERIMENT_COLUMNS = ["method", "MD before", "MD after", "success", "steps", "s/edit"]  # the results table
 PUBLIC_EXPERIMENT_PAIRS = 8      # pairs an experiment may use on a public server
 CSS = """
 #status p { margin: 0; }
@@ -764,7 +765,7 @@ def mask_section(ctx: AppContext, ui: dict) -> None:
 
 def photo_section(ctx: AppContext, ui: dict) -> None:
     with gr.Accordion("Real photo", open=False):
-        photo_in = gr.File(label="Photo (JPEG, PNG or WebP)", file_types=["image"], type="filepath", height=90)
+        photo_in = gr.File(label="Photo (JPEG, PNG or WebP)", file_types=["image"], type="filepath", height=170)
         preview = gr.Image(type="numpy", interactive=False, label="What will be inverted", height=160, buttons=[])
         crop_in = gr.Textbox("", label="Crop", max_lines=1, placeholder="x0,y0,x1,y1",
                           info="Empty: the centre square. Else a box in pixels of the upright photo")
@@ -958,7 +959,7 @@ def experiment_section(ctx: AppContext, ui: dict) -> None:
                 run_btn = gr.Button("Run", variant="primary", elem_id="exp_run")
                 stop_btn = gr.Button("Stop", variant="stop")
             progress_md = gr.Markdown("", elem_id="exp_progress")
-            table = gr.Dataframe(label="Results", interactive=False, elem_id="exp_table")
+            table = gr.Dataframe(headers=EXPERIMENT_COLUMNS, label="Results", interactive=False, elem_id="exp_table")
             plot = gr.Image(type="filepath", label="Mean Distance Decay", interactive=False)
             result_file = gr.File(label="Results (JSON, CSV)", interactive=False, file_count="multiple")
     stops: dict[str, Any] = {}
@@ -1083,7 +1084,7 @@ def _experiment_stream(ctx: AppContext, sess: EditSession, methods: list[str], n
         rows = [[name, *(s.get(k) for k in ("md_before", "md_after", "success_rate", "steps", "seconds_per_edit"))]
                 for name, s in result.methods.items()]
         import pandas as pd
-        frame = pd.DataFrame(rows, columns=["method", "MD before", "MD after", "success", "steps", "s/edit"])
+        frame = pd.DataFrame(rows, columns=EXPERIMENT_COLUMNS)
         yield (f"Done: {total} edits in {time.monotonic() - t0:.0f} s." + (f" {note}" if note else ""), frame,
                [str(folder / "experiment.json"), str(folder / "experiment.csv")],
                str(folder / "decay.png") if (folder / "decay.png").exists() else None)
