@@ -946,8 +946,8 @@ def experiment_section(ctx: AppContext, ui: dict) -> None:
                 detector = gr.Radio([("Toy faces (exact)", "toy"), ("dlib (real faces)", "dlib")], value="toy",
                                     label="Detector")
             test_btn = gr.Button("Test", variant="primary", elem_id="exp_test")
-            single_view = gr.Image(type="numpy", interactive=False, label="Result: where the landmarks landed (red) "
-                                   "and where they should be (blue)", buttons=["download"])
+            single_view = gr.Image(type="numpy", interactive=False, label="Landed (red) · goal (blue)",
+                                   buttons=["download"])
             single_text = gr.Markdown("")
         with gr.Column():
             gr.Markdown(f"**Multi-pair test** on this model (at most {max_pairs} pairs here).")
@@ -960,7 +960,7 @@ def experiment_section(ctx: AppContext, ui: dict) -> None:
                 stop_btn = gr.Button("Stop", variant="stop")
             progress_md = gr.Markdown("", elem_id="exp_progress")
             table = gr.Dataframe(headers=EXPERIMENT_COLUMNS, label="Results", interactive=False, elem_id="exp_table")
-            plot = gr.Image(type="filepath", label="Mean Distance Decay", interactive=False)
+            plot = gr.Image(type="filepath", label="Mean distance decay", show_label=False, interactive=False)
             result_file = gr.File(label="Results (JSON, CSV)", interactive=False, file_count="multiple")
     stops: dict[str, Any] = {}
 
@@ -1022,6 +1022,10 @@ def single_pair_test(ctx: AppContext, sess: EditSession, det, seed: int, n_point
            f"Mean distance **{before:.2f} → {md:.2f} px** after {frame.step} steps ({frame.reason}).")
 
 
+def rounded(value: Any, digits: int) -> Any:
+    return round(float(value), digits) if isinstance(value, (int, float)) and math.isfinite(value) else value
+
+
 def _experiment_stream(ctx: AppContext, sess: EditSession, methods: list[str], n_pairs: int, steps: int,
                        n_points: int, feature_block: int | None, stop) -> Iterator[tuple]:
     """Run the landmark protocol in a thread (on a device slot), yielding a progress line twice a second."""
@@ -1081,8 +1085,10 @@ def _experiment_stream(ctx: AppContext, sess: EditSession, methods: list[str], n
         result.write_json(folder / "experiment.json")
         result.write_csv(folder / "experiment.csv")
         note = plot_decay(decay, folder / "decay.png")
-        rows = [[name, *(s.get(k) for k in ("md_before", "md_after", "success_rate", "steps", "seconds_per_edit"))]
-                for name, s in result.methods.items()]
+        rows = [[name, *(rounded(s.get(k), digits) for k, digits in
+                         (("md_before", 2), ("md_after", 2), ("success_rate", 2), ("steps", 1),
+                          ("seconds_per_edit", 3)))]
+                for name, s in result.methods.items()]  # as a person reads them; the files keep every digit
         import pandas as pd
         frame = pd.DataFrame(rows, columns=EXPERIMENT_COLUMNS)
         yield (f"Done: {total} edits in {time.monotonic() - t0:.0f} s." + (f" {note}" if note else ""), frame,

@@ -95,6 +95,7 @@ def test_experiment_tab_runs_a_two_pair_test_through_the_api(G):
         assert set(rows) == {"draggan", "auto"}
         for r in rows.values():
             assert r[2] < r[1]              # MD after below MD before, for both methods
+            assert all(v == round(v, 3) for v in r[1:]), r  # rounded for reading (the files keep every digit)
         assert any(str(f).endswith("experiment.json") for f in files)
         data = json.loads(Path([f for f in files if str(f).endswith(".json")][0]).read_text())
         assert data["protocol"] == "landmarks" and set(data["methods"]) == {"draggan", "auto"}
