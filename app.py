@@ -497,7 +497,7 @@ def model_section(ctx: AppContext, ui: dict) -> None:
                                   "A catalog model, or type a Hub repo_id:filename or a local .pkl/.safetensors path")
         with gr.Row(equal_height=True):
             ui["seed"] = gr.Number(0, label="Seed", info=f"0 to {SEED_MAX}", scale=3)
-            dice = gr.Button("🎲 Random", scale=1, min_width=90)
+            dice = gr.Button("Random", scale=1, min_width=90)  # no emoji: a browser without an emoji font shows a box
         ui["psi"] = BoundedSlider(0.0, 1.0, value=0.7, step=0.05, label="Truncation ψ")  # checked by check_psi
         ui["latent_space"] = gr.Radio([("W", "w"), ("W+", "w+")], value="w+", label="Latent space")
         generate = gr.Button("Generate", variant="primary", elem_id="generate")
