@@ -44,6 +44,8 @@ import ipaddress
 import math
 import os
 import random
+import re
+import sys
 import tempfile
 import threading
 import time
@@ -82,6 +84,7 @@ DONE_TEXT = {"reached": "Reached the targets", "stopped": "Stopped", "max_steps"
              "predicted": "Predicted"}
 HELP_TEXT = ("Click a **handle** (red disc) and then its **target** (blue square); add as many pairs as you like, "
              "then press **Drag**.")
+MIN_GRADIO = "6.28"              # the oldest Gradio that passes our app and browser tests (requirements.txt)
 QUEUE_POLL_S = 0.01              # how often Gradio's queue looks for new events (its own default: every 1 ms)
 EXPERIMENT_COLUMNS = ["method", "MD before", "MD after", "success", "steps", "s/edit"]  # the results table
 PUBLIC_EXPERIMENT_PAIRS = 8      # pairs an experiment may use on a public server
@@ -1225,10 +1228,22 @@ def quiet_queue(demo: gr.Blocks) -> None:
         queue.sleep_when_free = max(queue.sleep_when_free, QUEUE_POLL_S)
 
 
+def gradio_warning(version: str = gr.__version__) -> str | None:
+    """A line for a Gradio older than MIN_GRADIO, else None. Older Gradio 6 releases break the page in ways our
+    tests catch (6.0: it never shows the first image; 6.16: six app and browser tests fail; 6.25-6.27: one)."""
+    have = tuple(int(n) for n in re.findall(r"\d+", version)[:2])
+    if have >= tuple(int(n) for n in MIN_GRADIO.split(".")):
+        return None
+    return (f"Gradio {version} is older than {MIN_GRADIO}, the oldest this app is tested with; parts of the page "
+            f"may not work: pip install -U 'gradio>={MIN_GRADIO},<7'")
+
+
 def launch(built: BuiltApp, host: str | None = None, port: int | None = None, share: bool = False,
            **kwargs) -> Any:
     """Launch with the app's look (Gradio 6 takes theme and css at launch). host/port None: Gradio's
     defaults or GRADIO_SERVER_NAME / GRADIO_SERVER_PORT."""
+    if (warning := gradio_warning()) is not None:
+        print(f"Warning: {warning}", file=sys.stderr)
     kwargs.setdefault("max_file_size", MAX_UPLOAD)
     quiet_queue(built.demo)
     return built.demo.launch(server_name=host, server_port=port, share=share, css=CSS, theme=theme(),

@@ -259,6 +259,16 @@ def test_a_picture_shown_again_is_never_rewritten_under_a_reader(tmp_path):
     assert sorted(os.listdir(Path(path).parent)) == ["image.png"]
 
 
+def test_an_older_gradio_is_named_at_launch_and_requirements_agree():
+    """Below MIN_GRADIO the launch prints what to install; requirements.txt asks for the same minimum."""
+    assert draggan_app.gradio_warning("6.31.0") is None and draggan_app.gradio_warning("7.0.1") is None
+    line = draggan_app.gradio_warning("6.16.0")
+    assert line and "6.16.0" in line and f"pip install -U 'gradio>={draggan_app.MIN_GRADIO},<7'" in line
+    assert draggan_app.gradio_warning("6.0.2") and draggan_app.gradio_warning("5.50.0")
+    requirements = (Path(draggan_app.__file__).parent / "requirements.txt").read_text()
+    assert f"gradio>={draggan_app.MIN_GRADIO},<7" in requirements.splitlines()
+
+
 def test_nearest_shows_where_it_moved_the_handles(server):
     c = client(server)
     c.predict(api_name="/generate")

@@ -25,3 +25,10 @@ def test_the_command_line_help_lists_every_command():
     assert out.returncode == 0
     for name in ("render", "drag", "bench", "invert", "quality", "experiment", "train", "train-auto"):
         assert name in out.stdout
+
+
+def test_the_spaces_guide_shows_the_readmes_front_matter():
+    """docs/spaces.md tells people to put its block at the top of README.md: it is the README's own."""
+    front = (ROOT / "README.md").read_text().split("---\n")[1]
+    guide = (ROOT / "docs" / "spaces.md").read_text()
+    assert f"```yaml\n---\n{front}---\n```" in guide
