@@ -193,26 +193,29 @@ def control_value(name: str, v: Any) -> float | int:
     return x
 
 
+def encode_image(image: np.ndarray, ext: str, params: list[int]) -> bytes:
+    """An RGB or RGBA uint8 image encoded by OpenCV (ext ".png" or ".jpg"), or a ValueError."""
+    code = cv2.COLOR_RGBA2BGRA if image.shape[-1] == 4 else cv2.COLOR_RGB2BGR
+    ok, buf = cv2.imencode(ext, cv2.cvtColor(np.ascontiguousarray(image, np.uint8), code), params)
+    if not ok:
+        raise ValueError(f"could not encode a {image.shape} image as {ext}")
+    return buf.tobytes()
+
+
 def cached_png(image: np.ndarray, cache_dir: str | Path) -> str:
     """An RGB or RGBA uint8 image as a PNG file in Gradio's cache, named by its content: written once, under a
     temporary name and renamed into place, so whoever reads it reads it whole. Gradio's own writer rewrites a
     content-named file in place each time the same picture is produced again; the view and the mask editor's
     background are the same picture after Generate, so the browser sometimes fetched the view's file while it
     was being rewritten (ERR_CONTENT_LENGTH_MISMATCH) and the first image never showed."""
-    code = cv2.COLOR_RGBA2BGRA if image.shape[-1] == 4 else cv2.COLOR_RGB2BGR
-    ok, png = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(image, np.uint8), code),
-                           [cv2.IMWRITE_PNG_COMPRESSION, 1])  # fast; our images are small
-    if not ok:
-        raise ValueError(f"could not encode a {image.shape} image as PNG")
-    data = png.tobytes()
+    data = encode_image(image, ".png", [cv2.IMWRITE_PNG_COMPRESSION, 1])  # fast; our images are small
     folder = Path(cache_dir) / hashlib.sha256(data).hexdigest()
     path = folder / "image.png"
-    if path.exists():
-        try:
-            os.utime(path)  # Gradio's delete_cache ages files by ctime: one shown again is kept
-            return str(path)
-        except FileNotFoundError:
-            pass  # deleted by that cleaner just now: write it again
+    try:
+        os.utime(path)  # already there: Gradio's delete_cache ages files by ctime, so one shown again is kept
+        return str(path)
+    except FileNotFoundError:
+        pass  # not written yet (or just deleted by that cleaner)
     folder.mkdir(parents=True, exist_ok=True)
     fd, staging = tempfile.mkstemp(dir=folder, prefix=".image.", suffix=".png")
     try:
@@ -233,23 +236,23 @@ class InlineFrame:
 
 
 class ViewImage(gr.Image):
-    """The image view. A drag's intermediate frames (InlineFrame) travel inside the event stream as JPEG data
-    URLs (a tenth of a PNG's encoding time); every other value (the last frame, Generate, Undo...) is a PNG
-    file (cached_png) the browser fetches. Fetching each frame as a file cost the server a request per frame
-    (its middleware, file checks and threaded file reads) and slowed a small model's drag by a quarter
-    (`python -m draggan bench --app`)."""
+    """The app's pictures: the image view, the single-pair test's and the photo preview. A drag's intermediate
+    frames (InlineFrame) travel inside the event stream as JPEG data URLs (a tenth of a PNG's encoding time);
+    every other picture (the last frame, Generate, Undo...) is a PNG file written by cached_png, which the
+    browser fetches. Fetching each frame as a file cost the server a request per frame (its middleware, file
+    checks and threaded file reads) and slowed a small model's drag by a quarter (`python -m draggan bench --app`)."""
 
     def get_block_name(self) -> str:
         return "image"  # the browser shows it as Gradio's image
 
     def postprocess(self, value: Any) -> Any:
         if isinstance(value, InlineFrame):
-            bgr = np.ascontiguousarray(value.view[..., ::-1])
-            ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, FRAME_JPEG_QUALITY])
-            if ok:
-                return {"url": "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode("ascii"),
+            try:
+                jpeg = encode_image(value.view, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, FRAME_JPEG_QUALITY])
+                return {"url": "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii"),
                         "orig_name": "frame.jpg", "mime_type": "image/jpeg"}
-            value = value.view
+            except ValueError:
+                value = value.view  # sent as a file instead
         if isinstance(value, np.ndarray):
             value = cached_png(value, self.GRADIO_CACHE)
         return super().postprocess(value)
@@ -769,7 +772,7 @@ def mask_section(ctx: AppContext, ui: dict) -> None:
 def photo_section(ctx: AppContext, ui: dict) -> None:
     with gr.Accordion("Real photo", open=False):
         photo_in = gr.File(label="Photo (JPEG, PNG or WebP)", file_types=["image"], type="filepath", height=170)
-        preview = gr.Image(type="numpy", interactive=False, label="What will be inverted", height=160, buttons=[])
+        preview = ViewImage(type="numpy", interactive=False, label="What will be inverted", height=160, buttons=[])
         crop_in = gr.Textbox("", label="Crop", max_lines=1, placeholder="x0,y0,x1,y1",
                           info="Empty: the centre square. Else a box in pixels of the upright photo")
         preset_in = gr.Radio(list(ctx.presets), value="fast" if "fast" in ctx.presets else None, label="Preset",
@@ -949,7 +952,7 @@ def experiment_section(ctx: AppContext, ui: dict) -> None:
                 detector = gr.Radio([("Toy faces (exact)", "toy"), ("dlib (real faces)", "dlib")], value="toy",
                                     label="Detector")
             test_btn = gr.Button("Test", variant="primary", elem_id="exp_test")
-            single_view = gr.Image(type="numpy", interactive=False, label="Landed (red) · goal (blue)",
+            single_view = ViewImage(type="numpy", interactive=False, label="Landed (red) · goal (blue)",
                                    buttons=["download"])
             single_text = gr.Markdown("")
         with gr.Column():
