@@ -7,8 +7,16 @@
 
 `draggan.methods.run_drag(method, DragJob(...))` runs any method without a session.
 """
-from .config import DragConfig, DragFrame, DragInputError
+from .config import SETTINGS, DragConfig, DragFrame, DragInputError, DragJob, Setting
 from .editor import DragSession
-from .methods import METHOD_NAMES, DragJob, run_drag
+from .methods import METHODS, MethodSpec, register_method, run_drag
 
-__all__ = ["METHOD_NAMES", "DragConfig", "DragFrame", "DragInputError", "DragJob", "DragSession", "run_drag"]
+__all__ = ["METHODS", "SETTINGS", "DragConfig", "DragFrame", "DragInputError", "DragJob", "DragSession",
+           "MethodSpec", "Setting", "register_method", "run_drag"]
+
+
+def __getattr__(name: str):
+    if name == "METHOD_NAMES":  # version 2's name: the registered methods, when asked
+        from .methods import METHODS
+        return tuple(METHODS)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
