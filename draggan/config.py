@@ -290,6 +290,8 @@ def parse_points(text: str | None, name: str) -> list[list[float]]:
         if not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in points):
             raise ValueError
         return [[float(x), float(y)] for x, y in points]
+    except DragInputError:
+        raise
     except (ValueError, TypeError, OverflowError):
         raise DragInputError(f"{name} must be points like {example}; got {_short(text)}") from None
 

@@ -46,6 +46,7 @@ from stylegan2.networks import Generator
 from .compute import ComputeThread, Inline
 from .config import MAX_POINTS, DragConfig, DragFrame, DragInputError, check_point, validate_points
 from .editor import DragSession, Runner, seed_latent
+from .methods import check_method
 
 Loader = Callable[[str, str], Generator]  # (model spec, device) -> generator, one shared copy per model
 PerceptualLoader = Callable[[str], PerceptualDistance]  # device -> perceptual distance
@@ -185,6 +186,7 @@ class EditSession:
         self._lock = threading.RLock()
         self._running = False
         self._tickets: list[threading.Event] = []  # stop events of this session's drags, in line order
+        self._armed: threading.Event | None = None  # the stop event of a drag asked for but not yet in line
         self.slots = DeviceSlots(1)              # the device's slots; the manager shares its own
         self.runner: Runner | None = None        # where drags run (the manager's)
         self.compute: ComputeThread | Inline = Inline()  # the thread tensor work runs on (the manager's)
@@ -222,6 +224,12 @@ class EditSession:
     def busy(self) -> bool:
         """A drag runs or waits for its turn."""
         return self._running or bool(self._tickets)
+
+    @property
+    def queued(self) -> int:
+        """This session's drags in line, the running one included."""
+        with self._lock:
+            return len(self._tickets)
 
     def image(self) -> np.ndarray:
         """The current image, [H, W, 3] uint8."""
@@ -273,15 +281,24 @@ class EditSession:
 
     # -- drag, stop, undo --------------------------------------------------
 
+    def arm_drag(self) -> None:
+        """Note that a drag was asked for (the app calls this when Drag is pressed, before the drag waits in
+        the web framework's queue), so a Stop pressed before the drag reaches `run_drag` still stops it."""
+        with self._lock:
+            if self._armed is None or self._armed.is_set():
+                self._armed = threading.Event()
+
     def stop(self) -> bool:
-        """Stop this session's running drag before its next step, and the drags waiting to start.
+        """Stop this session's running drag before its next step, the drags waiting to start, and the one
+        asked for (`arm_drag`) that has not started waiting yet.
 
         Returns False if there was nothing to stop.
         """
         with self._lock:
-            for ticket in self._tickets:
+            events = self._tickets + ([self._armed] if self._armed is not None else [])
+            for ticket in events:
                 ticket.set()
-            return bool(self._tickets)
+            return bool(events)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until no drag runs; False on timeout."""
@@ -304,14 +321,21 @@ class EditSession:
         """A drag over this session: it waits its turn (one drag at a time per session, one device slot),
         and a Stop meanwhile cancels it before it starts.
 
+        Points, settings and method are checked when called, before it waits in line or changes anything.
         If the caller abandons the iterator (a client disconnects or cancels), the drag is
         stopped and run to its end, so the latent and points stay consistent.
         """
-        handles_xy, targets_xy = validate_points(handles_xy, targets_xy, self.resolution)  # before waiting in line
-        ticket = threading.Event()  # this drag's Stop
+        handles_xy, targets_xy = validate_points(handles_xy, targets_xy, self.resolution)
+        config.validate()
+        check_method(method, self.editor.auto is not None)
+        if self._closed:
+            raise NoSessionError("This session has ended: press Generate to start again")
+        return self._drag_in_line(handles_xy, targets_xy, config, method)
+
+    def _drag_in_line(self, handles_xy: list[list[float]], targets_xy: list[list[float]],
+                      config: DragConfig, method: str) -> Iterator[DragFrame]:
         with self._lock:
-            if self._closed:
-                raise NoSessionError("This session has ended: press Generate to start again")
+            ticket, self._armed = self._armed or threading.Event(), None  # this drag's Stop (armed: maybe set)
             self._tickets.append(ticket)
         started = False
         try:
