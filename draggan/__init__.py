@@ -1,17 +1,17 @@
 """DragGAN: the editing algorithm, its drag methods, sessions and command-line tools. Imports nothing from Gradio.
 
-    from draggan import DragConfig, DragSession
-    session = DragSession.from_seed(G, seed=3)
-    for frame in session.drag(handles_xy, targets_xy, DragConfig.for_model("toyfaces-64"), method="draggan"):
+    from draggan import DragConfig, Editor          # DragSession: the same class, its older name
+    editor = Editor.from_seed(G, seed=3)
+    for frame in editor.drag(handles_xy, targets_xy, DragConfig.for_model("toyfaces-64"), method="draggan"):
         ...
 
 `draggan.methods.run_drag(method, DragJob(...))` runs any method without a session.
 """
 from .config import SETTINGS, DragConfig, DragFrame, DragInputError, DragJob, Setting
-from .editor import DragSession
+from .editor import DragSession, Editor
 from .methods import METHODS, MethodSpec, register_method, run_drag
 
-__all__ = ["METHODS", "SETTINGS", "DragConfig", "DragFrame", "DragInputError", "DragJob", "DragSession",
+__all__ = ["METHODS", "SETTINGS", "DragConfig", "DragFrame", "DragInputError", "DragJob", "DragSession", "Editor",
            "MethodSpec", "Setting", "register_method", "run_drag"]
 
 

@@ -1,6 +1,6 @@
-"""`DragSession`: one user's editing state (latent, points, mask, undo history) over a shared generator.
+"""`Editor`: one user's editing state (latent, points, mask, undo history) over a shared generator.
 
-    session = DragSession.from_seed(G, seed=3, psi=0.7)
+    session = Editor.from_seed(G, seed=3, psi=0.7)
     for frame in session.drag([[x, y]], [[tx, ty]], DragConfig.for_model("toyfaces-64"), method="draggan"):
         ...                                   # frame.image, frame.handles_xy, frame.distances
     session.undo()
@@ -39,7 +39,7 @@ class _Snapshot:
     targets_xy: list[list[float]]
 
 
-class DragSession:
+class Editor:
     """One user's drag state over a shared, frozen generator."""
 
     def __init__(self, G: Generator, w0: torch.Tensor, latent_space: str = "w+", noise_mode: str = "const",
@@ -67,7 +67,7 @@ class DragSession:
 
     @classmethod
     def from_seed(cls, G: Generator, seed: int, psi: float = 0.7, latent_space: str = "w+",
-                  cutoff: int | None = None, **kwargs) -> "DragSession":
+                  cutoff: int | None = None, **kwargs) -> "Editor":
         """Start from a seed, mapped exactly as in the official app."""
         return cls(G, seed_latent(G, seed, psi, cutoff), latent_space=latent_space, **kwargs)
 
@@ -168,6 +168,9 @@ class DragSession:
         if not len(self.recorder):
             raise DragInputError("No drag to export yet: press Drag first")
         return self.recorder.export(path, overlay=overlay, fps=fps)
+
+
+DragSession = Editor  # the name scripts written for versions 1 and 2 use
 
 
 def seed_latent(G: Generator, seed: int, psi: float = 0.7, cutoff: int | None = None) -> torch.Tensor:
