@@ -10,7 +10,7 @@ import functools
 import json
 import math
 import threading
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -315,11 +315,14 @@ class DragJob:
     stop: threading.Event = dataclasses.field(default_factory=threading.Event)  # set: stop before the next step
     auto: Any = None                      # draggan.auto.AutoDragModel: the learned predictor for G (learned methods)
     image: np.ndarray | None = None       # the start latent's image if the caller has it (Nearest looks at it)
+    # on_step(step, latent [1, num_ws, w_dim], tracked (row, col) [N, 2] or None): every step's latent as it is
+    # rendered, left on the device (no host sync); the editor keeps them to render the whole drag as a video
+    on_step: Callable[[int, torch.Tensor, torch.Tensor | None], None] | None = None
 
     def __getstate__(self) -> dict:
         # A job pickled into another process (ZeroGPU's worker) cannot share a stop event with this one:
         # there the consumer stops by closing the frame generator instead.
-        return {**self.__dict__, "stop": None}
+        return {**self.__dict__, "stop": None, "on_step": None}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state, stop=threading.Event())

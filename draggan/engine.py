@@ -277,6 +277,8 @@ def optimize_latent(job: DragJob, latent: torch.Tensor, handles_xy: list[list[fl
             points = track_points(feat.detach(), points, refs, window, cfg.tracking, res, origin, size)
             distances = (targets - points).norm(dim=1)                          # [N]
             arrived = (distances <= stop_distance(res)).all()
+        if job.on_step is not None:
+            job.on_step(step, ws.detach(), points)
         with torch.enable_grad():
             loss = motion_loss(feat, points, targets, r1, res, origin, size)
             if fixed is not None:

@@ -243,6 +243,12 @@ class Session:
         return DragFrame(0, handles_xy, targets_xy, dist, float("nan"), 0.0, d.image(), done=True,
                          reason="stopped", latent=d.latent, start_xy=handles_xy)
 
+    def export_video(self, path, overlay: bool = True, progress: Callable[[int, int], None] | None = None):
+        """The last drag as a video (Editor.export_video), its frames rendered on the compute thread."""
+        with self._lock:
+            self._check_idle("exporting its video")
+            return self.compute.call(lambda: self.editor.export_video(path, overlay=overlay, progress=progress))
+
     def undo(self) -> bool:
         """Undo the last drag (or reset). False if there is nothing to undo."""
         with self._lock:
