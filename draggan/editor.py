@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from .auto import AutoDragModel
 
 
+MAX_HISTORY = 50  # undo steps kept per editor (each holds a W+ latent and the points)
+
+
 @dataclasses.dataclass
 class _Snapshot:
     latent: torch.Tensor                   # [1, num_ws, w_dim]
@@ -91,6 +94,7 @@ class Editor:
     def _snapshot(self) -> None:
         self.history.append(_Snapshot(self.latent.clone(), copy.deepcopy(self.handles_xy),
                                       copy.deepcopy(self.targets_xy)))
+        del self.history[:-MAX_HISTORY]  # the oldest go: memory stays bounded however often one resets
 
     # -- editing state -----------------------------------------------------
 

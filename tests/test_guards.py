@@ -169,3 +169,17 @@ def test_missing_reference_data_fails_in_ci_and_skips_elsewhere(tmp_path):
         require_reference(tmp_path, ci="")
     if (REFERENCE / "sg2_res128.safetensors").exists():
         assert require_reference(REFERENCE, ci="true") == REFERENCE
+
+
+def test_undo_history_is_bounded_and_keeps_the_newest(G64):
+    from draggan.editor import MAX_HISTORY
+
+    s = DragSession.from_seed(G64, 2)
+    marks = []
+    for i in range(MAX_HISTORY + 20):
+        s.latent = s.latent + 1.0      # a distinct latent before each reset
+        marks.append(s.latent.clone())
+        s.reset()
+    assert len(s.history) == MAX_HISTORY
+    assert s.undo() and torch.equal(s.latent, marks[-1])   # the newest is there to undo
+    assert torch.equal(s.history[0].latent, marks[-MAX_HISTORY])
