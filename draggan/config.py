@@ -138,6 +138,8 @@ class DragConfig:
                                    help="Nearest: fraction of the way to the edge")
     max_steps: int = _setting(300, "Max steps", "int", 1, 10_000, 1, section="main", reset=True,
                               help="stop after this many steps")
+    time_limit_s: float = _setting(0.0, "Time limit (s)", "float", 0, 86_400, 1,
+                                   help="stop the drag after this many seconds (0: none); a public server sets one")
     lambda_mask: float = _setting(20.0, "λ: how strongly the unpainted area is kept fixed", "float", 0, 100, 0.5,
                                   section="mask", reset=True,
                                   help="weight of the term that keeps the area outside the mask fixed")
@@ -228,7 +230,7 @@ class DragFrame:
     ms: float                        # mean milliseconds per step since the previous frame
     image: np.ndarray | None         # [H, W, 3] uint8 of the latent at this step, or None
     done: bool = False               # the last frame of the drag
-    reason: str = ""                 # when done: 'reached', 'max_steps' or 'stopped'
+    reason: str = ""                 # when done: 'reached', 'max_steps', 'stopped' or 'time_limit'
     latent: torch.Tensor | None = None  # [1, num_ws, w_dim] at this frame; always set when done
     start_xy: list[list[float]] | None = None  # where the handles started (after Nearest and rounding)
 

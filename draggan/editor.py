@@ -26,7 +26,7 @@ from .config import DragConfig, DragFrame, DragInputError, DragJob
 from .methods import check_method, run_drag
 
 Runner = Callable[[str, DragJob], Iterator[DragFrame]]
-from .engine import rowcol
+from .engine import check_drag_memory, default_memory_budget, rowcol
 from .video import FrameRecorder, StepRecorder, export_records, steady_fps, video_format
 
 if TYPE_CHECKING:
@@ -67,6 +67,7 @@ class Editor:
         self.history: list[_Snapshot] = []
         self.recorder = FrameRecorder()         # the last drag's frames as shown (a runner in another process)
         self.steps = StepRecorder()             # the last drag's every step, as latents: its video
+        self.memory_budget = default_memory_budget(self.device)  # bytes a drag's tracking may take (a server: less)
         self._stop = threading.Event()
         self._image: np.ndarray | None = None
 
@@ -144,9 +145,11 @@ class Editor:
         no undo entry and keeps the last drag's video.
         """
         check_method(method, self.auto is not None)  # before anything changes: an unknown method, or no predictor
+        config = config or DragConfig()
+        check_drag_memory(self.G, config, len(handles_xy), self.memory_budget)
         editable = None if self.editable is None else torch.from_numpy(self.editable).to(self.device)
         stop = stop or threading.Event()
-        job = DragJob(self.G, self.latent, list(handles_xy), list(targets_xy), config or DragConfig(),
+        job = DragJob(self.G, self.latent, list(handles_xy), list(targets_xy), config,
                       editable=editable, latent_space=self.latent_space, noise_mode=self.noise_mode,
                       stop=stop, auto=self.auto, image=self.image(), on_step=self.steps.add)
         self._stop = stop

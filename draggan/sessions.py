@@ -22,6 +22,7 @@ Imports nothing from Gradio; errors meant for the user are `UserError`s.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import shutil
 import tempfile
 import threading
@@ -37,6 +38,7 @@ from stylegan2.networks import Generator
 from .compute import ComputeThread, Inline
 from .config import MAX_POINTS, DragConfig, DragFrame, DragInputError, check_point, validate_points
 from .editor import Editor, Runner, seed_latent
+from .engine import check_drag_memory
 from .methods import check_method
 from .photos import PerceptualLoader, PhotoLimitError, PhotoSessions, PhotoSlots, read_photo  # noqa: F401
 from .scheduling import DeviceSlots, DragLine, stream_newest  # noqa: F401 (re-exported: the app's imports)
@@ -87,6 +89,7 @@ class Session:
         self.line = DragLine(self._lock)         # this session's drags, one at a time
         self.slots = DeviceSlots(1)              # the device's slots; the manager shares its own
         self.runner: Runner | None = None        # where drags run (the manager's)
+        self.time_limit_s: float | None = None   # every drag stops after this long (the manager's)
         self.compute: ComputeThread | Inline = Inline()  # the thread tensor work runs on (the manager's)
         self._workdir: Path | None = None
         self._closed = False
@@ -200,7 +203,10 @@ class Session:
         """
         handles_xy, targets_xy = validate_points(handles_xy, targets_xy, self.resolution)
         config.validate()
+        if self.time_limit_s and not 0 < config.time_limit_s <= self.time_limit_s:
+            config = dataclasses.replace(config, time_limit_s=self.time_limit_s)
         check_method(method, self.editor.auto is not None)
+        check_drag_memory(self.editor.G, config, len(handles_xy), self.editor.memory_budget)
         if self._closed:
             raise NoSessionError("This session has ended: press Generate to start again")
         return self._drag_in_line(handles_xy, targets_xy, config, method)
@@ -292,7 +298,8 @@ class SessionManager(PhotoSessions):
                  perceptual_loader: PerceptualLoader | None = None, max_photos: int = 4,
                  max_per_client: int | None = None, predictor_loader: PredictorLoader | None = None,
                  device_slots: int = 1, runner: Runner | None = None,
-                 compute: ComputeThread | Inline | None = None):
+                 compute: ComputeThread | Inline | None = None, max_drag_bytes: int | None = None,
+                 drag_time_limit_s: float | None = None):
         """device: where generators run; load: (spec, device) -> Generator, sharing one copy per model
         (default: stylegan2.checkpoints.load_generator with custom models allowed);
         max_sessions: live sessions kept; ttl_s: idle seconds before a session ends;
@@ -303,7 +310,9 @@ class SessionManager(PhotoSessions):
         device_slots: long jobs (drags, inversions, experiments) that run on the device at once;
         runner: (method, DragJob) -> frames, where drags run (default: here, `methods.run_drag`);
         compute: the thread that loads models, renders and runs drag steps (the app passes one
-        `ComputeThread` for all sessions; default: the caller's thread). Inversions run on their caller's."""
+        `ComputeThread` for all sessions; default: the caller's thread). Inversions run on their caller's.
+        max_drag_bytes: the memory a drag's tracking and motion terms may take (engine.drag_memory_bytes; default:
+        half the device's); drag_time_limit_s: every drag stops after this long (None: as the drag asks)."""
         assert max_sessions >= 1 and ttl_s > 0
         self.device = device
         self._load = load or _default_loader
@@ -317,6 +326,8 @@ class SessionManager(PhotoSessions):
         self.slots = DeviceSlots(device_slots)
         self.runner = runner
         self.compute = compute or Inline()
+        self.max_drag_bytes = max_drag_bytes
+        self.drag_time_limit_s = drag_time_limit_s
         self._init_photos(max_photos, perceptual_loader)
 
     def __len__(self) -> int:
@@ -375,6 +386,9 @@ class SessionManager(PhotoSessions):
             self._sessions.pop(key, None)
             session.last_used = self._clock()
             session.slots, session.runner, session.compute = self.slots, self.runner, self.compute
+            session.time_limit_s = self.drag_time_limit_s
+            if self.max_drag_bytes is not None:
+                session.editor.memory_budget = min(session.editor.memory_budget, self.max_drag_bytes)
             self._sessions[key] = session
         for s in ([old] if old is not None else []) + evicted:
             s.close()
