@@ -209,6 +209,8 @@ class Session:
         check_drag_memory(self.editor.G, config, len(handles_xy), self.editor.memory_budget)
         if self._closed:
             raise NoSessionError("This session has ended: press Generate to start again")
+        if self.line.busy:
+            raise DragInputError("A drag is already running or waiting here: wait for it, or press Stop")
         return self._drag_in_line(handles_xy, targets_xy, config, method)
 
     def _drag_in_line(self, handles_xy: list[list[float]], targets_xy: list[list[float]],

@@ -139,13 +139,9 @@ def test_stop_pressed_while_the_drag_waits_cancels_it(loads):
 
     g = a.run_drag([[4, 4]], [[28, 28]], FAR)
     next(g)
-    second = []                             # Drag pressed again: waits behind the running drag
-    t = threading.Thread(target=lambda: second.extend(a.run_drag([[4, 4]], [[28, 28]], FAR)))
-    t.start()
-    wait_until(lambda: a.queued == 2)
-    assert a.stop() and list(g)[-1].reason == "stopped"
-    t.join(10)
-    assert [f.reason for f in second] == ["stopped"]  # the waiting one too
+    with pytest.raises(DragInputError, match="already running or waiting"):
+        a.run_drag([[4, 4]], [[28, 28]], FAR)  # Drag pressed again: refused, the first goes on
+    assert a.queued == 1 and a.stop() and list(g)[-1].reason == "stopped"
 
 
 def test_a_stop_pressed_before_the_drag_reaches_the_session_still_stops_it(manager):
@@ -178,35 +174,29 @@ def test_a_refused_drag_changes_nothing_and_keeps_the_last_video(manager, method
     assert torch.equal(a.editor.latent, latent) and not a.busy
 
 
-def test_two_drags_of_one_session_never_run_at_once(loads):
-    active, most = [0], [0]
-    lock = threading.Lock()
-
-    def runner(method, job):
-        from draggan.methods import run_drag
-        with lock:
-            active[0] += 1
-            most[0] = max(most[0], active[0])
-        try:
-            yield from run_drag(method, job)
-        finally:
-            with lock:
-                active[0] -= 1
-
+def test_a_session_holds_one_drag_and_refuses_more_in_one_line(loads):
+    """One drag per session, running or waiting: a visitor cannot pile up drags that each hold a server thread."""
     manager = SessionManager(device="cpu", load=caching_loader(loads), max_sessions=4, ttl_s=100.0, clock=Clock(),
-                             device_slots=4, runner=runner)
-    a = manager.new_session("a", "tiny", seed=1)
-    first = a.run_drag([[4, 4]], [[28, 28]], FAR)
-    next(first)
-    second = []
-    t = threading.Thread(target=lambda: second.extend(a.run_drag([[4, 4]], [[28, 28]], DragConfig(max_steps=2))))
+                             device_slots=1)
+    a, b = manager.new_session("a", "tiny", seed=1), manager.new_session("b", "tiny", seed=2)
+    running = b.run_drag([[4, 4]], [[28, 28]], FAR)
+    next(running)                           # b holds the only slot
+    waiting = []
+    t = threading.Thread(target=lambda: waiting.extend(a.run_drag([[4, 4]], [[28, 28]], DragConfig(max_steps=2))))
     t.start()
-    wait_until(lambda: a.queued == 2)
-    assert not second and most[0] == 1     # four device slots free, yet the second waits for the first
-    a.editor.stop()                         # stops the running drag only
-    assert list(first)[-1].reason == "stopped"
+    wait_until(lambda: a.queued == 1)       # a's drag waits for the device
+    for _ in range(3):
+        with pytest.raises(DragInputError, match="already running or waiting"):
+            a.run_drag([[4, 4]], [[28, 28]], FAR)
+    assert a.queued == 1
+    line = a.line                           # two calls that passed the check at once: the line still holds one
+    from draggan.scheduling import LineFullError
+    with pytest.raises(LineFullError):
+        line.join()
+    b.stop()
+    assert list(running)[-1].reason == "stopped"
     t.join(30)
-    assert second[-1].reason == "max_steps" and most[0] == 1
+    assert waiting[-1].reason == "max_steps" and not a.busy
 
 
 def test_a_dragging_session_outlives_its_time_to_live(manager):
