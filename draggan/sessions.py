@@ -301,7 +301,8 @@ class SessionManager(PhotoSessions):
                  max_per_client: int | None = None, predictor_loader: PredictorLoader | None = None,
                  device_slots: int = 1, runner: Runner | None = None,
                  compute: ComputeThread | Inline | None = None, max_drag_bytes: int | None = None,
-                 drag_time_limit_s: float | None = None):
+                 drag_time_limit_s: float | None = None, photos_per_client: int | None = None,
+                 protect_recent_s: float = 0.0):
         """device: where generators run; load: (spec, device) -> Generator, sharing one copy per model
         (default: stylegan2.checkpoints.load_generator with custom models allowed);
         max_sessions: live sessions kept; ttl_s: idle seconds before a session ends;
@@ -314,7 +315,10 @@ class SessionManager(PhotoSessions):
         compute: the thread that loads models, renders and runs drag steps (the app passes one
         `ComputeThread` for all sessions; default: the caller's thread). Inversions run on their caller's.
         max_drag_bytes: the memory a drag's tracking and motion terms may take (engine.drag_memory_bytes; default:
-        half the device's); drag_time_limit_s: every drag stops after this long (None: as the drag asks)."""
+        half the device's); drag_time_limit_s: every drag stops after this long (None: as the drag asks);
+        photos_per_client: tuned copies one client may hold (None: only max_photos bounds them);
+        protect_recent_s: a session used this recently is never evicted to make room (a newcomer is refused
+        instead), nor is a photo session ever: visitors behind one address cannot push each other out."""
         assert max_sessions >= 1 and ttl_s > 0
         self.device = device
         self._load = load or _default_loader
@@ -330,7 +334,8 @@ class SessionManager(PhotoSessions):
         self.compute = compute or Inline()
         self.max_drag_bytes = max_drag_bytes
         self.drag_time_limit_s = drag_time_limit_s
-        self._init_photos(max_photos, perceptual_loader)
+        self.protect_recent_s = protect_recent_s
+        self._init_photos(max_photos, perceptual_loader, photos_per_client)
 
     def __len__(self) -> int:
         with self._lock:
@@ -370,6 +375,11 @@ class SessionManager(PhotoSessions):
     def _busy(self, session: Session) -> bool:
         return session.busy or self.photos.inverting(session.key)
 
+    def _evictable(self, session: Session) -> bool:
+        """Idle, showing no photo, and not used within protect_recent_s."""
+        recent = self.protect_recent_s > 0 and self._clock() - session.last_used < self.protect_recent_s
+        return not (self._busy(session) or session.photo is not None or recent)
+
     def _install(self, session: Session, what: str) -> None:
         """Make `session` the live one for its key, closing the old one (refused while it drags).
 
@@ -400,19 +410,19 @@ class SessionManager(PhotoSessions):
         evicted = []
         if client is not None:
             own = [s for s in others if s.client == client]
-            for s in [s for s in own if not self._busy(s)][:max(0, len(own) + 1 - self.max_per_client)]:
+            for s in [s for s in own if self._evictable(s)][:max(0, len(own) + 1 - self.max_per_client)]:
                 evicted.append(self._sessions.pop(s.key))
             if len(own) - len(evicted) + 1 > self.max_per_client:
                 for s in evicted:  # nothing of this client's could go: keep them all
                     self._sessions[s.key] = s
-                raise DragInputError(f"You already have {self.max_per_client} sessions open here, all busy: close a tab "
-                                     "or wait for its drag to finish")
-        idle = [s for k, s in self._sessions.items() if k != key and not self._busy(s)]
+                raise DragInputError(f"You already have {self.max_per_client} sessions open here, all in use: close a "
+                                     "tab, or wait a few minutes")
+        idle = [s for k, s in self._sessions.items() if k != key and self._evictable(s)]
         while len(self._sessions) + (key not in self._sessions) > self.max_sessions:
             if not idle:
                 for s in evicted:
                     self._sessions[s.key] = s
-                raise DragInputError("The server is busy: every session is working right now. Try again in a minute")
+                raise DragInputError("The server is busy: every session is in use right now. Try again in a few minutes")
             victim = idle.pop(0)
             evicted.append(self._sessions.pop(victim.key))
         return evicted
