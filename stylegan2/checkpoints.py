@@ -55,8 +55,8 @@ from tqdm.auto import tqdm
 
 from . import catalog, safe_pickle
 from .networks import Generator
-from .safe_pickle import (CheckpointError, UnsafeCheckpointError, UnsupportedCheckpointError, config_from_dict,
-                          describe_mismatch, open_regular_file, shorten)
+from .errors import CheckpointError, ModelNotAllowedError, UnsafeCheckpointError, UnsupportedCheckpointError
+from .safe_pickle import config_from_dict, describe_mismatch, open_regular_file, shorten
 
 __all__ = ["CheckpointError", "ModelNotAllowedError", "UnsafeCheckpointError", "UnsupportedCheckpointError",
            "GeneratorCache", "SafetensorsHeader", "Source", "cache_dir", "check_spec_allowed", "clear_memory_cache",
@@ -281,10 +281,6 @@ def read_generator_file(path: str | os.PathLike[str]) -> Generator:
 
 # ----------------------------------------------------------------------------
 # Which specs may be loaded.
-
-class ModelNotAllowedError(CheckpointError):
-    """The spec names something other than a catalog model, where only catalog models may be loaded."""
-
 
 NOT_ALLOWED = "Only the models listed in this app can be loaded here"
 

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import CheckpointError
+
 LRELU_GAIN = math.sqrt(2.0)  # NVIDIA's def_gain for 'lrelu' keeps the signal's magnitude
 LRELU_ALPHA = 0.2
 
@@ -437,8 +439,6 @@ class GeneratorConfig:
         A file's config decides how much memory `Generator(config)` allocates, so a config read
         from a file must pass here first. Raises CheckpointError naming the first bad field.
         """
-        # Imported here: safe_pickle (where CheckpointError lives) imports this module.
-        from .safe_pickle import CheckpointError
         problem = _config_problem(self)
         if problem:
             raise CheckpointError(f"the model's config is outside what this app loads: {problem}")

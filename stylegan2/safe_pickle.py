@@ -36,24 +36,8 @@ from typing import Any, BinaryIO, Callable, NamedTuple
 import numpy as np
 import torch
 
-from .errors import UserError
+from .errors import CheckpointError, UnsafeCheckpointError, UnsupportedCheckpointError  # noqa: F401 (re-exported)
 from .networks import Generator, GeneratorConfig
-
-
-class CheckpointError(UserError):
-    """A checkpoint could not be found, read or used. The message says what to do.
-
-    Defined here, the lowest layer, so the pickle reader can raise it; import it from
-    `stylegan2.checkpoints`.
-    """
-
-
-class UnsafeCheckpointError(CheckpointError):
-    """The pickle names a global outside the allowlist (it may try to run code)."""
-
-
-class UnsupportedCheckpointError(CheckpointError):
-    """A readable checkpoint of a kind this app cannot run (TensorFlow pickle, StyleGAN3, ...)."""
 
 
 MAX_PICKLE_BYTES = 1 << 30  # NVIDIA's largest StyleGAN2 snapshots (G, D and G_ema at 1024 px) are ~400 MB

@@ -330,3 +330,17 @@ def test_tensor_reaching_past_its_storage_is_refused(tmp_path):
                                                     0, (1000, 1000), (1000, 1), False, collections.OrderedDict())}))
     with pytest.raises(CheckpointError, match="past the end"):
         generator_from_pickle(path)
+
+
+def test_errors_live_in_the_lowest_layer_and_are_re_exported():
+    import ast
+    import inspect
+
+    from stylegan2 import checkpoints, errors, networks, safe_pickle
+    tree = ast.parse(inspect.getsource(errors))
+    assert not [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]  # imports nothing
+    for name in ("CheckpointError", "UnsafeCheckpointError", "UnsupportedCheckpointError"):
+        assert getattr(safe_pickle, name) is getattr(checkpoints, name) is getattr(errors, name)
+    assert checkpoints.ModelNotAllowedError is errors.ModelNotAllowedError
+    assert issubclass(errors.ModelNotAllowedError, errors.UserError)
+    assert networks.CheckpointError is errors.CheckpointError  # validate() raises it without a lazy import
