@@ -9,7 +9,16 @@ NVIDIA's `training/networks_stylegan2.py`, so an NVIDIA state dict loads with
 Non-square generators (StyleGAN-Human: `square=False`, images twice as tall as wide) compute
 their blocks at [r, r // 2] and, as the official DragGAN app builds them (`padding=True`), hand
 out a square: images padded left and right with white (1.0), block features zero-padded in
-width. Everything downstream (the drag engine, the app) works on that square unchanged.
+width. Everything downstream (the drag engine, the app) works on that square unchanged: a
+handle's (row, col) is in the padded image, as in the official app. (A true H x W engine, with
+non-square tracking windows, masks and views, is future work; the padded square costs a third
+more feature pixels in the drag step and nothing else.)
+
+Where the official app's numbers differ from the function a file stores, we compute the stored
+function, and say so: the app leaves the rebuilt network in training mode, so each mapping call
+moves `w_avg` (StyleGAN-Human, ADA: by up to 0.026 per call, and a later seed sees a moved
+average); ours never moves. StyleGAN-Human's and ADA's code runs `use_fp16` blocks in float16 on
+any device unless `force_fp32` (images off by up to 6.5e-3); ours run float32 unless asked.
 
 No custom CUDA ops and nothing compiled: the same code runs on CPU, CUDA and
 Apple MPS. Float16 in the high-resolution blocks is used only on CUDA and only

@@ -225,3 +225,115 @@ def test_tf_variants_legacy_py_converts_convert_the_same(tf, reference_dir, tmp_
     G = generator_from_pickle(write_tf_variant(reference_dir, tmp_path / "variant.pkl", edit))
     for key, value in tf[0].state_dict().items():
         assert torch.equal(G.state_dict()[key], value), key
+
+
+# ----------------------------------------------------------------------------
+# StyleGAN-Human: 2:1 images, padded to the square the official app works on.
+
+@pytest.fixture(scope="module")
+def human(reference_dir, tmp_path_factory, marker):
+    return load_reference(reference_dir, tmp_path_factory, marker, "human_res128")
+
+
+def test_human_pickle_is_non_square_from_its_weights(human):
+    G, _ = human
+    assert not G.config.square and G.img_resolution == 128 and G.num_ws == 12
+    assert tuple(G.synthesis.b4.const.shape) == (64, 4, 2)
+    assert tuple(G.synthesis.b128.conv1.noise_const.shape) == (128, 64)
+    assert (G.config.conv_clamp, G.config.channel_max) == (256, 64)
+
+
+def test_human_mapping_images_and_block_features_match_the_reference(human):
+    G, io = human
+    check_mapping(G, io)
+    check_synthesis(G, io, feat_batch=1)  # padded images (white) and features (zeros), as the official app
+    with torch.no_grad():
+        img = G.synthesis(io["ws_psi07"][:1])
+    assert torch.equal(img[..., :32], torch.ones(1, 3, 128, 32)) and torch.equal(img[..., 96:], img[..., :32])
+
+
+def test_human_block_features_pad_and_unpad_exactly(human):
+    G, io = human
+    ws = io["ws_psi07"][:1]
+    with torch.no_grad():
+        full = G.synthesis(ws)
+        for stop in (2, 5, 6):
+            feats = G.synthesis.features(ws, stop=stop)
+            assert feats[-1].shape[-2:] == (G.synthesis.blocks[stop - 1].resolution,) * 2
+            assert torch.equal(G.synthesis.image_from_features(ws, feats), full)
+
+
+def _human_drag(reference_dir):
+    io = load_file(str(reference_dir / "human_res128_io.safetensors"))
+    meta = json.loads((reference_dir / "human_res128_io.json").read_text())["drag"]
+    cfg = DragConfig(lr=meta["lr"], r1=meta["r1_arg"], r2=meta["r2_arg"], tracking="l2",
+                     lambda_mask=meta["lambda_mask"], rows=meta["optimized_ws_rows"],
+                     feature_block=meta["feature_idx"] + 1, max_steps=meta["steps"], precision="fp32")
+    handles = [[c, r] for r, c in meta["handles_rowcol"]]
+    targets = [[c, r] for r, c in meta["targets_rowcol"]]
+    return io, cfg, handles, targets
+
+
+def test_human_drag_trace_matches_the_official_app(human, reference_dir):
+    """Our engine, unchanged, on the padded square: the official trace (from its own drag_w0)."""
+    G, _ = human
+    io, cfg, handles, targets = _human_drag(reference_dir)
+    session = DragSession(G, io["drag_w0"])
+    session.set_mask(1 - io["drag_mask"].numpy())  # the reference's mask marks the FIXED area
+    frames = list(session.drag(handles, targets, cfg))
+    steps = frames[:-1]
+    assert frames[-1].done and len(steps) == cfg.max_steps
+    for i, f in enumerate(steps):  # measured: every step's tracked points equal (1 thread, as conftest runs)
+        assert [[y, x] for x, y in f.handles_xy] == io["drag_points"][i].tolist(), f"step {i}"
+        diff = np.abs(f.image.astype(int) - io["drag_images_uint8"][i].numpy().astype(int))
+        assert diff.max() <= 1, f"step {i}"  # uint8 truncation of float noise
+    assert [[y, x] for x, y in steps[-1].handles_xy] == [[80, 64], [28, 42]]  # the second handle moves, as the app's
+    assert rel_err(session.latent, io["drag_w_final"]) < 1e-3  # Adam's 10 steps amplify float rounding (2.5e-4)
+
+
+def test_human_latent_after_one_step_matches_the_official_app(human, reference_dir):
+    G, _ = human
+    io, cfg, handles, targets = _human_drag(reference_dir)
+    cfg.max_steps = 1
+    session = DragSession(G, io["drag_w0"])
+    session.set_mask(1 - io["drag_mask"].numpy())
+    for _ in session.drag(handles, targets, cfg):
+        pass
+    assert rel_err(session.latent, io["drag_ws_after_step"][:1]) < 1e-4
+
+
+def test_human_converts_once_and_stays_non_square(human, reference_dir, tmp_path, monkeypatch):
+    from stylegan2 import checkpoints
+    monkeypatch.setenv("DRAGGAN_CACHE", str(tmp_path / "cache"))
+    checkpoints.clear_memory_cache()
+    path = write_reference_pickle(reference_dir, "human_res128", tmp_path / "stylegan_human_v2_128.pkl",
+                                  tmp_path / "marker")
+    checkpoints.load_generator(str(path))
+    (cached,) = (tmp_path / "cache").glob("*.safetensors")
+    again = checkpoints.read_generator_file(cached)
+    assert again.config == human[0].config and not again.config.square
+    io = human[1]
+    with torch.no_grad():
+        assert rel_err(again.synthesis(io["ws_psi07"]), io["img_const"]) < TOL
+    checkpoints.clear_memory_cache()
+
+
+def test_drag_steps_on_a_non_square_model_read_whole_padded_maps(human):
+    """Local (cropped) steps would mix the padding into the crops: a non-square model runs whole maps."""
+    from draggan.window import plan_window
+    from stylegan2.testing import tiny_generator
+    G, _ = human
+    assert plan_window(G, 6, [[64.0, 64.0]], 10.0) is None
+    assert plan_window(tiny_generator(resolution=128, channels=8), 6, [[64.0, 64.0]], 10.0) is not None
+
+
+def test_a_drag_without_mask_on_a_tiny_non_square_generator_keeps_the_white_pad():
+    from stylegan2.testing import tiny_generator
+    G = tiny_generator(resolution=64, channels=16, square=False)
+    session = DragSession.from_seed(G, 3)
+    cfg = DragConfig(max_steps=4, r1=24, r2=48, lr=0.02, feature_block=4)
+    frames = list(session.drag([[30, 20]], [[34, 20]], cfg))
+    assert frames[-1].done and frames[-1].image.shape == (64, 64, 3)
+    for f in frames:
+        assert (f.image[:, :16] == 255).all() and (f.image[:, 48:] == 255).all()  # the pad stays white
+    assert not (frames[-1].image[:, 16:48] == 255).all()
