@@ -294,7 +294,7 @@ def check_spec_allowed(spec: object, allow_custom: bool) -> None:
     if allow_custom and isinstance(spec, str):
         return
     if not isinstance(spec, str) or spec.strip() not in catalog.model_names():
-        raise ModelNotAllowedError(f"{NOT_ALLOWED}: {', '.join(catalog.model_names())}")
+        raise ModelNotAllowedError(f"{NOT_ALLOWED}: {catalog.names_hint()}")
 
 
 # ----------------------------------------------------------------------------
@@ -341,7 +341,7 @@ def resolve_spec(spec: str) -> Source:
         return Source(spec, repo_id=match["repo"], filename=match["file"], revision=match["rev"])
     if path.suffix.lower() in (".pkl", ".safetensors") or os.sep in spec or "/" in spec:
         return Source(spec, path=path)
-    raise CheckpointError(f"unknown model {shorten(spec, 40)!r}: pass a catalog name ({', '.join(catalog.model_names())}), "
+    raise CheckpointError(f"unknown model {shorten(spec, 40)!r}: pass a catalog name ({catalog.names_hint()}), "
                           "REPO_ID:FILE[@REVISION] or a .pkl/.safetensors path")
 
 
