@@ -166,3 +166,26 @@ def default_model() -> str:
         if get_entry(name).is_available_offline():
             return name
     return order[-1]
+
+
+TABLE_START, TABLE_END = "<!-- models:start -->", "<!-- models:end -->"
+FORMAT_NAMES = {"stylegan2": "StyleGAN2 (PyTorch)", "stylegan2-ada": "StyleGAN2-ADA", "stylegan-human": "StyleGAN-Human",
+                "stylegan2-tf": "StyleGAN2 (TensorFlow)", "stylegan3": "StyleGAN3"}
+
+
+def models_table() -> str:
+    """The README's "Models" table, from the catalog: name, what it shows, size, format, licence, where it is."""
+    rows = ["| Name | Shows | Size (H x W) | Format | Licence | File |", "|---|---|---|---|---|---|"]
+    for e in list_models():
+        h, w = e.image_size
+        where = f"`{e.path}` (this repository)" if e.is_local else f"`{e.repo_id}` `{e.filename}`"
+        cells = [f"`{e.name}`", e.shows, f"{h} x {w}", FORMAT_NAMES.get(e.format, e.format), e.licence, where]
+        rows.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def with_models_table(readme: str) -> str:
+    """`readme` with the text between TABLE_START and TABLE_END replaced by `models_table()`."""
+    head, rest = readme.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    return f"{head}{TABLE_START}\n{models_table()}{TABLE_END}{tail}"

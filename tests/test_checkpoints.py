@@ -236,3 +236,24 @@ def test_resolve_device():
             resolve_device("cuda")
     with pytest.raises(ValueError, match="unknown device"):
         resolve_device("gpu-please")
+
+
+def test_the_space_preloads_a_catalog_model_it_opens_on():
+    """README's front matter: preload_from_hub names a catalog file that default_order puts before the toy."""
+    front = (Path(__file__).resolve().parents[1] / "README.md").read_text().split("---\n")[1]
+    preload = re.search(r"preload_from_hub:\n  - (\S+) (\S+)\n", front)
+    repos = set(re.findall(r"^  - (\S+/\S+)$", front.split("preload_from_hub:")[0], flags=re.M))
+    entry = next(e for e in catalog.list_models() if (e.repo_id, e.filename) == preload.groups())
+    order = catalog._read_catalog()[1]
+    assert order.index(entry.name) < order.index("toyfaces-64")
+    assert {e.repo_id for e in catalog.list_models() if e.repo_id} <= repos  # the Space links every repo it uses
+
+
+def test_readme_models_table_is_the_catalogs():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert readme.count(catalog.TABLE_START) == 1 and readme.count(catalog.TABLE_END) == 1
+    assert catalog.with_models_table(readme) == readme, "regenerate: catalog.with_models_table(README)"
+    table = catalog.models_table()
+    assert len(table.splitlines()) == 2 + len(catalog.list_models())
+    assert "| `human-512` | full-body people | 512 x 256 | StyleGAN-Human |" in table
+    assert "| `cat-256` | cats | 256 x 256 | StyleGAN2 (TensorFlow) |" in table
