@@ -11,7 +11,9 @@ Our file format is one `.safetensors` file: the generator's state dict under NVI
 (`mapping.fc0.weight`, `synthesis.b4.const`, ...) and, in the safetensors metadata,
 `draggan_config` = the `GeneratorConfig` as JSON (plus `format` = `draggan-stylegan2`).
 
-An NVIDIA `.pkl` is read once with `stylegan2.safe_pickle` (never `pickle.load`) and converted
+A `.pkl` (StyleGAN2, StyleGAN2-ADA, StyleGAN-Human, DragGAN, or an original TensorFlow
+config-e/f pickle: `stylegan2.safe_pickle`'s readers by format) is read once with
+`stylegan2.safe_pickle` (never `pickle.load`) and converted
 into that format in the conversion cache, named by the pickle's SHA-256, so later loads never
 touch pickle. The cache is `$DRAGGAN_CACHE`, else `<HF_HOME>/draggan` (by default
 `~/.cache/huggingface/draggan`).

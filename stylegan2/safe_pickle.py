@@ -282,7 +282,8 @@ def generator_from_records(data: Any, budget: WalkBudget = WalkBudget()) -> Gene
 
     The config is validated and the weights' shapes checked against it before the generator is built.
     A record that does not say `square` (the official renderer passes `square=False` itself, by file
-    name) is non-square when its weights are (`is_square`).
+    name) is non-square when its weights are (`is_square`). A record's `padding` is not read: a
+    non-square generator always hands out the padded square the official app works on.
     """
     key, net = _find_generator(data)
     kwargs = generator_kwargs(net)

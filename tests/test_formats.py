@@ -15,8 +15,11 @@ import torch
 from safetensors.torch import load_file
 
 from draggan import DragConfig, DragSession
+from stylegan2.checkpoints import load_generator
 from stylegan2.safe_pickle import generator_from_pickle
 from reference_pickles import write_reference_pickle
+from test_checkpoints import hf_home  # noqa: F401  (fixture: an empty, offline Hugging Face home)
+from test_hostile_loading import refused
 
 TOL = 1e-4  # relative to the reference tensor's largest magnitude, as tests/test_generator_parity.py
 
@@ -225,6 +228,50 @@ def test_tf_variants_legacy_py_converts_convert_the_same(tf, reference_dir, tmp_
     G = generator_from_pickle(write_tf_variant(reference_dir, tmp_path / "variant.pkl", edit))
     for key, value in tf[0].state_dict().items():
         assert torch.equal(G.state_dict()[key], value), key
+
+
+# ----------------------------------------------------------------------------
+# Hostile TensorFlow pickles: read as Network records of numpy arrays, bounded like the others.
+
+class _HugeArray:
+    """Pickles as numpy's own array rebuild (_reconstruct, then BUILD) claiming 10^10 floats over 4 bytes."""
+
+    def __reduce__(self):
+        return (np.zeros(1).__reduce__()[0], (np.ndarray, (0,), b"b"),
+                (1, (100_000, 100_000), np.dtype("float32"), False, b"\0" * 4))
+
+
+def _set_var(name: str, value):
+    def edit(gs: dict) -> None:
+        synthesis = gs["components"]["synthesis"]
+        synthesis["variables"] = [(n, value if n == name else v) for n, v in synthesis["variables"]]
+    return edit
+
+
+def _cycle(gs: dict):
+    gs["components"]["synthesis"]["components"] = {"again": gs}
+
+
+TF_HOSTILE = {
+    "transposed weight": (_set_var("8x8/Conv1/mod_weight", np.zeros((32, 512), np.float32)), "has shape [32, 512]"),
+    "text for a weight": (_set_var("8x8/Conv1/bias", "x" * 64), "is a str, not a float array"),
+    "integer weight": (_set_var("8x8/Conv1/bias", np.zeros(32, np.int64)), "not a float array"),
+    "resolution bomb": (lambda gs: gs["static_kwargs"].update(resolution=1 << 20), "outside what this app loads"),
+    "channel bomb": (lambda gs: gs["static_kwargs"].update(fmap_base=1 << 28, fmap_max=1 << 20),
+                     "outside what this app loads"),
+    "components cycle": (_cycle, "components nest deeper"),
+    "too many variables": (lambda gs: gs["variables"].extend((f"v{i}", np.float32(0)) for i in range(5000)),
+                           "more variables than any StyleGAN2 network"),
+    "array claiming 40 GB": (_set_var("8x8/Conv1/bias", _HugeArray()), "corrupt or truncated pickle"),
+}
+
+
+@pytest.mark.parametrize("case", list(TF_HOSTILE))
+def test_hostile_tensorflow_pickles_are_refused(reference_dir, tmp_path, hf_home, case):
+    """Each refused with one line, in bounded time and memory (test_hostile_loading.refused)."""
+    edit, match = TF_HOSTILE[case]
+    path = write_tf_variant(reference_dir, tmp_path / "stylegan2-evil-config-f.pkl", edit)
+    refused(lambda: load_generator(str(path)), match=match)
 
 
 # ----------------------------------------------------------------------------
