@@ -70,7 +70,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "draggan-stylegan2"
 CONFIG_KEY = "draggan_config"
-CONVERTER_VERSION = 1  # part of the cached file's name: bump when the pickle conversion changes
+CONVERTER_VERSION = 2  # part of the cached file's name: bump when the pickle conversion changes (2: record defaults per codebase, non-square, TF)
 MAX_MODEL_BYTES = safe_pickle.MAX_PICKLE_BYTES  # larger model files are refused before reading
 MAX_HEADER_BYTES = 1 << 20  # a safetensors header (tensor list + metadata); ours are under 64 KB
 MAX_SPEC_CHARS = 1024       # a model spec longer than any path or Hub file name is refused unread
