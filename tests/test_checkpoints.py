@@ -257,3 +257,18 @@ def test_readme_models_table_is_the_catalogs():
     assert len(table.splitlines()) == 2 + len(catalog.list_models())
     assert "| `human-512` | full-body people | 512 x 256 | StyleGAN-Human |" in table
     assert "| `cat-256` | cats | 256 x 256 | StyleGAN2 (TensorFlow) |" in table
+
+
+def test_safetensors_of_an_unknown_format_say_so_and_a_registered_format_loads(tmp_path, hf_home, monkeypatch):
+    G = tiny_generator(seed=2)
+    path = save_generator(G, tmp_path / "g.safetensors")
+    with safe_open(str(path), "pt") as f:
+        assert f.metadata()["format"] == checkpoints.FORMAT
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata())
+    other = tmp_path / "other.safetensors"
+    save_file(tensors, str(other), metadata=meta | {"format": "someone-elses-gan"})
+    with pytest.raises(CheckpointError, match="'someone-elses-gan' file, which this app does not read"):
+        load_generator(str(other))
+    from stylegan2 import model_files
+    monkeypatch.setitem(model_files._FILE_FORMATS, "someone-elses-gan", model_files._stylegan2_file)
+    assert torch.equal(images(load_generator(str(other))), images(G))
