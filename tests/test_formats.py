@@ -384,3 +384,17 @@ def test_a_drag_without_mask_on_a_tiny_non_square_generator_keeps_the_white_pad(
     for f in frames:
         assert (f.image[:, :16] == 255).all() and (f.image[:, 48:] == 255).all()  # the pad stays white
     assert not (frames[-1].image[:, 16:48] == 255).all()
+
+
+def test_a_record_whose_square_setting_contradicts_its_weights_is_refused(reference_dir, tmp_path):
+    from stylegan2.errors import UnsupportedCheckpointError
+    from stylegan2.records import config_from_dict
+    path = write_reference_pickle(reference_dir, "human_res128", tmp_path / "h.pkl", tmp_path / "marker",
+                                  edit_kwargs=lambda kw: kw.update(square=True))
+    with pytest.raises(UnsupportedCheckpointError, match=r"do not fit .*wrong shape: synthesis\.b128\.conv0\.noise_const"):
+        generator_from_pickle(path)
+    with pytest.raises(UnsupportedCheckpointError, match="square = a str"):
+        config_from_dict({"img_resolution": 64, "square": "no"}, "x")
+    square_false = write_reference_pickle(reference_dir, "human_res128", tmp_path / "h2.pkl", tmp_path / "marker",
+                                          edit_kwargs=lambda kw: kw.update(square=False))  # as stylegan_human's train.py
+    assert not generator_from_pickle(square_false).config.square
