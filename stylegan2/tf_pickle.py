@@ -32,7 +32,7 @@ import torch
 
 from .errors import UnsupportedCheckpointError
 from .networks import Generator, GeneratorConfig
-from .records import PickledObject, WalkBudget, config_from_dict, shorten
+from .records import PickledObject, WalkBudget, brief_value, config_from_dict, shorten
 
 NETWORK_CLASS = "dnnlib.tflib.network.Network"
 MIN_VERSION = 4        # legacy.py refuses older pickles
@@ -79,11 +79,11 @@ def tf_config(static_kwargs: Any, where: str) -> GeneratorConfig:
     w_dim = values["dlatent_size"]
     for name in ("label_fmaps", "mapping_fmaps"):  # None means w_dim; only that network is ours
         if values[name] not in (None, w_dim):
-            raise UnsupportedCheckpointError(f"{where}: {name}={shorten(repr(values[name]), 20)} is not supported "
+            raise UnsupportedCheckpointError(f"{where}: {name}={brief_value(values[name])} is not supported "
                                              "(our mapping network uses w_dim features)")
     for name, (key, default) in _KWARGS.items():
         if key is None and name not in ("label_fmaps", "mapping_fmaps", "w_avg_beta") and values[name] != default:
-            raise UnsupportedCheckpointError(f"{where}: {name}={shorten(repr(values[name]), 30)}; only "
+            raise UnsupportedCheckpointError(f"{where}: {name}={brief_value(values[name])}; only "
                                              f"{default!r} generators (StyleGAN2 config-e/f) are converted")
     fmap_base = values["fmap_base"]
     config = {key: values[name] for name, (key, _) in _KWARGS.items() if key is not None}
@@ -179,7 +179,7 @@ def generator_from_tf_records(data: Any, budget: WalkBudget = WalkBudget()) -> G
     where = f"TensorFlow network {shorten(net.state.get('name', 'Gs'), 20)}"
     version = net.state.get("version")
     if type(version) is not int or version < MIN_VERSION:
-        raise UnsupportedCheckpointError(f"{where}: pickle version {shorten(repr(version), 20)} is older than "
+        raise UnsupportedCheckpointError(f"{where}: pickle version {brief_value(version)} is older than "
                                          f"{MIN_VERSION}, the oldest NVIDIA's converter reads")
     cfg = tf_config(net.state.get("static_kwargs"), where)
     variables = tf_variables(net, where)

@@ -260,6 +260,8 @@ TF_HOSTILE = {
     "channel bomb": (lambda gs: gs["static_kwargs"].update(fmap_base=1 << 28, fmap_max=1 << 20),
                      "outside what this app loads"),
     "components cycle": (_cycle, "components nest deeper"),
+    "setting of another type": (lambda gs: gs["static_kwargs"].update(architecture={"x": list(range(10**5))}),
+                                "architecture=a dict; only 'skip'"),
     "too many variables": (lambda gs: gs["variables"].extend((f"v{i}", np.float32(0)) for i in range(5000)),
                            "more variables than any StyleGAN2 network"),
     "array claiming 40 GB": (_set_var("8x8/Conv1/bias", _HugeArray()), "corrupt or truncated pickle"),
