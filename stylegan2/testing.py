@@ -6,13 +6,15 @@ import torch
 from .networks import Generator, GeneratorConfig
 
 
-def tiny_generator(resolution: int = 32, channels: int = 32, w_dim: int = 32, seed: int = 0) -> Generator:
+def tiny_generator(resolution: int = 32, channels: int = 32, w_dim: int = 32, seed: int = 0,
+                   square: bool = True) -> Generator:
     """A small generator with random, non-trivial weights (for tests and benchmarks without a checkpoint).
 
     Noise strengths and `w_avg` are set away from their zero init so every code path matters.
+    square=False: a StyleGAN-Human-like generator (resolution x resolution/2, shown padded to square).
     """
     cfg = GeneratorConfig(z_dim=w_dim, w_dim=w_dim, img_resolution=resolution, channel_base=channels * resolution,
-                          channel_max=channels, mapping_layers=2)
+                          channel_max=channels, mapping_layers=2, square=square)
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
