@@ -1,14 +1,13 @@
 """Per-user editing sessions over shared generators: what the app keeps for each browser tab.
 
-A `SessionManager` maps a session key (the app uses Gradio's session hash) to a
-`Session`: one browser tab's state, around an `Editor` (`editor.py`, the scripting object) with its points, mask and drag-in-progress.
-Generators come from the loader (`stylegan2.checkpoints.load_generator`, which keeps one copy
+A `SessionManager` maps a session key (the app uses Gradio's session hash) to a `Session`: one browser
+tab's state, around an `Editor` (`editor.py`, the scripting object), its points, mask and drag. Generators come from the loader (`stylegan2.checkpoints.load_generator`, which keeps one copy
 per model and device, shared read-only by every session); a session holds only its latent,
 points, mask, undo history and last drag's frames.
 
 Sessions end when the app closes them (the browser left), when unused for `ttl_s`, or when
-the table is full: then the least recently used *idle* session goes. A session that is dragging
-or inverting is never evicted; if every session is busy, the new one is refused with a message.
+the table is full: then the least recently used *idle* session goes. A session that is dragging,
+inverting or showing a photo is never evicted; if none can go, the new one is refused with a message.
 One client (the app passes its IP address) holds at most `max_per_client` sessions: beyond that
 its own least recently used idle session goes, never someone else's.
 Every method is thread-safe: Gradio runs events of different users, and a Stop during a drag
