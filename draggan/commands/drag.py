@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ._args import OutputPathError, check_output, image_suffixes, positive, seed
+
 HELP = "drag handles to targets on a generated image (or a PTI embedding) and save the result"
 
 
@@ -65,7 +67,7 @@ def drag_config(args: argparse.Namespace, model: str | None, **fixed):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     start = parser.add_mutually_exclusive_group()
-    start.add_argument("--seed", type=int, default=0, help="seed of the generated image (default 0)")
+    start.add_argument("--seed", type=seed, default=0, help="seed of the generated image, 0 to 2^32-1 (default 0)")
     start.add_argument("--embedding", help="a PTI embedding from `python -m draggan invert` (real photo)")
     parser.add_argument("--psi", type=float, default=0.7, help="truncation psi (default 0.7)")
     parser.add_argument("--latent", choices=["w", "w+"], default="w+", help="latent space optimized (default w+)")
@@ -76,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="where to save the final image (PNG)")
     parser.add_argument("--video", help="every frame of the drag with the point overlay (.mp4, .webm or .gif)")
     parser.add_argument("--video-plain", help="every frame of the drag without the overlay (.mp4, .webm or .gif)")
-    parser.add_argument("--fps", type=float, default=15.0, help="video frames per second (default 15)")
+    parser.add_argument("--fps", type=positive, default=15.0, help="video frames per second (default 15)")
     parser.add_argument("--trace", help="write every step's handles, distances, loss and ms as JSON")
 
 
@@ -103,11 +105,47 @@ def _session(args: argparse.Namespace, device):
                                         auto=predictor_for(model, G))
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every file the drag will write, checked before the model loads: a folder that exists and can be
+    written, a suffix that can be written (and PyAV for .mp4/.webm)."""
+    import importlib.util
+
+    from draggan.video import SUFFIXES
+
+    check_output(args.out, "--out", image_suffixes(), "image")
+    check_output(args.trace, "--trace")
+    for flag, path in (("--video", args.video), ("--video-plain", args.video_plain)):
+        check_output(path, flag, SUFFIXES, "video")
+        if path and Path(path).suffix.lower() != ".gif" and importlib.util.find_spec("av") is None:
+            raise OutputPathError(f"{flag}: writing .mp4 or .webm needs PyAV: pip install av (or name it .gif)")
+
+
+def check_point_counts(handles: list, targets: list) -> None:
+    """The points' count in the command line's words (the engine's own message speaks of clicks)."""
+    from draggan.config import MAX_POINTS, DragInputError
+
+    if not handles:
+        raise DragInputError('give at least one handle: --handles "x,y" (image pixels) and a target for it in --targets')
+    if len(handles) > MAX_POINTS or len(targets) > MAX_POINTS:
+        raise DragInputError(f"at most {MAX_POINTS} handle/target pairs per drag, got {max(len(handles), len(targets))}")
+    if len(targets) != len(handles):
+        raise DragInputError(f"give one --targets point per --handles point: {len(handles)} handles, "
+                             f"{len(targets)} targets")
+
+
+def step_line(frame) -> str:
+    """One step on stderr: the loss for the optimizer's steps, 'predicted' for Auto's (which have none)."""
+    loss = f"loss {frame.loss:.4f}" if np.isfinite(frame.loss) else "predicted  "
+    return f"step {frame.step:4d}  mean distance {frame.mean_distance:7.2f} px  {loss}  {frame.ms:7.1f} ms"
+
+
 def run(args: argparse.Namespace) -> int:
     from draggan.config import parse_points
     from stylegan2.checkpoints import resolve_device
 
     handles, targets = parse_points(args.handles, "--handles"), parse_points(args.targets, "--targets")
+    check_point_counts(handles, targets)
+    check_outputs(args)
     device = resolve_device(args.device)
     model, session = _session(args, device)
     if args.mask:
@@ -118,9 +156,8 @@ def run(args: argparse.Namespace) -> int:
         if frame.done:
             break
         steps.append({"step": frame.step, "handles": frame.handles_xy, "distances": frame.distances,
-                      "loss": frame.loss, "ms": round(frame.ms, 3)})
-        print(f"step {frame.step:4d}  mean distance {frame.mean_distance:7.2f} px  loss {frame.loss:.4f}  "
-              f"{frame.ms:7.1f} ms", file=sys.stderr)
+                      "loss": frame.loss if np.isfinite(frame.loss) else None, "ms": round(frame.ms, 3)})
+        print(step_line(frame), file=sys.stderr)
     Image.fromarray(frame.image).save(args.out)
     print(f"{frame.reason} after {frame.step} steps; mean distance {frame.mean_distance:.2f} px; saved {args.out}")
     if args.trace:

@@ -17,6 +17,7 @@ DEFAULT_PAIRS = {"landmarks": 100, "reconstruction": 100, "decay": 1, "nearest":
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from draggan.commands._args import seed
     from draggan.commands.drag import add_speed_arguments
     parser.add_argument("protocol", choices=PROTOCOLS)
     parser.add_argument("--model", default="toyfaces-64", help="catalog name, Hub 'repo_id:filename' or a file")
@@ -34,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--feature-block", type=int, default=None,
                         help="synthesis block whose features drive the drag (4..7 on 512-px models); "
                              "default: the model's")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the pair sampler (default 0)")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the pair sampler (default 0)")
     parser.add_argument("--psi", type=float, default=0.7, help="truncation of the seeds' latents (default 0.7)")
     for name, what in (("lr", "Adam step size"), ("r1", "motion radius"), ("r2", "tracking radius"),
                        ("r3", "Nearest radius")):

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ._args import check_output, check_suffix, image_suffixes, seed
+
 HELP = "Invert a photo into a generator (Pivotal Tuning Inversion) and save the embedding for `drag --embedding`"
 
 
@@ -26,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--steps-w", type=int, default=None, help="W projection steps (overrides the preset)")
     parser.add_argument("--steps-tune", type=int, default=None, help="pivotal tuning steps (overrides the preset)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the projection's latent noise")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the projection's latent noise")
     parser.add_argument("--vgg", default=None, help="local VGG16 weights (.safetensors with features.N.*) instead "
                                                     "of timm/vgg16.tv_in1k from the Hub")
     parser.add_argument("--lpips", default=None, help="local LPIPS channel weights (.safetensors, '0.weight'.."
@@ -66,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
             last_print[stage] = step
             print(f"{stage:8s} {step:5d}/{total}  loss {loss:.4f}", file=sys.stderr, flush=True)
 
+    check_output(args.out, "--out", {".safetensors"}, "embedding")
+    if args.preview:
+        check_suffix(args.preview, "--preview", image_suffixes(), "image")  # its folder is made
     try:
         model = args.model or default_model()
         preset = get_preset(args.preset, w_steps=args.steps_w, tune_steps=args.steps_tune)

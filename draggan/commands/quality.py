@@ -19,13 +19,14 @@ OLD_KEYS = {"md_before": "mean_distance_before", "md_after": "mean_distance_afte
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from draggan.commands._args import seed
     from draggan.commands.drag import add_speed_arguments
     parser.add_argument("--model", default="toyfaces-64", help="a toy-faces model (default toyfaces-64)")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps (default cpu)")
     parser.add_argument("--pairs", type=int, default=100, help="random face pairs (default 100)")
     parser.add_argument("--points", type=int, choices=[1, 5, 68], default=5, help="landmarks dragged per pair")
     parser.add_argument("--detector", choices=["toy", "dlib"], default="toy", help="landmark detector (default toy)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the pair sampler (default 0)")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the pair sampler (default 0)")
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=DEFAULT_METHODS,
                         help="old names (engine = draggan) or any drag method; auto* need the model's predictor")
     parser.add_argument("--psi", type=float, default=0.7)
