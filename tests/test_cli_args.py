@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-import draggan.commands.render  # imported before any test patches the loader it imports
+import draggan.commands.render  # noqa: F401 (imported before any test patches the loader it imports)
 from draggan.__main__ import main
 from stylegan2 import checkpoints
 from stylegan2.checkpoints import save_generator

@@ -22,46 +22,19 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_drag_arguments(parser: argparse.ArgumentParser) -> None:
-    """The drag settings every command shares; None = the model's catalog drag_defaults, else DragConfig's."""
-    from draggan.config import DragConfig
-    from draggan.methods import METHOD_NAMES
-    d = DragConfig()
-    parser.add_argument("--method", choices=METHOD_NAMES, default="draggan",
-                        help="drag method (default draggan; auto* need the model's Auto DragGAN predictor)")
-    parser.add_argument("--rows", type=int, default=None, help=f"W+ rows optimized (default {d.rows})")
-    parser.add_argument("--feature-block", type=int, default=None,
-                        help=f"synthesis block driving the drag, 1-based (default: the model's, else {d.feature_block})")
-    parser.add_argument("--lr", type=float, default=None, help=f"step size (default: the model's, else {d.lr})")
-    parser.add_argument("--r1", type=float, default=None,
-                        help=f"motion radius, 512-px units (default: the model's, else {d.r1:g})")
-    parser.add_argument("--r2", type=float, default=None,
-                        help=f"tracking radius, 512-px units (default: the model's, else {d.r2:g})")
-    parser.add_argument("--nearest", action="store_true", default=None, help="move handles onto the nearest edge first")
-    parser.add_argument("--r3", type=float, default=None,
-                        help=f"Nearest search radius, 512-px units (default: the model's, else {d.r3:g})")
-    parser.add_argument("--tracking", choices=["l1", "l2"], default=None, help="feature distance for tracking")
-    parser.add_argument("--lambda-mask", type=float, default=None, help=f"mask term weight (default {d.lambda_mask:g})")
-    parser.add_argument("--steps", type=int, default=None, help=f"maximum steps (default: the model's, else {d.max_steps})")
-    add_speed_arguments(parser)
+    """--method (the registry's methods) and one flag per drag setting (draggan.config.SETTINGS)."""
+    from ._settings import add_method_argument, add_setting_arguments
 
-
-def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
-    """--precision and --local: how the steps compute, not what they compute (README: Speed)."""
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None,
-                        help="arithmetic of the high-resolution blocks (default auto: fp16 on CUDA as the official "
-                             "code, bf16 on CPUs with AVX-512 BF16 or AMX, fp32 elsewhere)")
-    parser.add_argument("--local", choices=["auto", "on", "off"], default=None,
-                        help="compute the high-resolution blocks only around the handles (default auto: on except "
-                             "on CUDA; never with a mask)")
+    add_method_argument(parser)
+    add_setting_arguments(parser)
 
 
 def drag_config(args: argparse.Namespace, model: str | None, **fixed):
-    """DragConfig for `model` with the flags of `add_drag_arguments` that were given."""
+    """DragConfig for `model` with the setting flags that were given (the rest: the model's, else DragConfig's)."""
     from draggan.config import DragConfig
-    return DragConfig.for_model(model, lr=args.lr, r1=args.r1, r2=args.r2, r3=args.r3, nearest=args.nearest,
-                                feature_block=args.feature_block, rows=args.rows, tracking=args.tracking,
-                                lambda_mask=args.lambda_mask, max_steps=args.steps, precision=args.precision,
-                                local=args.local, **fixed)
+
+    from ._settings import setting_values
+    return DragConfig.for_model(model, **{**setting_values(args), **fixed})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,7 +18,7 @@ DEFAULT_PAIRS = {"landmarks": 100, "reconstruction": 100, "decay": 1, "nearest":
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from draggan.commands._args import seed
-    from draggan.commands.drag import add_speed_arguments
+    from draggan.commands._settings import add_setting_arguments, method_help
     parser.add_argument("protocol", choices=PROTOCOLS)
     parser.add_argument("--model", default="toyfaces-64", help="catalog name, Hub 'repo_id:filename' or a file")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps (default cpu)")
@@ -26,25 +26,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pairs (default 100; decay 1)")
     parser.add_argument("--methods", default="draggan",
                         help="comma-separated drag methods, e.g. draggan,straightforward,auto; "
-                             "'+nearest' after a name turns Nearest on (default draggan)")
+                             "'+nearest' after a name turns Nearest on (default draggan). " + method_help())
     parser.add_argument("--points", type=int, choices=[1, 5, 68], default=5,
                         help="landmarks per pair: 1 (nose tip), 5 or 68 (dlib); nearest always uses 1")
     parser.add_argument("--detector", choices=["toy", "dlib"], default="toy",
                         help="landmark detector: toy (exact, toy-faces model) or dlib (real faces)")
-    parser.add_argument("--max-steps", type=int, default=300, help="maximum steps per edit (default 300)")
-    parser.add_argument("--feature-block", type=int, default=None,
-                        help="synthesis block whose features drive the drag (4..7 on 512-px models); "
-                             "default: the model's")
     parser.add_argument("--seed", type=seed, default=0, help="seed of the pair sampler (default 0)")
     parser.add_argument("--psi", type=float, default=0.7, help="truncation of the seeds' latents (default 0.7)")
-    for name, what in (("lr", "Adam step size"), ("r1", "motion radius"), ("r2", "tracking radius"),
-                       ("r3", "Nearest radius")):
-        parser.add_argument(f"--{name}", type=float, default=None,
-                            help=f"{what}{'' if name == 'lr' else ', 512-px units'}; default: the model's")
     parser.add_argument("--success-px", type=float, default=2.0,
                         help="landmarks: an edit succeeds within this mean distance, pixels (default 2)")
-    parser.add_argument("--lambda-mask", type=float, default=None, help="weight of the mask term (default: the model's)")
-    add_speed_arguments(parser)
     parser.add_argument("--mask-margin", type=float, default=None,
                         help="landmarks: masked run, only the box around each pair's landmarks (this many px wider) "
                              "may change")
@@ -62,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "cluster, or a cluster address")
     parser.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON")
     parser.add_argument("--csv", default=None, metavar="PATH", help="write the per-method summary as CSV")
+    # frame_every: --frame-every is decay's own (measure every n-th step); frames are not shown here
+    add_setting_arguments(parser, exclude=("frame_every", "frame_interval_s", "frame_share"),
+                          defaults={"max_steps": 300})
 
 
 def run_experiment(args: argparse.Namespace, quiet: bool = False):
@@ -72,6 +65,8 @@ def run_experiment(args: argparse.Namespace, quiet: bool = False):
     from draggan.experiments.report import ProgressBar
     from draggan.experiments.workbench import BenchSpec, check_methods, load_bench
 
+    from ._settings import setting_values
+
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     count = args.pairs or DEFAULT_PAIRS[args.protocol]
     if count < 1 or not methods:
@@ -79,9 +74,9 @@ def run_experiment(args: argparse.Namespace, quiet: bool = False):
     needs_detector = args.protocol != "reconstruction"
     bench = load_bench(BenchSpec(args.model, args.device, args.detector if needs_detector else None, args.predictor))
     check_methods(["draggan"] if args.protocol == "nearest" else methods, bench)
-    common = dict(max_steps=args.max_steps, feature_block=args.feature_block, psi=args.psi, seed=args.seed,
-                  drag={k: getattr(args, k) for k in ("lr", "r1", "r2", "r3", "lambda_mask", "precision", "local")
-                        if getattr(args, k, None) is not None})
+    drag = setting_values(args)
+    common = dict(max_steps=drag.pop("max_steps"), feature_block=drag.pop("feature_block", None), psi=args.psi,
+                  seed=args.seed, drag=drag)
     if args.protocol == "reconstruction":
         settings = reconstruction.ReconstructionSettings(**common, vectors=args.vectors, strength=args.strength,
                                                          lpips=not args.no_lpips)
