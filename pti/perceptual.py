@@ -198,17 +198,19 @@ def _hub_file(repo: str, filename: str, cache_dir: str | os.PathLike | None) -> 
     try:
         return Path(hf_hub_download(repo, filename, cache_dir=cache_dir, local_files_only=True))
     except LocalEntryNotFoundError:
-        if hub_unreachable():
-            raise _NotCached() from None
-    if not _hub_reachable(repo, filename):
+        pass
+    except Exception as e:  # an unreadable cache folder
+        raise PerceptualWeightsError(f"could not read {filename} of Hub repo {repo} from the Hugging Face cache "
+                                     f"({type(e).__name__}: {e})") from None
+    if hub_unreachable() or not _hub_reachable(repo, filename):
         _hub_unreachable.append(f"{repo}/{filename}")
         raise _NotCached()
     try:
         return Path(hf_hub_download(repo, filename, cache_dir=cache_dir))
-    except LocalEntryNotFoundError:
-        _hub_unreachable.append(f"{repo}/{filename}")
-        raise _NotCached() from None
     except Exception as e:  # HTTP errors, a dropped connection, a full disk
+        if isinstance(e, LocalEntryNotFoundError) or _is_network_error(e):
+            _hub_unreachable.append(f"{repo}/{filename}")
+            raise _NotCached() from None
         raise PerceptualWeightsError(f"could not download {filename} from Hub repo {repo} ({type(e).__name__}: {e}); "
                                      f"retry, or fetch it with `hf download {repo} {filename}`",
                                      ((_WHAT.get(repo, filename), repo, filename),)) from None
