@@ -79,8 +79,9 @@ def test_offline_without_weights_falls_back_and_names_it():
 
 
 def test_offline_inversion_of_a_toy_image_beats_the_start_by_a_margin(toy):
-    """Measured (fast preset, 100 + 60 steps): 15.9 -> 47.6 dB on seed 11, 15.6 -> 27.3 dB on it mirrored
-    (out of the model's range). Here, 40 + 20 steps on seed 22 (start 13.7 dB): asserted at least 10 dB better."""
+    """Measured (fast preset, 100 + 60 steps, docs/pti.md): 15.0 -> 47.3 dB on average over three toy seeds,
+    14.8 -> 27.6 dB on them mirrored (out of the model's range). Here, 40 + 20 steps on seed 22: 13.7 -> 37.5 dB
+    measured; asserted at least 15 dB better than the start."""
     target = toy_image(toy, 22)
     loss = load_inversion_loss("cpu", max_size=128)
     stages = []
@@ -89,7 +90,7 @@ def test_offline_inversion_of_a_toy_image_beats_the_start_by_a_margin(toy):
     assert stages[0] == OFFLINE_TEXT and stages[-1].startswith("Tuning with the offline pixel loss")
     assert r.loss == "the offline pixel loss (no perceptual weights)"
     assert r.tuning.steps == 20  # the LPIPS threshold does not stop the pixel loss's tuning early
-    assert r.tuning.psnr_after > r.projection.psnr_before + 10, (r.projection, r.tuning)
+    assert r.tuning.psnr_after > r.projection.psnr_before + 15, (r.projection, r.tuning)
     assert r.tuning.psnr_after >= r.projection.psnr_after - 0.5
 
 
