@@ -130,3 +130,19 @@ def test_invert_checks_its_outputs_before_loading(tmp_path, capsys, no_model_loa
     (tmp_path / "photo.png").write_bytes(b"")
     assert main(["invert", "--image", "photo.png", *argv]) == 2
     assert message in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["render", "--psi", "nan", "--out", "x.png"], "argument --psi: must be a number, got 'nan'"),
+    (["render", "--cutoff", "-3", "--out", "x.png"], "argument --cutoff: must be a whole number >= 0, got '-3'"),
+    ([*DRAG, "--psi", "inf", "--out", "x.png"], "argument --psi: must be a number, got 'inf'"),
+    (["experiment", "landmarks", "--pairs", "0"], "argument --pairs: must be a whole number >= 1, got '0'"),
+    (["quality", "--pairs", "-2"], "argument --pairs: must be a whole number >= 1"),
+    (["quality", "--success-px", "0"], "argument --success-px: must be a number > 0"),
+    (["experiment", "decay", "--frame-every", "0"], "argument --frame-every: must be a whole number >= 1"),
+    (["invert", "--image", "p.png", "--out", "e.safetensors", "--steps-w", "-1"], "--steps-w: must be a whole number"),
+])
+def test_numbers_out_of_their_range_are_refused_while_parsing(capsys, no_model_load, argv, message):
+    """`experiment --pairs 0` ran the default 100 pairs; `render --psi nan` wrote a garbage image."""
+    assert main(argv) == 2
+    assert message in one_error_line(capsys)

@@ -33,15 +33,29 @@ def seed(text: str) -> int:
     return value
 
 
-def positive(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
-    return value
+def number(minimum: float | None = None, *, whole: bool = False, strict: bool = False):
+    """argparse type: a finite number (whole: an integer), at least `minimum` (strict: above it)."""
+    kind = "a whole number" if whole else "a number"
+    bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum:g}"
+
+    def parse(text: str) -> float | int:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        ok = math.isfinite(value) and (not whole or value.is_integer())
+        if ok and minimum is not None:
+            ok = value > minimum if strict else value >= minimum
+        if not ok:
+            raise argparse.ArgumentTypeError(f"must be {kind}{bound}, got {text!r}")
+        return int(value) if whole else value
+    parse.__name__ = "int" if whole else "float"
+    return parse
+
+
+positive = number(0, strict=True)
+finite = number()
+count = number(1, whole=True)
 
 
 def image_suffixes() -> set[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ._args import OutputPathError, check_output, image_suffixes, positive, seed
+from ._args import OutputPathError, check_output, finite, image_suffixes, positive, seed
 
 HELP = "drag handles to targets on a generated image (or a PTI embedding) and save the result"
 
@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--seed", type=seed, default=0, help="seed of the generated image, 0 to 2^32-1 (default 0)")
     start.add_argument("--embedding", help="a PTI embedding from `python -m draggan invert` (real photo)")
-    parser.add_argument("--psi", type=float, default=0.7, help="truncation psi (default 0.7)")
+    parser.add_argument("--psi", type=finite, default=0.7, help="truncation psi (default 0.7)")
     parser.add_argument("--latent", choices=["w", "w+"], default="w+", help="latent space optimized (default w+)")
     parser.add_argument("--handles", required=True, help='handle points as "x,y;x,y" or JSON [[x, y], ...] (image pixels)')
     parser.add_argument("--targets", required=True, help='target points, one per handle, in the same form')
@@ -106,14 +106,15 @@ def check_point_counts(handles: list, targets: list) -> None:
                              f"{len(targets)} targets")
 
 
-def step_line(frame) -> str:
-    """One step on stderr: the loss for the optimizer's steps, 'predicted' for Auto's (which have none)."""
-    loss = f"loss {frame.loss:.4f}" if np.isfinite(frame.loss) else "predicted  "
+def step_line(frame, learned: bool) -> str:
+    """One step on stderr: the loss of the optimizer's steps; a learned method's predicted steps have none."""
+    loss = "predicted  " if learned and not np.isfinite(frame.loss) else f"loss {frame.loss:.4f}"
     return f"step {frame.step:4d}  mean distance {frame.mean_distance:7.2f} px  {loss}  {frame.ms:7.1f} ms"
 
 
 def run(args: argparse.Namespace) -> int:
     from draggan.config import parse_points
+    from draggan.methods import method_spec
     from stylegan2.checkpoints import resolve_device
 
     handles, targets = parse_points(args.handles, "--handles"), parse_points(args.targets, "--targets")
@@ -124,13 +125,14 @@ def run(args: argparse.Namespace) -> int:
     if args.mask:
         session.set_mask(load_mask(args.mask, session.resolution))
     cfg = drag_config(args, model)
+    learned = method_spec(args.method).learned
     steps = []
     for frame in session.drag(handles, targets, cfg, method=args.method):
         if frame.done:
             break
         steps.append({"step": frame.step, "handles": frame.handles_xy, "distances": frame.distances,
                       "loss": frame.loss if np.isfinite(frame.loss) else None, "ms": round(frame.ms, 3)})
-        print(step_line(frame), file=sys.stderr)
+        print(step_line(frame, learned), file=sys.stderr)
     Image.fromarray(frame.image).save(args.out)
     print(f"{frame.reason} after {frame.step} steps; mean distance {frame.mean_distance:.2f} px; saved {args.out}")
     if args.trace:

@@ -17,12 +17,12 @@ DEFAULT_PAIRS = {"landmarks": 100, "reconstruction": 100, "decay": 1, "nearest":
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from draggan.commands._args import seed
+    from draggan.commands._args import count, finite, number, positive, seed
     from draggan.commands._settings import add_setting_arguments, method_help
     parser.add_argument("protocol", choices=PROTOCOLS)
     parser.add_argument("--model", default="toyfaces-64", help="catalog name, Hub 'repo_id:filename' or a file")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps (default cpu)")
-    parser.add_argument("--pairs", type=int, default=None,
+    parser.add_argument("--pairs", type=count, default=None,
                         help="pairs (default 100; decay 1)")
     parser.add_argument("--methods", default="draggan",
                         help="comma-separated drag methods, e.g. draggan,straightforward,auto; "
@@ -32,19 +32,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detector", choices=["toy", "dlib"], default="toy",
                         help="landmark detector: toy (exact, toy-faces model) or dlib (real faces)")
     parser.add_argument("--seed", type=seed, default=0, help="seed of the pair sampler (default 0)")
-    parser.add_argument("--psi", type=float, default=0.7, help="truncation of the seeds' latents (default 0.7)")
-    parser.add_argument("--success-px", type=float, default=2.0,
+    parser.add_argument("--psi", type=finite, default=0.7, help="truncation of the seeds' latents (default 0.7)")
+    parser.add_argument("--success-px", type=positive, default=2.0,
                         help="landmarks: an edit succeeds within this mean distance, pixels (default 2)")
-    parser.add_argument("--mask-margin", type=float, default=None,
+    parser.add_argument("--mask-margin", type=number(0), default=None,
                         help="landmarks: masked run, only the box around each pair's landmarks (this many px wider) "
                              "may change")
     parser.add_argument("--fid", action="store_true", help="landmarks: FID of the edited to the initial images")
     parser.add_argument("--r3-values", default="10,20,30,40,60", help="nearest: the R3 grid (512-px units)")
-    parser.add_argument("--vectors", type=int, default=32, help="reconstruction: flow vectors per pair")
-    parser.add_argument("--strength", type=float, default=0.5,
+    parser.add_argument("--vectors", type=count, default=32, help="reconstruction: flow vectors per pair")
+    parser.add_argument("--strength", type=number(0), default=0.5,
                         help="reconstruction: how far w2 moves towards another seed's latent (default 0.5)")
     parser.add_argument("--no-lpips", action="store_true", help="reconstruction: skip LPIPS")
-    parser.add_argument("--frame-every", type=int, default=1, help="decay: measure every n-th step (default 1)")
+    parser.add_argument("--frame-every", type=count, default=1, help="decay: measure every n-th step (default 1)")
     parser.add_argument("--plot", default=None, help="decay: PNG of the curves (default: beside --json)")
     parser.add_argument("--predictor", default=None, help="Auto DragGAN model file for the 'auto' methods")
     parser.add_argument("--ray", default=None, metavar="local|auto|ADDRESS",

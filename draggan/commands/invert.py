@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ._args import check_output, check_suffix, image_suffixes, seed
+from ._args import check_output, check_suffix, image_suffixes, number, seed
 
 HELP = "Invert a photo into a generator (Pivotal Tuning Inversion) and save the embedding for `drag --embedding`"
 
@@ -26,8 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crop", default=None, help="x0,y0,x1,y1: the square to use, in pixels of the upright "
                                                      "photo (default: the centre square)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    parser.add_argument("--steps-w", type=int, default=None, help="W projection steps (overrides the preset)")
-    parser.add_argument("--steps-tune", type=int, default=None, help="pivotal tuning steps (overrides the preset)")
+    parser.add_argument("--steps-w", type=number(0, whole=True), default=None, help="W projection steps (overrides the preset)")
+    parser.add_argument("--steps-tune", type=number(0, whole=True), default=None, help="pivotal tuning steps (overrides the preset)")
     parser.add_argument("--seed", type=seed, default=0, help="seed of the projection's latent noise")
     parser.add_argument("--vgg", default=None, help="local VGG16 weights (.safetensors with features.N.*) instead "
                                                     "of timm/vgg16.tv_in1k from the Hub")

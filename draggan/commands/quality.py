@@ -26,21 +26,21 @@ def method_choices() -> dict[str, str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from draggan.commands._args import seed
+    from draggan.commands._args import count, finite, number, positive, seed
     from draggan.commands._settings import add_setting_arguments, method_help
     parser.add_argument("--model", default="toyfaces-64", help="a toy-faces model (default toyfaces-64)")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps (default cpu)")
-    parser.add_argument("--pairs", type=int, default=100, help="random face pairs (default 100)")
+    parser.add_argument("--pairs", type=count, default=100, help="random face pairs (default 100)")
     parser.add_argument("--points", type=int, choices=[1, 5, 68], default=5, help="landmarks dragged per pair")
     parser.add_argument("--detector", choices=["toy", "dlib"], default="toy", help="landmark detector (default toy)")
     parser.add_argument("--seed", type=seed, default=0, help="seed of the pair sampler (default 0)")
     parser.add_argument("--methods", nargs="+", choices=list(method_choices()), default=DEFAULT_METHODS,
                         help="old names (engine = draggan) or any drag method, '+nearest' for Nearest: "
                              + method_help())
-    parser.add_argument("--psi", type=float, default=0.7)
-    parser.add_argument("--success-px", type=float, default=2.0, help="an edit succeeds within this mean distance")
+    parser.add_argument("--psi", type=finite, default=0.7)
+    parser.add_argument("--success-px", type=positive, default=2.0, help="an edit succeeds within this mean distance")
     parser.add_argument("--fid", action="store_true", help="FID of the edited to the initial images")
-    parser.add_argument("--mask-margin", type=float, default=None,
+    parser.add_argument("--mask-margin", type=number(0), default=None,
                         help="masked run: only the box around each pair's landmarks (this many px wider) may change")
     parser.add_argument("--ray", default=None, metavar="local|auto|ADDRESS", help="run the pairs as Ray actors")
     parser.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",

@@ -12,7 +12,7 @@ from stylegan2 import image_to_uint8, seed_to_z
 from stylegan2.catalog import default_model
 from stylegan2.checkpoints import CheckpointError, load_generator, resolve_device
 
-from ._args import OutputPathError, check_output, check_suffix, image_suffixes, seed
+from ._args import OutputPathError, check_output, check_suffix, finite, image_suffixes, number, seed
 
 HELP = "Render one image from a generator and a seed, as PNG"
 
@@ -22,8 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="catalog name, REPO_ID:FILE[@REVISION] or a .pkl/.safetensors path "
                              "(default: the catalog's default)")
     parser.add_argument("--seed", type=seed, default=0, help="latent seed, 0 to 2^32-1 (as the official app)")
-    parser.add_argument("--psi", type=float, default=0.7, help="truncation psi; 1 = no truncation")
-    parser.add_argument("--cutoff", type=int, default=None, help="truncate only the first K W+ rows")
+    parser.add_argument("--psi", type=finite, default=0.7, help="truncation psi; 1 = no truncation")
+    parser.add_argument("--cutoff", type=number(0, whole=True), default=None, help="truncate only the first K W+ rows")
     parser.add_argument("--noise", choices=("const", "random", "none"), default="const", help="noise mode")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--out", type=Path, required=True, help="output .png (its folder is created)")
