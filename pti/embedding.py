@@ -7,7 +7,8 @@ Tensors:
               (the synthesis weights and the optimized noise maps), stored whole.
 Metadata (strings): `format` = "draggan-pti", `version`, `model_spec` (how to load the base
 model), `base_sha256` (hash of the base model's state dict), `base_config` (its
-GeneratorConfig as JSON), `image_size`, `preset` and `metrics` (JSON).
+GeneratorConfig as JSON), `image_size`, `preset` and `metrics` (JSON; its "loss" names the distance
+the inversion optimized, e.g. "the offline pixel loss (no perceptual weights)").
 
 Why whole tensors rather than differences from the base: safetensors does not compress, so a
 difference takes the same space, and whole tensors reload bit-exactly (base + (tuned - base) is
@@ -64,7 +65,7 @@ def save_embedding(path: str | os.PathLike, result: InversionResult, base_G: Gen
         "image_size": str(base_G.img_resolution),
         "preset": json.dumps(dataclasses.asdict(result.preset)),
         "metrics": json.dumps({"projection": dataclasses.asdict(result.projection),
-                               "tuning": dataclasses.asdict(result.tuning)}),
+                               "tuning": dataclasses.asdict(result.tuning), "loss": result.loss}),
     }
     return write_safetensors(path, tensors, metadata)
 
