@@ -53,7 +53,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from . import catalog, safe_pickle
+from . import catalog, safe_pickle, stylegan3_io
 from .networks import Generator
 from .safe_pickle import (CheckpointError, UnsafeCheckpointError, UnsupportedCheckpointError, config_from_dict,
                           describe_mismatch, open_regular_file, shorten)
@@ -135,7 +135,7 @@ def generator_hash(G: Generator) -> str:
 def save_generator(G: Generator, path: str | os.PathLike[str]) -> Path:
     """Write `G` as one `.safetensors` file (weights + `draggan_config` metadata); atomic. Returns the path."""
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in G.state_dict().items()}
-    metadata = {"format": FORMAT, CONFIG_KEY: json.dumps(G.config.to_dict(), sort_keys=True)}
+    metadata = {"format": getattr(G, "FORMAT", FORMAT), CONFIG_KEY: json.dumps(G.config.to_dict(), sort_keys=True)}
     return write_safetensors(path, tensors, metadata)
 
 
@@ -205,6 +205,8 @@ def _tensor_entry_problem(entry: object, data_bytes: int) -> str | None:
 def _read_safetensors(path: Path) -> Generator:
     header = read_safetensors_header(path)
     name = shorten(path.name)
+    if header.metadata.get("format") == stylegan3_io.FORMAT:
+        return stylegan3_io.read_safetensors(path, header, CONFIG_KEY)
     if CONFIG_KEY not in header.metadata:
         raise CheckpointError(f"{name} has no {CONFIG_KEY!r} metadata: it is not a generator saved by this app "
                               "(convert NVIDIA pickles with `python -m draggan convert`)")

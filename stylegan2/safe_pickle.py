@@ -451,6 +451,9 @@ def generator_from_records(data: Any, budget: WalkBudget = WalkBudget()) -> Gene
     The config is validated and the weights' shapes checked against it before the generator is built.
     """
     key, net = _find_generator(data)
+    from . import stylegan3_io  # imports this module
+    if stylegan3_io.is_stylegan3_record(net):
+        return stylegan3_io.generator_from_record(key, net, budget)
     kwargs = generator_kwargs(net)
     setting = _unsupported_setting(kwargs)
     if setting:
