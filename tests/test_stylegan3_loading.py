@@ -191,3 +191,34 @@ def test_tampered_stylegan3_safetensors_is_refused(case, tmp_path):
                                                           "draggan_config": json.dumps({**config, field: value})})
         with pytest.raises(CheckpointError, match=field if field != "channel_max" else "do not fit"):
             read_generator_file(tampered)
+
+
+# ----------------------------------------------------------------------------
+# The command line on a StyleGAN3 pickle.
+
+def test_cli_drags_a_stylegan3_pickle_as_the_reference(case, reference_dir, tmp_path, hf_home, capsys):  # noqa: F811
+    """`python -m draggan drag --model X.pkl` with the reference's settings and mask follows its tracked points."""
+    from PIL import Image
+
+    from draggan.__main__ import main
+
+    meta, state, io = case
+    name = "sg3t_res128" if meta["img_resolution"] == 128 else "sg3r_res64"
+    drag = json.loads((reference_dir / f"{name}_io.json").read_text())["drag"]
+    pkl = tmp_path / "stylegan3-test.pkl"
+    pkl.write_bytes(sg3_pickle_bytes(meta, state))
+    Image.fromarray(((1 - io["drag_mask"].numpy()) * 255).astype(np.uint8)).save(tmp_path / "mask.png")
+    points = lambda rc: ";".join(f"{c},{r}" for r, c in rc)
+    out, trace = tmp_path / "final.png", tmp_path / "trace.json"
+    rc = main(["drag", "--model", str(pkl), "--seed", "0", "--handles", points(drag["handles_rowcol"]),
+               "--targets", points(drag["targets_rowcol"]), "--lr", str(drag["lr"]), "--r1", str(drag["r1_arg"]),
+               "--r2", str(drag["r2_arg"]), "--tracking", "l2", "--steps", str(drag["steps"]), "--precision", "fp32",
+               "--mask", str(tmp_path / "mask.png"), "--device", "cpu", "--out", str(out), "--trace", str(trace),
+               "--video", str(tmp_path / "drag.gif")])
+    assert rc == 0, capsys.readouterr().err
+    res = meta["img_resolution"]
+    assert Image.open(out).size == (res, res) and Image.open(tmp_path / "drag.gif").n_frames >= 2
+    steps = json.loads(trace.read_text())["steps"]
+    for i, s in enumerate(steps[:4]):
+        assert [[y, x] for x, y in s["handles"]] == io["drag_points"][i].tolist(), f"step {i}"
+
