@@ -131,3 +131,33 @@ def test_published_configs_pass_validation():
         StyleGAN3Config(img_resolution=res).validate()
         StyleGAN3Config(img_resolution=res, channel_base=65536, channel_max=1024, conv_kernel=1,
                         use_radial_filters=True).validate()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fast_upsampling_equals_the_plain_op_with_gradients(reference_dir, name):
+    """Transposed-convolution upsampling = zero insertion + pad/crop + FIR (upfirdn2d), for every layer's geometry."""
+    from stylegan2.stylegan3 import upfirdn2d, upsample_separable
+    G = reference_generator(reference_dir, name)
+    gen = torch.Generator().manual_seed(0)
+    for layer in G.synthesis.blocks[:-1]:  # ToRGB does not resample
+        g = layer.geo
+        side = g.in_size + g.conv_kernel - 1  # the modulated conv's output
+        x = torch.randn([2, 3, side, side], generator=gen)
+        a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        plain = upfirdn2d(a, layer.up_filter, up=g.up_factor, padding=g.padding, gain=g.up_factor ** 2)
+        fast = upsample_separable(b, layer.up_filter, g.up_factor, g.padding, g.up_factor ** 2)
+        assert fast.shape == plain.shape and rel_err(fast, plain) < 1e-5, g.name
+        weight = torch.randn(plain.shape, generator=gen)
+        (plain * weight).sum().backward()
+        (fast * weight).sum().backward()
+        assert rel_err(b.grad, a.grad) < 1e-5, g.name
+
+
+@pytest.mark.parametrize("up,taps,padding", [(2, 12, (15, 14, 0, -3)), (3, 6, (-7, 2, 9, 0)), (4, 24, (0, 0, 0, 0))])
+def test_fast_upsampling_equals_the_plain_op_for_any_padding(up, taps, padding):
+    from stylegan2.stylegan3 import upfirdn2d, upsample_separable
+    gen = torch.Generator().manual_seed(up)
+    x, f = torch.randn([1, 2, 9, 11], generator=gen), torch.rand([taps], generator=gen)
+    plain = upfirdn2d(x, f, up=up, padding=padding, gain=up * up)
+    fast = upsample_separable(x, f, up, padding, up * up)
+    assert fast.shape == plain.shape and rel_err(fast, plain) < 1e-5
