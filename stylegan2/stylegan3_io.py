@@ -18,6 +18,7 @@ import os
 from typing import Any
 
 import numpy as np
+import torch
 from safetensors import safe_open
 
 from .safe_pickle import (CheckpointError, PickledObject, UnsupportedCheckpointError, WalkBudget, generator_kwargs,
@@ -140,3 +141,23 @@ def read_safetensors(path: str | os.PathLike[str], header: Any, config_key: str)
         raise CheckpointError(f"{name} is not a readable .safetensors file ({shorten(e)}); convert it again") from None
     G.load_state_dict(state, strict=True)
     return G.eval().requires_grad_(False)
+
+
+# ----------------------------------------------------------------------------
+# For files that record a generator's config without its architecture (PTI embeddings).
+
+def is_stylegan3_config(d: Any) -> bool:
+    """Whether a config dict (our `to_dict`) is a StyleGAN3 one: only StyleGAN3's has layer margins."""
+    return isinstance(d, dict) and "margin_size" in d and "num_critical" in d
+
+
+def any_config_from_dict(d: Any, where: str):
+    """The validated StyleGAN3Config or GeneratorConfig a config dict describes; one-line CheckpointError otherwise."""
+    from .safe_pickle import config_from_dict
+    return config_from_kwargs(d, where) if is_stylegan3_config(d) else config_from_dict(d, where)
+
+
+def build_generator(config: Any) -> torch.nn.Module:
+    """`Generator(config)` of the architecture the (validated) config belongs to."""
+    from .networks import Generator as StyleGAN2Generator
+    return Generator(config) if isinstance(config, StyleGAN3Config) else StyleGAN2Generator(config)
