@@ -1,6 +1,5 @@
 """The app in headless Chromium on a StyleGAN3 model: generate, click a handle and a target, drag."""
 import re
-import socket
 
 import numpy as np
 import pytest
@@ -10,15 +9,14 @@ from test_browser import app_tab, pixels, sync_api  # noqa: F401 (skips this mod
 import app as draggan_app  # noqa: E402
 from stylegan2.checkpoints import save_generator  # noqa: E402
 from stylegan2.testing import tiny_stylegan3  # noqa: E402
+from test_app import free_port  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     model = save_generator(tiny_stylegan3(seed=3), tmp_path_factory.mktemp("model") / "tiny-sg3.safetensors")
     built = draggan_app.build_demo(str(model), "cpu")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     draggan_app.launch(built, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/", built.ctx.sessions
     built.demo.close()
