@@ -115,6 +115,9 @@ def generator_from_record(key: str, net: PickledObject, budget: WalkBudget = Wal
     problem = problem or shape_problem({k: tuple(v.shape) for k, v in state.items()}, cfg.state_shapes())
     if problem:
         raise UnsupportedCheckpointError(f"{key}: {problem}")
+    # The official app (init_network) and NVIDIA's gen_images.py both overwrite the input's user transform
+    # (identity unless asked); a pickle saved with another one renders as they render it.
+    state["synthesis.input.transform"] = torch.eye(3)
     G = Generator(cfg)
     G.load_state_dict(state, strict=True)
     return G.eval().requires_grad_(False)

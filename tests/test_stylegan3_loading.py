@@ -100,6 +100,14 @@ def test_stylegan3_pickle_loads_and_matches_reference(case, tmp_path, spelling):
     assert rel_err(_image(G, io), io["img_const"]) < 1e-4
 
 
+def test_a_stored_input_transform_is_reset_to_the_identity_as_the_official_app_does(case, tmp_path):
+    meta, state, io = case
+    turned = {**state, "synthesis.input.transform": io["input_transform_buffer"]}
+    G = generator_from_pickle_bytes(tmp_path, sg3_pickle_bytes(meta, turned))
+    assert torch.equal(G.synthesis.input.transform, torch.eye(3))
+    assert rel_err(_image(G, io), io["img_const"]) < 1e-4
+
+
 def test_protocol_4_pickle_loads(case, tmp_path):
     meta, state, io = case
     path = tmp_path / "net.pkl"
