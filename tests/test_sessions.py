@@ -408,15 +408,19 @@ def test_a_photo_session_is_never_evicted_for_a_newcomer(photos, photo_file):
         photos.new_session(key, "tiny", seed=i)
     photos.new_session("e", "tiny", seed=5)         # full: a (the photo) is the least recently used, b goes
     assert "a" in photos and "b" not in photos and photos.photo_count() == 1
-    gens = [photos.get(k).run_drag([[4, 4]], [[28, 28]], FAR) for k in "cde"]
-    for g in gens:
-        next(g)                                     # every generated session busy, the photo idle
+    busy = [photos.get(k) for k in "cde"]          # every generated session drags (or waits for the device)
+    threads = [threading.Thread(target=lambda s=s: list(s.run_drag([[4, 4]], [[28, 28]], FAR))) for s in busy]
+    for t in threads:
+        t.start()
+    for sess in busy:
+        wait_until(lambda sess=sess: sess.busy)
     with pytest.raises(DragInputError, match="server is busy"):
-        photos.new_session("f", "tiny", seed=6)
+        photos.new_session("f", "tiny", seed=6)     # only the idle photo could go, and it never does
     assert "a" in photos and photos.photo_count() == 1
-    for k, g in zip("cde", gens):
-        photos.get(k).stop()
-        list(g)
+    for sess, t in zip(busy, threads):
+        sess.stop()
+        t.join(30)
+        assert not t.is_alive()
 
 
 def test_recent_sessions_are_protected_when_the_server_says_so(loads):
