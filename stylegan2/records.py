@@ -179,14 +179,16 @@ def describe_mismatch(shapes: dict[str, tuple[int, ...]], expected: dict[str, tu
     """What differs between a file's tensor shapes and those its config implies, in words; None if they match."""
     if shapes == expected:
         return None
-    if any(k.startswith(("synthesis.input.", "synthesis.L0_")) for k in shapes):
-        return "this is a StyleGAN3 generator; only StyleGAN2 generators are supported"
+    sg3 = lambda names: any(k.startswith(("synthesis.input.", "synthesis.L0_")) for k in names)
+    if sg3(shapes) and not sg3(expected):
+        return "this is a StyleGAN3 generator, but the file says StyleGAN2"
+    family = "StyleGAN3" if sg3(expected) else "StyleGAN2"
     missing = sorted(set(expected) - set(shapes))
     unexpected = sorted(set(shapes) - set(expected))
     wrong = sorted(k for k in set(expected) & set(shapes) if expected[k] != shapes[k])
     parts = [f"{label}: {', '.join(shorten(k, 40) for k in keys[:2])}{' ...' if len(keys) > 2 else ''}"
              for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
-    return "weights do not fit a StyleGAN2 generator built from the file's own config (" + "; ".join(parts) + ")"
+    return f"weights do not fit a {family} generator built from the file's own config (" + "; ".join(parts) + ")"
 
 
 def config_from_dict(d: Any, where: str) -> GeneratorConfig:
