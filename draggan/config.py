@@ -230,7 +230,8 @@ class DragFrame:
     ms: float                        # mean milliseconds per step since the previous frame
     image: np.ndarray | None         # [H, W, 3] uint8 of the latent at this step, or None
     done: bool = False               # the last frame of the drag
-    reason: str = ""                 # when done: 'reached', 'max_steps', 'stopped' or 'time_limit'
+    reason: str = ""                 # when done: 'reached', 'max_steps', 'stopped', 'time_limit'; learned methods:
+                                     # 'predicted' (every handle arrived) or 'short' (one did not)
     latent: torch.Tensor | None = None  # [1, num_ws, w_dim] at this frame; always set when done
     start_xy: list[list[float]] | None = None  # where the handles started (after Nearest and rounding)
 

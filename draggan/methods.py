@@ -153,7 +153,9 @@ def _auto(n_steps: int | None = None, use_regularizer: bool = True) -> Method:
         if last is None:  # stopped before the first prediction
             yield _unchanged(job, "stopped")
             return
-        reason = "stopped" if job.stop.is_set() else "predicted"
+        arrived = all(d <= engine.stop_distance(job.G.img_resolution) for d in last.distances)
+        # 'short': the prediction ended with a handle still away from its target (the app offers Refine)
+        reason = "stopped" if job.stop.is_set() else "predicted" if arrived else "short"
         yield dataclasses.replace(last, done=True, reason=reason, ms=0.0)
     return method
 

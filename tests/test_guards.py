@@ -248,3 +248,14 @@ def test_a_server_bounds_every_sessions_drag_time_and_memory():
     finally:
         monkey.undo()
     assert seen == [80, 10]
+
+
+def test_auto_says_when_its_prediction_stops_short(G64, monkeypatch):
+    import draggan.auto
+
+    w_start = DragSession.from_seed(G64, 3).latent
+    monkeypatch.setattr(draggan.auto, "rollout", lambda *a, **k: [w_start.clone(), w_start.clone()])  # no motion
+    far = DragJob(G64, w_start, [[20.0, 30.0]], [[40.0, 30.0]], DragConfig(**FAST), auto=object())
+    assert list(methods.run_drag("auto", far))[-1].reason == "short"
+    near = DragJob(G64, w_start, [[20.0, 30.0]], [[21.5, 30.0]], DragConfig(**FAST), auto=object())
+    assert list(methods.run_drag("auto", near))[-1].reason == "predicted"   # within the arrival distance
