@@ -201,14 +201,14 @@ class PhotoSessions:
             G = self.generator(model)
             target, notes = read_photo(photo, G.img_resolution, crop)
             perceptual = self.perceptual()
-            slot = self.slots.acquire(cancel)
+            slot = self.slots.acquire(cancel, who=cancel)
             result = invert(G, target, perceptual, preset, progress=progress, cancel=cancel)
             session = self._photo_session(key, model, result, latent_space, client)
             self._install(session, "inverting a photo")
             return session, notes
         finally:
             if slot:
-                self.slots.release()
+                self.slots.release(cancel)
             self.photos.release(key)
 
     def load_photo(self, key: str, path: str | os.PathLike, latent_space: str = "w+",
