@@ -19,6 +19,7 @@ import numpy as np
 
 from pti import (EmbeddingError, ImageInputError, InversionResult, PerceptualDistance, PTIPreset, StageMetrics,
                  embedding_info, invert, load_embedding, load_image, load_perceptual, save_embedding)
+from pti.image_io import content_width
 from pti.inversion import Progress
 from stylegan2.checkpoints import CheckpointError, portable_spec
 
@@ -33,10 +34,11 @@ def _short_names(message: str, path: str | os.PathLike) -> str:
 
 
 def read_photo(path: str | os.PathLike, resolution: int, crop: tuple[int, int, int, int] | None = None,
+               width: int | None = None,
                ) -> tuple[np.ndarray, list[str]]:
     """pti.load_image with its errors as DragInputErrors that name the file, not its temporary path."""
     try:
-        return load_image(path, resolution, crop)
+        return load_image(path, resolution, crop, width=width)
     except ImageInputError as e:
         raise DragInputError(_short_names(str(e), path)) from None
 
@@ -199,7 +201,7 @@ class PhotoSessions:
         slot = False
         try:
             G = self.generator(model)
-            target, notes = read_photo(photo, G.img_resolution, crop)
+            target, notes = read_photo(photo, G.img_resolution, crop, content_width(G))
             perceptual = self.perceptual()
             slot = self.slots.acquire(cancel, who=cancel)
             result = invert(G, target, perceptual, preset, progress=progress, cancel=cancel)

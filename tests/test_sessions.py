@@ -706,3 +706,20 @@ def test_a_waiting_drag_reports_its_place_in_line(loads):
     assert seen["a"][-1].reason == "max_steps" and seen["c"][-1].reason == "max_steps"
     assert order == ["a", "c"]                       # first come, first served
     assert all(f.image is not None for f in seen["a"] if f.reason != "waiting")
+
+
+def test_a_photo_inverts_into_a_non_square_model(perceptual, tmp_path):
+    """StyleGAN-Human-shaped generator: the photo is cropped to its shape and padded as it pads, then inverted."""
+    G = tiny_generator(32, seed=0, square=False)
+    with torch.no_grad():
+        picture = image_to_uint8(G.synthesis(G.mapping(seed_to_z(9, G.z_dim)), noise_mode="const"))[:, 8:24]
+    path = tmp_path / "person.png"
+    Image.fromarray(picture).save(path)              # the generator's own 16x32 picture, without its pad
+    manager = SessionManager(device="cpu", load=lambda spec, device: G, clock=Clock(),
+                             perceptual_loader=lambda device: perceptual)
+    start = manager.new_session("a", "tiny", seed=1).image()
+    sess, notes = manager.invert_photo("a", "tiny", path, get_preset("fast", w_steps=30, tune_steps=20))
+    image = sess.image()
+    assert image.shape == (32, 32, 3) and (image[:, :8] == 255).all() and (image[:, 24:] == 255).all()
+    error = lambda im: np.abs(im[:, 8:24].astype(int) - picture.astype(int)).mean()
+    assert error(image) < 0.5 * error(start)
