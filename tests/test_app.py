@@ -15,6 +15,10 @@ from PIL import Image
 
 gradio_client = pytest.importorskip("gradio_client")
 import app as draggan_app  # noqa: E402
+from draggan.config import parse_points  # noqa: E402
+from ui import controls, launch, views  # noqa: E402
+from ui.sections import drag as drag_section  # noqa: E402
+from ui.wiring import bind, keep_on_error  # noqa: E402
 from stylegan2.testing import tiny_generator  # noqa: E402
 from stylegan2.checkpoints import save_generator  # noqa: E402
 
@@ -116,7 +120,7 @@ def test_a_drags_frames_come_inline_and_its_last_view_is_a_file(server):
 def test_gradio_queue_polls_at_our_interval(server):
     """Gradio's queue loop looks for events every 1 ms by default, costing a drag its steps on a small
     machine; the app slows it to QUEUE_POLL_S. Fails if a Gradio upgrade renames what we set."""
-    assert server.built.demo._queue.sleep_when_free == draggan_app.QUEUE_POLL_S
+    assert server.built.demo._queue.sleep_when_free == launch.QUEUE_POLL_S
 
 
 def test_stop_ends_a_long_drag_within_a_step(server):
@@ -195,12 +199,11 @@ def test_out_of_range_settings_are_refused_naming_the_field(server):
 
     # The UI's Drag (the browser clamps its sliders, but whatever arrives is checked the same way): the
     # message goes beside the image, which stays as it was (every other output skipped).
-    built = server.built
-    ui_drag = next(f.fn for f in built.demo.fns.values() if f.name == "ui_drag")
+    ui_drag = keep_on_error(3, 1)(bind(drag_section.drag, server.built.ctx))  # as the Drag button wires it
     request = types.SimpleNamespace(session_hash=c.session_hash, client=None)
-    values = dict(draggan_app.control_defaults(server.model), lr=5.0)
+    values = dict(controls.control_defaults(server.model), lr=5.0)
     with pytest.warns(UserWarning, match="Step size must be"):  # gr.Warning outside a request: the toast's text
-        out = list(ui_drag("[[5, 5]]", "[[9, 9]]", *[values[n] for n in draggan_app.DRAG_CONTROLS], request))
+        out = list(ui_drag("[[5, 5]]", "[[9, 9]]", *[values[n] for n in controls.DRAG_CONTROLS], request))
     assert len(out) == 1 and out[0][1] == "⚠️ Step size must be between 0.0005 and 0.1, got 5"
     assert all(isinstance(o, dict) and o.get("__type__") == "update" and len(o) == 1 for o in out[0][::2])
 
@@ -215,19 +218,19 @@ def test_a_model_that_cannot_load_leaves_the_app_usable(server):
 
 
 def test_clicks_on_the_view_become_image_pixels_and_masks_round_trip():
-    assert draggan_app.view_scale(32) == 8 and draggan_app.view_scale(512) == 1 and draggan_app.view_scale(1024) == 1
-    assert draggan_app.view_to_image_xy([0, 255], 32) == [0.0, 31.0]
-    assert draggan_app.view_to_image_xy([8 * 5 + 7, 8 * 7], 32) == [5.0, 7.0]
-    assert draggan_app.view_to_image_xy([300, 20], 512) == [300.0, 20.0]
+    assert views.view_scale(32) == 8 and views.view_scale(512) == 1 and views.view_scale(1024) == 1
+    assert views.view_to_image_xy([0, 255], 32) == [0.0, 31.0]
+    assert views.view_to_image_xy([8 * 5 + 7, 8 * 7], 32) == [5.0, 7.0]
+    assert views.view_to_image_xy([300, 20], 512) == [300.0, 20.0]
     editable = np.zeros((32, 32), bool)
     editable[4:10, 20:30] = True
-    layer = draggan_app.mask_layer(editable, 32)
+    layer = views.mask_layer(editable, 32)
     assert layer.shape == (256, 256, 4)
-    assert np.array_equal(draggan_app.mask_from_layers([layer], 32), editable)
-    assert draggan_app.mask_from_layers([np.zeros((256, 256, 4), np.uint8)], 32) is None
-    assert draggan_app.parse_points(" ", "handles") == []
-    assert json.dumps(draggan_app.parse_points("[[1, 2.5]]", "handles")) == "[[1.0, 2.5]]"
-    assert draggan_app.parse_points("1,2.5;3,4", "handles") == [[1.0, 2.5], [3.0, 4.0]]
+    assert np.array_equal(views.mask_from_layers([layer], 32), editable)
+    assert views.mask_from_layers([np.zeros((256, 256, 4), np.uint8)], 32) is None
+    assert parse_points(" ", "handles") == []
+    assert json.dumps(parse_points("[[1, 2.5]]", "handles")) == "[[1.0, 2.5]]"
+    assert parse_points("1,2.5;3,4", "handles") == [[1.0, 2.5], [3.0, 4.0]]
 
 
 def test_a_picture_shown_again_is_never_rewritten_under_a_reader(tmp_path):
@@ -235,7 +238,7 @@ def test_a_picture_shown_again_is_never_rewritten_under_a_reader(tmp_path):
     file is produced twice. cached_png writes it once, whole: a reader reading it all the while only ever gets
     the complete PNG, which decodes to the picture (RGB and RGBA), and no staging file is left behind."""
     rgb = np.random.default_rng(0).integers(0, 256, (256, 256, 3), np.uint8)
-    path = draggan_app.cached_png(rgb, tmp_path)
+    path = views.cached_png(rgb, tmp_path)
     whole = Path(path).read_bytes()
     reads, stop = [], threading.Event()
 
@@ -247,26 +250,26 @@ def test_a_picture_shown_again_is_never_rewritten_under_a_reader(tmp_path):
     thread.start()
     try:
         for _ in range(200):
-            assert draggan_app.cached_png(rgb.copy(), tmp_path) == path
+            assert views.cached_png(rgb.copy(), tmp_path) == path
     finally:
         stop.set()
         thread.join()
     assert reads and all(r == whole for r in reads)
     assert np.array_equal(np.asarray(Image.open(path)), rgb)
     rgba = np.dstack([rgb, np.full((256, 256), 128, np.uint8)])
-    path_rgba = draggan_app.cached_png(rgba, tmp_path)
+    path_rgba = views.cached_png(rgba, tmp_path)
     assert path_rgba != path and np.array_equal(np.asarray(Image.open(path_rgba)), rgba)
     assert sorted(os.listdir(Path(path).parent)) == ["image.png"]
 
 
 def test_an_older_gradio_is_named_at_launch_and_requirements_agree():
     """Below MIN_GRADIO the launch prints what to install; requirements.txt asks for the same minimum."""
-    assert draggan_app.gradio_warning("6.31.0") is None and draggan_app.gradio_warning("7.0.1") is None
-    line = draggan_app.gradio_warning("6.16.0")
-    assert line and "6.16.0" in line and f"pip install -U 'gradio>={draggan_app.MIN_GRADIO},<7'" in line
-    assert draggan_app.gradio_warning("6.0.2") and draggan_app.gradio_warning("5.50.0")
+    assert launch.gradio_warning("6.31.0") is None and launch.gradio_warning("7.0.1") is None
+    line = launch.gradio_warning("6.16.0")
+    assert line and "6.16.0" in line and f"pip install -U 'gradio>={launch.MIN_GRADIO},<7'" in line
+    assert launch.gradio_warning("6.0.2") and launch.gradio_warning("5.50.0")
     requirements = (Path(draggan_app.__file__).parent / "requirements.txt").read_text()
-    assert f"gradio>={draggan_app.MIN_GRADIO},<7" in requirements.splitlines()
+    assert f"gradio>={launch.MIN_GRADIO},<7" in requirements.splitlines()
 
 
 def test_nearest_shows_where_it_moved_the_handles(server):

@@ -12,6 +12,7 @@ import pytest
 
 gradio_client = pytest.importorskip("gradio_client")
 import app as draggan_app  # noqa: E402
+from draggan.public import is_public  # noqa: E402
 from gradio_client import handle_file  # noqa: E402
 from stylegan2.checkpoints import NOT_ALLOWED, save_generator  # noqa: E402
 from stylegan2.testing import tiny_generator  # noqa: E402
@@ -48,11 +49,11 @@ def client(server):
 
 
 def test_public_mode_is_the_default_beyond_loopback():
-    assert not draggan_app.is_public("127.0.0.1", False, False, False)
-    assert draggan_app.is_public("0.0.0.0", False, False, False)
-    assert draggan_app.is_public("127.0.0.1", True, False, False)          # a share link
-    assert not draggan_app.is_public("0.0.0.0", False, False, True)        # --trusted
-    assert draggan_app.is_public("127.0.0.1", False, True, False)          # --public
+    assert not is_public("127.0.0.1", False, False, False)
+    assert is_public("0.0.0.0", False, False, False)
+    assert is_public("127.0.0.1", True, False, False)          # a share link
+    assert not is_public("0.0.0.0", False, False, True)        # --trusted
+    assert is_public("127.0.0.1", False, True, False)          # --public
 
 
 def test_models_outside_the_catalog_are_refused_alike(server, tmp_path):

@@ -241,14 +241,15 @@ def _serve_app(spec: str, device: str, threads: int, ready, done) -> None:
     """Child process: serve the app on a free loopback port, say which, and serve until `done`."""
     import socket
 
-    import app as draggan_app
+    from ui.build import build_demo
+    from ui.launch import launch
 
     torch.set_num_threads(threads)
-    built = draggan_app.build_demo(spec, device)
+    built = build_demo(spec, device)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    draggan_app.launch(built, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    launch(built, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
     ready.put(port)
     done.wait()
     built.demo.close()
