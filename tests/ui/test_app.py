@@ -19,6 +19,7 @@ from draggan.config import parse_points  # noqa: E402
 from ui import controls, launch, views  # noqa: E402
 from ui.sections import drag as drag_section  # noqa: E402
 from ui.wiring import bind, keep_on_error  # noqa: E402
+from gates import gate_session  # noqa: E402
 from stylegan2.testing import tiny_generator  # noqa: E402
 from stylegan2.checkpoints import save_generator  # noqa: E402
 
@@ -124,15 +125,19 @@ def test_gradio_queue_polls_at_our_interval(server):
 
 
 def test_stop_ends_a_long_drag_within_a_step(server):
+    """The drag is held at a known step (a step hook, not the clock) while Stop is pressed: it ends there or
+    one step later, stopped, with the frames before it all shown."""
     c = client(server)
     c.predict(api_name="/generate")
-    job = c.submit(handles="[[2, 2]]", targets="[[29, 29]]", lr=0.0005, r1=48, r2=96, max_steps=2000,
+    gate = gate_session(server.built.ctx.sessions, c.session_hash, at=3)
+    job = c.submit(handles="[[2, 2]]", targets="[[29, 29]]", lr=0.0005, r1=48, r2=96, max_steps=2000, frame_rate=0,
                    api_name="/drag")
-    seen = len(wait_frames(job, 3))
+    assert gate.paused.wait(60), "the drag never reached step 3"
     c.predict(api_name="/stop")
+    gate.resume.set()
     last = job.result(timeout=60)[2]
     assert last["done"] and last["reason"] == "stopped"
-    assert last["step"] < min(200, seen + 50)  # the steps run while the Stop request travelled
+    assert gate.paused_step <= last["step"] <= gate.paused_step + 1
 
 
 def test_two_clients_do_not_disturb_each_other(server):
