@@ -139,3 +139,15 @@ class BoundedSlider(gr.Slider):
 
     def preprocess(self, payload: Any) -> Any:
         return payload
+
+
+class OpenRadio(gr.Radio):
+    """A gr.Radio whose value reaches the handler unchecked: the Method radio, whose choices follow the
+    session's model in the page while Gradio would check API calls against the first model's choices (and
+    refuse "auto" on a model that has a predictor); the handler checks the method against the model."""
+
+    def get_block_name(self) -> str:
+        return "radio"
+
+    def preprocess(self, payload: Any) -> Any:
+        return payload

@@ -15,7 +15,7 @@ from PIL import Image
 
 gradio_client = pytest.importorskip("gradio_client")
 import app as draggan_app  # noqa: E402
-from draggan.config import parse_points  # noqa: E402
+from draggan.config import DragConfig, DragInputError, parse_points  # noqa: E402
 from ui import controls, launch, views  # noqa: E402
 from ui.sections import drag as drag_section  # noqa: E402
 from ui.wiring import bind, keep_on_error  # noqa: E402
@@ -287,3 +287,30 @@ def test_nearest_shows_where_it_moved_the_handles(server):
     assert len(moved) == 1 and moved[0]["from"] == [5, 5] and moved[0]["to"] != [5, 5]
     assert moved[0]["to"] == outputs[0][2]["handles"][0]
     assert "Nearest moved handle 1 (5, 5) → " in outputs[0][1]
+
+
+def test_a_refused_drag_changes_nothing_it_leaves_no_undo_entry_and_keeps_the_video(server):
+    """A drag refused for its method (unknown, or Auto on a model without a predictor) is refused before
+    anything changes: one Undo still undoes the drag before it, and the recorded video is still there. Also
+    when a script calls the session directly (the runner checks the method before the editor records)."""
+    c = client(server)
+    c.predict(seed=5, api_name="/generate")
+    plain = load(c.predict(api_name="/save_image"))
+    all_outputs(c.submit(handles="[[6, 6]]", targets="[[24, 22]]", max_steps=5, frame_rate=0, api_name="/drag",
+                         **MOVE))
+    dragged = load(c.predict(api_name="/save_image"))
+    with Image.open(c.predict(video_format="gif", overlay=False, api_name="/export_video")) as gif:
+        frames_before = gif.n_frames
+    for method, message in (("auto", "no Auto DragGAN predictor"), ("auto-refine", "no Auto DragGAN predictor"),
+                            ("nonsense", "unknown drag method 'nonsense'")):
+        with pytest.raises(gradio_client.exceptions.AppError, match=message):
+            c.predict(handles="[[6, 6]]", targets="[[24, 22]]", method=method, api_name="/drag")
+    sess = server.built.ctx.sessions.get(c.session_hash)
+    with pytest.raises(DragInputError, match="no Auto DragGAN predictor"):
+        list(sess.run_drag([[6, 6]], [[24, 22]], DragConfig(max_steps=2), "auto"))
+    assert np.array_equal(load(c.predict(api_name="/save_image")), dragged)
+    with Image.open(c.predict(video_format="gif", overlay=False, api_name="/export_video")) as gif:
+        assert gif.n_frames == frames_before >= 2
+    _, text = c.predict(api_name="/undo")
+    assert text == "Undone." and np.array_equal(load(c.predict(api_name="/save_image")), plain)
+    assert c.predict(api_name="/undo")[1] == "Nothing to undo."

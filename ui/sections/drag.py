@@ -12,7 +12,7 @@ from draggan.methods import LABELS, METHOD_NAMES, NO_PREDICTOR, available_method
 from draggan.sessions import EditSession, stream_newest
 
 from ..context import AppContext
-from ..controls import DRAG_CONTROLS, UI_METHODS, drag_config
+from ..controls import DRAG_CONTROLS, UI_METHODS, OpenRadio, drag_config
 from ..views import InlineFrame
 from ..wiring import Page, bind, keep_on_error
 from . import history, points
@@ -106,7 +106,7 @@ def build(ctx: AppContext, page: Page) -> None:
         reset_btn = gr.Button("Reset image", size="sm")
         undo_point_btn = gr.Button("Undo point", size="sm")
         clear_points_btn = gr.Button("Clear points", size="sm", elem_id="clear_points")
-    page["method"] = gr.Radio([(LABELS[m], m) for m in UI_METHODS[:1]], value="draggan", label="Method",
+    page["method"] = OpenRadio([(LABELS[m], m) for m in UI_METHODS[:1]], value="draggan", label="Method",
                               elem_id="method")
     page["method_note"] = gr.Markdown("", elem_id="method_note")
     handler = bind(drag, ctx)
