@@ -9,7 +9,7 @@ compute the same drag.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -18,10 +18,8 @@ import torch.nn.functional as F
 from stylegan2.networks import Generator, image_to_uint8
 
 from . import engine
-from .config import DragConfig, DragFrame
+from .config import DragConfig, DragFrame, DragJob
 
-if TYPE_CHECKING:
-    from .methods import DragJob
 
 
 def baseline_drag(G: Generator, w0: torch.Tensor, handles_xy, targets_xy, cfg: DragConfig,
@@ -95,7 +93,7 @@ def baseline_drag(G: Generator, w0: torch.Tensor, handles_xy, targets_xy, cfg: D
         yield [list(p) for p in points], torch.cat([latent, w0[:, rows:]], 1).detach().clone(), image, loss_value, False
 
 
-def straightforward(job: "DragJob") -> Iterator[DragFrame]:
+def straightforward(job: DragJob) -> Iterator[DragFrame]:
     """`baseline_drag` as a drag method: a frame per step (every `frame_every`-th), then a last frame."""
     cfg, G = job.config, job.G
     handles = engine.start_handles(job)

@@ -9,12 +9,16 @@ import dataclasses
 import functools
 import json
 import math
-from typing import Any, Sequence
+import threading
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 import torch
 
 from stylegan2.errors import UserError
+
+if TYPE_CHECKING:
+    from stylegan2.networks import Generator
 
 MAX_POINTS = 100        # handle/target pairs per drag: the 68-landmark protocol needs 68
 MAX_POINTS_TEXT = 16_384  # characters of a point list (100 pairs of coordinates need ~2,500)
@@ -51,34 +55,122 @@ class DragInputError(UserError, ValueError):
     """Bad input from a user or script; the message says what to do."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One drag setting, described once: the UI's control, the API's and the CLI's check, DragConfig.validate.
+
+    kind: 'float', 'int', 'bool' or 'choice'. section: where the app shows it ('main', 'advanced', 'mask'),
+    or '' for settings only scripts and the command line set. reset: the app offers a button back to the
+    model's default (the setting is one of a catalog entry's `drag_defaults`).
+    """
+    name: str
+    label: str
+    kind: str
+    minimum: float | None = None
+    maximum: float | None = None
+    step: float | None = None
+    choices: tuple[tuple[str, str], ...] = ()
+    help: str = ""
+    section: str = ""
+    reset: bool = False
+    below_maximum: bool = False   # the maximum itself is refused (a share that must stay below 1)
+
+    @property
+    def field(self) -> str:
+        """The name messages use: the label up to its first ':' or '(' ("R1", "Step size", "λ")."""
+        return self.label.split(":")[0].split("(")[0].strip()
+
+    def check(self, value: Any, word: str | None = None) -> Any:
+        """`value` coerced to this setting's kind, or a DragInputError naming the setting and its bounds.
+
+        word: how the message names it (default: `field`, the app's word; scripts get the field's `name`)."""
+        word = word or self.field
+        if self.kind == "bool":
+            if isinstance(value, (bool, np.bool_)) or value in (0, 1):
+                return bool(value)
+            raise DragInputError(f"{word} must be true or false, got {_short(value)}")
+        if self.kind == "choice":
+            allowed = [v for _, v in self.choices]
+            if isinstance(value, str) and value in allowed:
+                return value
+            raise DragInputError(f"{word} must be one of {', '.join(allowed)}, got {_short(value)}")
+        try:
+            x = float(value) if not isinstance(value, (bool, np.bool_, str, bytes)) else float("nan")
+        except (TypeError, ValueError, OverflowError):
+            x = float("nan")
+        if not (self.minimum <= x <= self.maximum) or (self.below_maximum and x >= self.maximum):
+            got = f"{x:g}" if math.isfinite(x) else _short(value)
+            bounds = (f"at least {self.minimum:g} and below {self.maximum:g}" if self.below_maximum
+                      else f"between {self.minimum:g} and {self.maximum:g}")
+            raise DragInputError(f"{word} must be {bounds}, got {got}")
+        if self.kind == "int":
+            if not x.is_integer():
+                raise DragInputError(f"{word} must be a whole number, got {x:g}")
+            return int(x)
+        return x
+
+
+def _setting(default: Any, label: str, kind: str, lo: float | None = None, hi: float | None = None,
+             step: float | None = None, **more: Any) -> Any:
+    """A DragConfig field with its Setting (the field's name is filled in by SETTINGS)."""
+    return dataclasses.field(default=default, metadata={"setting": dict(label=label, kind=kind, minimum=lo,
+                                                                        maximum=hi, step=step, **more)})
+
+
 @dataclasses.dataclass
 class DragConfig:
-    """Settings of one drag. Radii are in 512-px units, scaled by resolution / 512 as in the official code."""
-    lr: float = 0.002            # Adam step size on the latent
-    r1: float = 3.0              # motion supervision radius
-    r2: float = 13.0             # point tracking half-window
-    r3: float = 40.0             # Nearest: how far to look for an edge
-    nearest: bool = False        # move handles onto the nearest Canny edge before dragging
-    nearest_rate: float = 0.8    # Nearest: fraction of the way to the edge
-    feature_block: int = 6       # 1-based synthesis block whose features drive the drag (paper: 6th)
-    rows: int = 6                # how many W+ rows are optimized; the rest stay as they were
-    tracking: str = "l1"         # 'l1' (paper) or 'l2' (official code)
-    lambda_mask: float = 20.0    # weight of the term that keeps the area outside the mask fixed
-    max_steps: int = 300         # stop after this many steps
-    frame_every: int = 1         # render a frame at most every n-th step (others stay on the device)
-    frame_interval_s: float = 0.0  # and at most one frame per this many seconds (0: no pacing); the app paces
-    frame_share: float = 0.0     # and frames take at most this share of the drag's time (0: no bound); the app:
-                                 # 1/3, so a slow device (a CPU at 256 px and up) shows fewer frames, not fewer steps
-    check_every: int = 10        # between frames, read back every n-th step whether the handles arrived
-    auto_steps: int = 0          # learned methods: autoregressive steps (0: the predictor's own n)
-    precision: str = "auto"      # the high-resolution blocks' arithmetic: fp32, bf16, fp16; auto = fp16 on CUDA
-                                 # (as the official code), bf16 on CPUs with native bf16, else fp32
-                                 # (auto_precision; README: Speed, measured)
-    local: str = "auto"          # crop the high-resolution blocks to where a step reads them (window.py):
-                                 # on, off; auto = on except on CUDA. Never with a mask.
+    """Settings of one drag. Radii are in 512-px units, scaled by resolution / 512 as in the official code.
 
-    # The settings a model's catalog `drag_defaults` may set.
-    MODEL_KEYS = ("lr", "r1", "r2", "r3", "feature_block", "max_steps")
+    Each field's label, bounds and help live beside it (`SETTINGS`): the app's controls, the /drag
+    endpoint, the command line's flags and `validate` all read them there.
+    """
+    lr: float = _setting(0.002, "Step size", "float", 0.0005, 0.1, 0.0005, section="main", reset=True,
+                         help="Adam step size on the latent")
+    r1: float = _setting(3.0, "R1: motion radius", "float", 1, 128, 1, section="main", reset=True,
+                         help="motion supervision radius (radii in 512-px units)")
+    r2: float = _setting(13.0, "R2: tracking radius", "float", 1, 256, 1, section="main", reset=True,
+                         help="point tracking half-window")
+    r3: float = _setting(40.0, "R3: Nearest search radius", "float", 1, 256, 1, section="main", reset=True,
+                         help="Nearest: how far to look for an edge")
+    nearest: bool = _setting(False, "Nearest: start each handle on the nearest edge", "bool", section="main",
+                             help="move handles onto the nearest Canny edge before dragging")
+    nearest_rate: float = _setting(0.8, "Nearest rate", "float", 0, 1, 0.05,
+                                   help="Nearest: fraction of the way to the edge")
+    max_steps: int = _setting(300, "Max steps", "int", 1, 10_000, 1, section="main", reset=True,
+                              help="stop after this many steps")
+    lambda_mask: float = _setting(20.0, "λ: how strongly the unpainted area is kept fixed", "float", 0, 100, 0.5,
+                                  section="mask", reset=True,
+                                  help="weight of the term that keeps the area outside the mask fixed")
+    feature_block: int = _setting(6, "Feature block", "int", 1, 9, 1, section="advanced", reset=True,
+                                  help="1-based synthesis block whose features drive the drag (paper: 6th)")
+    rows: int = _setting(6, "W+ rows optimized", "int", 1, 18, 1, section="advanced", reset=True,
+                         help="how many W+ rows are optimized; the rest stay as they were")
+    frame_every: int = _setting(1, "Show at most every n-th step", "int", 1, 10_000, 1, section="advanced",
+                                help="render a frame at most every n-th step (others stay on the device)")
+    tracking: str = _setting("l1", "Point tracking distance", "choice", section="advanced",
+                             choices=(("L1 (paper)", "l1"), ("L2 (official code)", "l2")),
+                             help="feature distance of point tracking: l1 (paper) or l2 (official code)")
+    frame_interval_s: float = _setting(0.0, "Frame interval", "float", 0, 3600,
+                                       help="at most one frame per this many seconds (0: no pacing); the app paces")
+    # frames take at most this share of the drag's time (0: no bound); the app: 1/3, so a slow device
+    # (a CPU at 256 px and up) shows fewer frames, not fewer steps
+    frame_share: float = _setting(0.0, "Frame share", "float", 0, 1, below_maximum=True,
+                                  help="frames take at most this share of the drag's time (0: no bound)")
+    check_every: int = _setting(10, "Check every", "int", 1, 10_000,
+                                help="between frames, read back every n-th step whether the handles arrived")
+    auto_steps: int = _setting(0, "Auto steps", "int", 0, 64,
+                               help="learned methods: autoregressive steps (0: the predictor's own n)")
+    # auto = fp16 on CUDA (as the official code), bf16 on CPUs with native bf16, else fp32
+    # (auto_precision; README: Speed, measured)
+    precision: str = _setting("auto", "Precision", "choice", choices=tuple((p, p) for p in PRECISIONS),
+                              help="the high-resolution blocks' arithmetic: fp32, bf16, fp16; auto = fp16 on "
+                                   "CUDA, bf16 on CPUs with native bf16, else fp32")
+    local: str = _setting("auto", "Local steps", "choice", choices=tuple((v, v) for v in LOCAL),
+                          help="crop the high-resolution blocks to where a step reads them: on, off; auto = on "
+                               "except on CUDA. Never with a mask")
+
+    # The settings a model's catalog `drag_defaults` may set (those whose Setting has reset=True).
+    MODEL_KEYS: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def for_model(cls, spec: str | None, **overrides: Any) -> "DragConfig":
@@ -98,27 +190,9 @@ class DragConfig:
         return cfg
 
     def validate(self) -> None:
-        for name in ("lr", "r1", "r2", "r3", "nearest_rate", "lambda_mask", "frame_interval_s",
-                     "frame_share"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise DragInputError(f"{name} must be a finite number >= 0, got {v!r}")
-        if not self.frame_share < 1:
-            raise DragInputError(f"frame_share must be below 1, got {self.frame_share!r}")
-        if self.tracking not in TRACKING:
-            raise DragInputError(f"tracking must be 'l1' or 'l2', got {self.tracking!r}")
-        for name in ("max_steps", "frame_every", "check_every", "rows", "feature_block", "auto_steps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise DragInputError(f"{name} must be a whole number, got {v!r}")
-            if v < (0 if name == "auto_steps" else 1):
-                raise DragInputError(f"{name} must be at least {0 if name == 'auto_steps' else 1}, got {v}")
-        if self.precision not in PRECISIONS:
-            raise DragInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.local not in LOCAL:
-            raise DragInputError(f"local must be one of {', '.join(LOCAL)}, got {self.local!r}")
-        if self.max_steps > 10_000 or self.r1 > 512 or self.r2 > 512 or self.r3 > 1024 or self.auto_steps > 64:
-            raise DragInputError("max_steps is at most 10000, auto_steps 64, r1 and r2 512, r3 1024")
+        """Check every field against its Setting; coerce whole floats of int fields ("3.0" steps)."""
+        for name, setting in SETTINGS.items():
+            setattr(self, name, setting.check(getattr(self, name), name))
 
     def compute_dtype(self, device: torch.device) -> torch.dtype | bool:
         """What the generator's `use_fp16` gets: False (float32), or the dtype of its high-resolution blocks."""
@@ -137,6 +211,11 @@ class DragConfig:
         """A radius in image pixels: round(r * res / 512) as the official code does, at least 1."""
         return max(int(round(r * resolution / 512)), 1)
 
+
+
+SETTINGS: dict[str, Setting] = {f.name: Setting(name=f.name, **f.metadata["setting"])
+                                for f in dataclasses.fields(DragConfig)}
+DragConfig.MODEL_KEYS = tuple(name for name, s in SETTINGS.items() if s.reset)
 
 @dataclasses.dataclass
 class DragFrame:
@@ -211,6 +290,8 @@ def parse_points(text: str | None, name: str) -> list[list[float]]:
         if not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in points):
             raise ValueError
         return [[float(x), float(y)] for x, y in points]
+    except DragInputError:
+        raise
     except (ValueError, TypeError, OverflowError):
         raise DragInputError(f"{name} must be points like {example}; got {_short(text)}") from None
 
@@ -218,3 +299,39 @@ def parse_points(text: str | None, name: str) -> list[list[float]]:
 def _short(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+@dataclasses.dataclass
+class DragJob:
+    """One drag to run: what every method takes."""
+    G: "Generator"                        # frozen, shared generator (stylegan2.networks)
+    w_start: torch.Tensor                 # [1, num_ws, w_dim] the W+ latent the drag starts from, on G's device
+    handles_xy: list[list[float]]         # (x, y) image pixels
+    targets_xy: list[list[float]]         # one per handle
+    config: DragConfig = dataclasses.field(default_factory=DragConfig)
+    editable: torch.Tensor | None = None  # [H, W] bool: True where the drag may change the image; None: no mask
+    latent_space: str = "w+"              # 'w+' optimizes rows separately, 'w' moves them together
+    noise_mode: str = "const"
+    stop: threading.Event = dataclasses.field(default_factory=threading.Event)  # set: stop before the next step
+    auto: Any = None                      # draggan.auto.AutoDragModel: the learned predictor for G (learned methods)
+    image: np.ndarray | None = None       # the start latent's image if the caller has it (Nearest looks at it)
+
+    def __getstate__(self) -> dict:
+        # A job pickled into another process (ZeroGPU's worker) cannot share a stop event with this one:
+        # there the consumer stops by closing the frame generator instead.
+        return {**self.__dict__, "stop": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, stop=threading.Event())
+
+    def __post_init__(self) -> None:
+        self.config.validate()
+        res = self.G.img_resolution
+        self.handles_xy, self.targets_xy = validate_points(self.handles_xy, self.targets_xy, res)
+        if self.latent_space not in ("w", "w+"):
+            raise DragInputError(f"latent space must be 'w' or 'w+', got {self.latent_space!r}")
+        if self.w_start.ndim == 2:
+            self.w_start = self.w_start.unsqueeze(1).repeat(1, self.G.num_ws, 1)
+        assert self.w_start.shape == (1, self.G.num_ws, self.G.w_dim), self.w_start.shape
+        if self.editable is not None:
+            assert self.editable.shape == (res, res) and self.editable.dtype == torch.bool, self.editable.shape

@@ -1,6 +1,6 @@
-"""`DragSession`: one user's editing state (latent, points, mask, undo history) over a shared generator.
+"""`Editor`: one user's editing state (latent, points, mask, undo history) over a shared generator.
 
-    session = DragSession.from_seed(G, seed=3, psi=0.7)
+    session = Editor.from_seed(G, seed=3, psi=0.7)
     for frame in session.drag([[x, y]], [[tx, ty]], DragConfig.for_model("toyfaces-64"), method="draggan"):
         ...                                   # frame.image, frame.handles_xy, frame.distances
     session.undo()
@@ -22,8 +22,8 @@ import torch
 
 from stylegan2.networks import Generator, image_to_uint8, seed_to_z
 
-from .config import DragConfig, DragFrame, DragInputError
-from .methods import DragJob, run_drag
+from .config import DragConfig, DragFrame, DragInputError, DragJob
+from .methods import check_method, run_drag
 
 Runner = Callable[[str, DragJob], Iterator[DragFrame]]
 from .video import FrameRecorder
@@ -39,7 +39,7 @@ class _Snapshot:
     targets_xy: list[list[float]]
 
 
-class DragSession:
+class Editor:
     """One user's drag state over a shared, frozen generator."""
 
     def __init__(self, G: Generator, w0: torch.Tensor, latent_space: str = "w+", noise_mode: str = "const",
@@ -67,7 +67,7 @@ class DragSession:
 
     @classmethod
     def from_seed(cls, G: Generator, seed: int, psi: float = 0.7, latent_space: str = "w+",
-                  cutoff: int | None = None, **kwargs) -> "DragSession":
+                  cutoff: int | None = None, **kwargs) -> "Editor":
         """Start from a seed, mapped exactly as in the official app."""
         return cls(G, seed_latent(G, seed, psi, cutoff), latent_space=latent_space, **kwargs)
 
@@ -134,13 +134,21 @@ class DragSession:
         method, before changing anything. runner(method, job) -> frames runs the job (default: run_drag
         here; the app passes one that runs it where the GPU is). If the caller stops iterating early,
         the latent of the last frame seen is kept, so the session always matches what was shown.
+        Checks run when called (not when the first frame is asked for), so a refused drag leaves
+        no undo entry and keeps the last drag's video.
         """
+        check_method(method, self.auto is not None)  # before anything changes: an unknown method, or no predictor
         editable = None if self.editable is None else torch.from_numpy(self.editable).to(self.device)
-        self._stop = stop or threading.Event()
+        stop = stop or threading.Event()
         job = DragJob(self.G, self.latent, list(handles_xy), list(targets_xy), config or DragConfig(),
                       editable=editable, latent_space=self.latent_space, noise_mode=self.noise_mode,
-                      stop=self._stop, auto=self.auto, image=self.image())
-        frames = (runner or run_drag)(method, job)
+                      stop=stop, auto=self.auto, image=self.image())
+        self._stop = stop
+        return self._run(method, job, runner or run_drag)
+
+    def _run(self, method: str, job: DragJob, runner: Runner) -> Iterator[DragFrame]:
+        """`drag`'s frames: the snapshot for undo and the recorder's reset happen at the first frame asked for."""
+        frames = runner(method, job)
         self._snapshot()
         self.recorder.clear()
         self.targets_xy = job.targets_xy
@@ -160,6 +168,9 @@ class DragSession:
         if not len(self.recorder):
             raise DragInputError("No drag to export yet: press Drag first")
         return self.recorder.export(path, overlay=overlay, fps=fps)
+
+
+DragSession = Editor  # the name scripts written for versions 1 and 2 use
 
 
 def seed_latent(G: Generator, seed: int, psi: float = 0.7, cutoff: int | None = None) -> torch.Tensor:

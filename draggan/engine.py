@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 import cv2
 import numpy as np
@@ -24,12 +24,10 @@ import torch
 
 from stylegan2.networks import Generator, image_to_uint8
 
-from .config import DragConfig, DragFrame, DragInputError, validate_points  # noqa: F401 (re-exported)
+from .config import DragConfig, DragFrame, DragJob, DragInputError, validate_points  # noqa: F401 (re-exported)
 from .features import Origin, downsample_mask, sample_resized, sample_resized_bilinear
 from .window import plan_window, window_features
 
-if TYPE_CHECKING:
-    from .methods import DragJob
 
 T = TypeVar("T")
 
@@ -209,7 +207,7 @@ def render(G: Generator, ws: torch.Tensor, noise_mode: str, low: torch.dtype | b
 # ----------------------------------------------------------------------------
 # The method.
 
-def start_handles(job: "DragJob") -> list[list[float]]:
+def start_handles(job: DragJob) -> list[list[float]]:
     """Where the drag starts each handle: Nearest (if asked) moves it towards an edge; then whole pixels."""
     cfg, res = job.config, job.G.img_resolution
     handles = job.handles_xy
@@ -220,13 +218,13 @@ def start_handles(job: "DragJob") -> list[list[float]]:
     return [[float(round(x)), float(round(y))] for x, y in handles]
 
 
-def draggan(job: "DragJob") -> Iterator[DragFrame]:
+def draggan(job: DragJob) -> Iterator[DragFrame]:
     """The DragGAN optimizer from `job.w_start`: frames as scheduled, then a last frame (done=True)."""
     handles = start_handles(job)
     yield from optimize_latent(job, job.w_start, handles, start_xy=handles)
 
 
-def optimize_latent(job: "DragJob", latent: torch.Tensor, handles_xy: list[list[float]],
+def optimize_latent(job: DragJob, latent: torch.Tensor, handles_xy: list[list[float]],
                     refs: torch.Tensor | None = None, start_xy: list[list[float]] | None = None,
                     ) -> Iterator[DragFrame]:
     """Optimize the first rows of `latent` until the handles reach the targets, max_steps, or `job.stop`.
@@ -333,10 +331,3 @@ def _first_arrival(pending: list, resolution: int) -> tuple[int | None, tuple]:
     s, p, d, l = pending[-1]
     return None, (s, p, d.cpu().numpy(), l)
 
-
-def __getattr__(name: str):
-    # `from draggan.engine import DragSession` keeps working for scripts written for version 1.
-    if name == "DragSession":
-        from .editor import DragSession
-        return DragSession
-    raise AttributeError(name)

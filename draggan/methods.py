@@ -15,81 +15,91 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import threading
 import time
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
-from stylegan2.networks import Generator
-
 from . import engine
 from .baseline import straightforward
-from .config import DragConfig, DragFrame, DragInputError, validate_points
+from .config import DragFrame, DragInputError, DragJob  # noqa: F401 (DragJob re-exported)
 
-if TYPE_CHECKING:
-    from .auto import AutoDragModel
-
-METHOD_NAMES = ("draggan", "straightforward", "auto", "auto-refine", "auto-noreg", "auto-n1")
-LEARNED = ("auto", "auto-refine", "auto-noreg", "auto-n1")
-LABELS = {"draggan": "DragGAN", "straightforward": "Straightforward (official step)", "auto": "Auto",
-          "auto-refine": "Auto + refine", "auto-noreg": "Auto, no regularizer", "auto-n1": "Auto, one step"}
 NO_PREDICTOR = ("this model has no Auto DragGAN predictor: train one with "
                 "`python -m draggan train-auto --model MODEL --out DIR` and add it to the catalog entry as \"auto\"")
-
-
-@dataclasses.dataclass
-class DragJob:
-    """One drag to run: what every method takes."""
-    G: Generator                          # frozen, shared generator
-    w_start: torch.Tensor                 # [1, num_ws, w_dim] the W+ latent the drag starts from, on G's device
-    handles_xy: list[list[float]]         # (x, y) image pixels
-    targets_xy: list[list[float]]         # one per handle
-    config: DragConfig = dataclasses.field(default_factory=DragConfig)
-    editable: torch.Tensor | None = None  # [H, W] bool: True where the drag may change the image; None: no mask
-    latent_space: str = "w+"              # 'w+' optimizes rows separately, 'w' moves them together
-    noise_mode: str = "const"
-    stop: threading.Event = dataclasses.field(default_factory=threading.Event)  # set: stop before the next step
-    auto: "AutoDragModel | None" = None   # the learned predictor for G (methods in LEARNED)
-    image: np.ndarray | None = None       # the start latent's image if the caller has it (Nearest looks at it)
-
-    def __getstate__(self) -> dict:
-        # A job pickled into another process (ZeroGPU's worker) cannot share a stop event with this one:
-        # there the consumer stops by closing the frame generator instead.
-        return {**self.__dict__, "stop": None}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state, stop=threading.Event())
-
-    def __post_init__(self) -> None:
-        self.config.validate()
-        res = self.G.img_resolution
-        self.handles_xy, self.targets_xy = validate_points(self.handles_xy, self.targets_xy, res)
-        if self.latent_space not in ("w", "w+"):
-            raise DragInputError(f"latent space must be 'w' or 'w+', got {self.latent_space!r}")
-        if self.w_start.ndim == 2:
-            self.w_start = self.w_start.unsqueeze(1).repeat(1, self.G.num_ws, 1)
-        assert self.w_start.shape == (1, self.G.num_ws, self.G.w_dim), self.w_start.shape
-        if self.editable is not None:
-            assert self.editable.shape == (res, res) and self.editable.dtype == torch.bool, self.editable.shape
-
 
 Method = Callable[[DragJob], Iterator[DragFrame]]
 
 
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    """A drag method, registered once (`register_method`); the app, the command line and the experiments read
+    the registry. learned: needs the model's Auto DragGAN predictor. in_app: offered in the app's Method choice
+    (the others are for scripts, benchmarks and experiments)."""
+    name: str
+    label: str
+    run: Method
+    learned: bool = False
+    in_app: bool = False
+    help: str = ""
+
+
+METHODS: dict[str, MethodSpec] = {}
+
+
+def register_method(spec: MethodSpec) -> MethodSpec:
+    """Add a drag method under `spec.name` (a new name: replacing one is refused). Returns `spec`."""
+    if not spec.name or spec.name in METHODS or "+" in spec.name:
+        raise ValueError(f"cannot register a drag method named {spec.name!r} (empty, taken, or has '+')")
+    METHODS[spec.name] = spec
+    return spec
+
+
+def unregister_method(name: str) -> None:
+    """Remove a registered method (tests that register a dummy one clean up with this)."""
+    METHODS.pop(name, None)
+
+
+def method_names() -> list[str]:
+    return list(METHODS)
+
+
+def method_spec(name: str) -> MethodSpec:
+    """The registered method `name`, or a DragInputError listing the choices."""
+    if not isinstance(name, str) or name not in METHODS:
+        raise DragInputError(f"unknown drag method {str(name)[:40]!r}; choose one of {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def check_method(name: str, has_predictor: bool) -> MethodSpec:
+    """`method_spec(name)`, refused when it needs a predictor the model does not have: check before anything
+    changes (a session's undo history, its recorded video)."""
+    spec = method_spec(name)
+    if spec.learned and not has_predictor:
+        raise DragInputError(f"Method {name!r}: {NO_PREDICTOR}")
+    return spec
+
+
 def run_drag(method: str, job: DragJob) -> Iterator[DragFrame]:
-    """Run `job` with the method called `method` (one of METHOD_NAMES)."""
-    if method not in METHODS:
-        raise DragInputError(f"unknown drag method {method!r}; choose one of {', '.join(METHOD_NAMES)}")
-    if method in LEARNED and job.auto is None:
-        raise DragInputError(f"Method {method!r}: {NO_PREDICTOR}")
-    return METHODS[method](job)
+    """Run `job` with the registered method called `method`."""
+    return check_method(method, job.auto is not None).run(job)
 
 
-def available_methods(has_predictor: bool) -> list[str]:
-    """The methods a model can run: the learned ones only with a predictor."""
-    return [m for m in METHOD_NAMES if has_predictor or m not in LEARNED]
+def available_methods(has_predictor: bool, in_app: bool = False) -> list[str]:
+    """The methods a model can run (the learned ones only with a predictor); in_app: only the app's."""
+    return [name for name, spec in METHODS.items()
+            if (has_predictor or not spec.learned) and (spec.in_app or not in_app)]
+
+
+def __getattr__(name: str):
+    # Views of the registry under their version-2 names, computed when asked (a method registered later shows).
+    if name == "METHOD_NAMES":
+        return tuple(METHODS)
+    if name == "LEARNED":
+        return tuple(n for n, s in METHODS.items() if s.learned)
+    if name == "LABELS":
+        return {n: s.label for n, s in METHODS.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ----------------------------------------------------------------------------
@@ -163,12 +173,16 @@ def _unchanged(job: DragJob, reason: str) -> DragFrame:
                      latent=job.w_start, start_xy=job.handles_xy)
 
 
-METHODS: dict[str, Method] = {
-    "draggan": engine.draggan,
-    "straightforward": straightforward,
-    "auto": _auto(),
-    "auto-refine": auto_refine,
-    "auto-noreg": _auto(use_regularizer=False),
-    "auto-n1": _auto(n_steps=1),
-}
-assert tuple(METHODS) == METHOD_NAMES
+for _spec in (
+        MethodSpec("draggan", "DragGAN", engine.draggan, in_app=True, help="the DragGAN optimizer, our fast step"),
+        MethodSpec("straightforward", "Straightforward (official step)", straightforward,
+                   help="the same drag computed as the official code does (the yardstick)"),
+        MethodSpec("auto", "Auto", _auto(), learned=True, in_app=True,
+                   help="Auto DragGAN's learned predictor, a few autoregressive steps"),
+        MethodSpec("auto-refine", "Auto + refine", auto_refine, learned=True, in_app=True,
+                   help="the prediction, then DragGAN steps until the handles arrive"),
+        MethodSpec("auto-noreg", "Auto, no regularizer", _auto(use_regularizer=False), learned=True,
+                   help="ablation: the predictor without its regularizer"),
+        MethodSpec("auto-n1", "Auto, one step", _auto(n_steps=1), learned=True,
+                   help="ablation: one predicted step")):
+    register_method(_spec)

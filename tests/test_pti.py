@@ -16,7 +16,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from draggan.__main__ import main
-from draggan.engine import DragSession
+from draggan import DragSession
 from pti import (EmbeddingError, ImageInputError, InversionCancelled, PerceptualDistance, PerceptualWeightsError,
                  VGG16Features, embedding_info, get_preset, invert, load_embedding, load_image, load_perceptual,
                  parse_crop, prepare_image, save_embedding)

@@ -23,6 +23,14 @@ FAR = DragConfig(lr=0.001, r1=48, r2=96, max_steps=1000)   # moves slowly: only 
 FAST = DragConfig(lr=0.08, r1=48, r2=96, max_steps=20)     # moves a lot on the tiny model
 
 
+def wait_until(condition, timeout: float = 30.0) -> None:
+    """Poll `condition` until it holds; the deadline is for liveness only (a hung test), never a speed bound."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition never held"
+        time.sleep(0.002)
+
+
 class Clock:
     def __init__(self):
         self.t = 0.0
@@ -120,7 +128,7 @@ def test_stop_pressed_while_the_drag_waits_cancels_it(loads):
     frames = []
     t = threading.Thread(target=lambda: frames.extend(a.run_drag([[4, 4]], [[28, 28]], FAR)))
     t.start()
-    time.sleep(0.2)
+    wait_until(lambda: a.queued == 1)       # a's drag is in line, waiting for the slot
     assert a.stop()                         # reaches the waiting drag (as the API's /stop does)
     t.join(10)
     assert len(frames) == 1 and frames[0].reason == "stopped" and frames[0].step == 0
@@ -134,10 +142,104 @@ def test_stop_pressed_while_the_drag_waits_cancels_it(loads):
     second = []                             # Drag pressed again: waits behind the running drag
     t = threading.Thread(target=lambda: second.extend(a.run_drag([[4, 4]], [[28, 28]], FAR)))
     t.start()
-    time.sleep(0.2)
+    wait_until(lambda: a.queued == 2)
     assert a.stop() and list(g)[-1].reason == "stopped"
     t.join(10)
     assert [f.reason for f in second] == ["stopped"]  # the waiting one too
+
+
+def test_a_stop_pressed_before_the_drag_reaches_the_session_still_stops_it(manager):
+    """The app arms a drag when Drag is pressed; a Stop before the drag leaves the web queue reaches it."""
+    a = manager.new_session("a", "tiny", seed=1)
+    a.arm_drag()
+    assert a.stop()
+    frames = list(a.run_drag([[4, 4]], [[28, 28]], FAR))
+    assert [f.reason for f in frames] == ["stopped"] and frames[0].step == 0 and not a.editor.history
+    a.arm_drag()                            # the next press starts afresh: the old Stop is spent
+    assert list(a.run_drag([[4, 4]], [[28, 28]], DragConfig(max_steps=2)))[-1].reason == "max_steps"
+    assert list(a.run_drag([[4, 4]], [[28, 28]], DragConfig(max_steps=2)))[-1].reason == "max_steps"  # unarmed
+
+
+@pytest.mark.parametrize("method,config,message", [
+    ("warp", DragConfig(max_steps=2), "unknown drag method"),
+    ("auto", DragConfig(max_steps=2), "no Auto DragGAN predictor"),
+    ("draggan", DragConfig(max_steps=0), "max_steps must be between"),
+])
+def test_a_refused_drag_changes_nothing_and_keeps_the_last_video(manager, method, config, message):
+    a = manager.new_session("a", "tiny", seed=1)
+    list(a.run_drag([[4, 4]], [[28, 28]], DragConfig(max_steps=2)))
+    history, frames, latent = len(a.editor.history), len(a.editor.recorder), a.editor.latent.clone()
+    assert frames > 0
+    with pytest.raises(DragInputError, match=message):
+        a.run_drag([[4, 4]], [[28, 28]], config, method)   # refused when called, before any frame is asked for
+    with pytest.raises(DragInputError, match=message):
+        a.editor.drag([[4, 4]], [[28, 28]], config, method)
+    assert len(a.editor.history) == history and len(a.editor.recorder) == frames
+    assert torch.equal(a.editor.latent, latent) and not a.busy
+
+
+def test_two_drags_of_one_session_never_run_at_once(loads):
+    active, most = [0], [0]
+    lock = threading.Lock()
+
+    def runner(method, job):
+        from draggan.methods import run_drag
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        try:
+            yield from run_drag(method, job)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    manager = SessionManager(device="cpu", load=caching_loader(loads), max_sessions=4, ttl_s=100.0, clock=Clock(),
+                             device_slots=4, runner=runner)
+    a = manager.new_session("a", "tiny", seed=1)
+    first = a.run_drag([[4, 4]], [[28, 28]], FAR)
+    next(first)
+    second = []
+    t = threading.Thread(target=lambda: second.extend(a.run_drag([[4, 4]], [[28, 28]], DragConfig(max_steps=2))))
+    t.start()
+    wait_until(lambda: a.queued == 2)
+    assert not second and most[0] == 1     # four device slots free, yet the second waits for the first
+    a.editor.stop()                         # stops the running drag only
+    assert list(first)[-1].reason == "stopped"
+    t.join(30)
+    assert second[-1].reason == "max_steps" and most[0] == 1
+
+
+def test_a_dragging_session_outlives_its_time_to_live(manager):
+    clock = manager._clock
+    a = manager.new_session("a", "tiny", seed=1)
+    g = a.run_drag([[4, 4]], [[28, 28]], FAR)
+    next(g)
+    clock.t = 1000                          # far past the TTL, while the drag runs
+    assert manager.sweep() == 0 and manager.get("a") is a and a.running
+    a.stop()
+    assert list(g)[-1].reason == "stopped"
+    clock.t = 2000                          # idle now: it ends
+    assert manager.sweep() == 1 and "a" not in manager
+
+
+def test_one_client_evicts_only_its_own_sessions(loads):
+    manager = SessionManager(device="cpu", load=caching_loader(loads), max_sessions=8, ttl_s=100.0, clock=Clock(),
+                             max_per_client=2, device_slots=4)
+    manager.new_session("y1", "tiny", seed=1, client="10.0.0.2")
+    manager.new_session("x1", "tiny", seed=1, client="10.0.0.1")
+    manager.new_session("x2", "tiny", seed=2, client="10.0.0.1")
+    manager.new_session("x3", "tiny", seed=3, client="10.0.0.1")   # x1, x's least recently used, goes
+    assert "x1" not in manager and all(k in manager for k in ("x2", "x3", "y1"))
+    gens = [manager.get(k).run_drag([[4, 4]], [[28, 28]], FAR) for k in ("x2", "x3")]
+    for g in gens:
+        next(g)
+    with pytest.raises(DragInputError, match="already have 2 sessions"):
+        manager.new_session("x4", "tiny", seed=4, client="10.0.0.1")  # both busy: refused, nobody evicted
+    assert all(k in manager for k in ("x2", "x3", "y1")) and "x4" not in manager
+    manager.new_session("y2", "tiny", seed=4, client="10.0.0.2")      # another client is not refused
+    for k, g in zip(("x2", "x3"), gens):
+        manager.get(k).stop()
+        list(g)
 
 
 def test_an_abandoned_drag_is_stopped_and_committed(manager):
