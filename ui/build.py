@@ -14,8 +14,10 @@ from pti import PTIPreset
 from stylegan2 import catalog
 from stylegan2.checkpoints import resolve_device
 
-from .context import HELP_TEXT, AppContext, ServerSettings, checked_drag
-from .controls import DRAG_CONTROLS, control_defaults
+from draggan.config import DragConfig
+
+from .context import HELP_TEXT, AppContext, ServerSettings, device_drag
+from .controls import control_defaults
 from .sections import drag, experiment, mask, model, photo, save, settings
 from .views import ViewImage
 from .wiring import Page, skips
@@ -30,7 +32,7 @@ class BuiltApp:
     experiments: ExperimentRuns = dataclasses.field(default_factory=ExperimentRuns)
 
 
-RESETTABLE = [n for n, c in DRAG_CONTROLS.items() if c.reset]  # the controls that follow the model
+RESETTABLE = list(DragConfig.MODEL_KEYS)  # the controls that follow the model (a ↺ each)
 
 
 def device_label(device: torch.device) -> str:
@@ -71,7 +73,7 @@ def make_context(model: str | None, device: str, perceptual_loader: PerceptualLo
     sessions = SessionManager(device=str(dev), load=load, max_sessions=settings.max_sessions,
                               ttl_s=settings.session_ttl_s, perceptual_loader=perceptual_loader,
                               max_photos=settings.max_photos, max_per_client=settings.max_per_client,
-                              device_slots=settings.concurrency, runner=checked_drag, compute=ComputeThread())
+                              device_slots=settings.concurrency, runner=device_drag, compute=ComputeThread())
     return AppContext(sessions, settings, settings.model or catalog.default_model(), device_label(dev), pti_presets)
 
 

@@ -9,13 +9,12 @@ import numpy as np
 
 from draggan.config import DragFrame
 from draggan.gpu import gpu_task
-from draggan.methods import LABELS, NO_PREDICTOR, available_methods, run_drag
+from draggan.methods import METHODS, NO_PREDICTOR, available_methods, run_drag
 from draggan.public import client_address
 from draggan.sessions import EditSession, SessionManager
 from pti import PRESETS, PTIPreset
 from stylegan2 import catalog
 
-from .controls import UI_METHODS
 from .views import render_view
 
 HELP_TEXT = ("Click a **handle** (red disc) and then its **target** (blue square); add as many pairs as you like, "
@@ -45,13 +44,6 @@ def device_drag(method: str, job) -> Iterator[DragFrame]:
     """A drag where the GPU is. On ZeroGPU the job is pickled into a worker: its stop event stays
     behind, so the session closes this generator instead (see EditSession.run_drag)."""
     yield from run_drag(method, job)
-
-
-def checked_drag(method: str, job) -> Iterator[DragFrame]:
-    """device_drag, with the method checked now, when the editor asks for the frames (before it records an
-    undo entry or clears the video), rather than when the first frame is wanted."""
-    run_drag(method, job).close()  # raises DragInputError for an unknown method or a missing predictor
-    return device_drag(method, job)
 
 
 class AppContext:
@@ -128,10 +120,10 @@ class AppContext:
     def app_methods(sess: EditSession | None) -> list[str]:
         """The methods the app offers for the session's model."""
         has = sess is not None and sess.editor.auto is not None
-        return [m for m in UI_METHODS if m in available_methods(has)]
+        return available_methods(has, in_app=True)
 
     def method_choices(self, sess: EditSession | None) -> tuple[list, str]:
         """The Method radio's choices for the session's model, and a line about Auto."""
         has = sess is not None and sess.editor.auto is not None
         note = "" if has else f"Auto is off: {NO_PREDICTOR}."
-        return [(LABELS[m], m) for m in self.app_methods(sess)], note
+        return [(METHODS[m].label, m) for m in self.app_methods(sess)], note

@@ -3,9 +3,9 @@ and the landmark protocol in a worker thread that holds the session's turn and a
 it goes, stopped by a Stop, forgotten when it ends.
 
     runs = ExperimentRuns()
-    with runs.start(session.key) as stop:            # one experiment per session; runs.stop(key) sets `stop`
-        for event in landmark_experiment(session, ExperimentPlan(["draggan"], pairs=4), stop):
-            ...                                      # Tick, then Stopped or Finished
+    with runs.start(session.key, session.line) as ticket:   # one per session; runs.stop(key) or a Stop ends it
+        for event in landmark_experiment(session, ExperimentPlan(["draggan"], pairs=4), ticket, closed):
+            ...                                             # Tick, then Stopped or Finished
 """
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from draggan.config import DragConfig, DragFrame, DragInputError
-from draggan.methods import METHOD_NAMES
+from draggan.methods import METHODS, check_method
 
 from .detectors import LandmarkDetector, get_detector
 
@@ -65,8 +65,9 @@ class Finished:
 
 
 class ExperimentRuns:
-    """The running experiments by session key: at most one per session; `stop` reaches it; its entry goes
-    when it ends."""
+    """The running experiments by session key: at most one per session, standing in the session's line as a
+    drag would (the session is busy meanwhile: never evicted or expired, its drags wait behind it, its Stop
+    stops it); `stop` reaches it; its entry goes when its stream ends."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -89,51 +90,41 @@ class ExperimentRuns:
         return event is not None
 
     @contextlib.contextmanager
-    def start(self, key: str) -> Iterator[threading.Event]:
-        stop = threading.Event()
+    def start(self, key: str, line: Any) -> Iterator[threading.Event]:
+        """Join the session's line (`line`: its DragLine); yields the ticket, which Stop sets. The work that
+        holds the ticket must leave the line (`session_turn`)."""
         with self._lock:
             if key in self._stops:
                 raise DragInputError("An experiment is already running in this tab: wait for it, or press Stop")
-            self._stops[key] = stop
+            ticket = self._stops[key] = line.join()
         try:
-            yield stop
+            yield ticket
         finally:
-            stop.set()  # a stream abandoned by its reader stops its worker too
+            ticket.set()  # a stream abandoned by its reader stops its worker too
             with self._lock:
                 del self._stops[key]
 
 
 @contextlib.contextmanager
-def session_turn(sess: Any, stop: threading.Event) -> Iterator[bool]:
-    """Hold the session's turn and a device slot for work that is not a drag: the session counts as busy
-    (never evicted or expired meanwhile), its drags wait behind it and its Stop sets `stop`. Yields False if
-    stopped (or the session closed) before its turn came.
-
-    EditSession has no public way to queue a job that is not a drag yet: this stands in its line as a drag
-    would (its ticket list, turn and slot), the same steps as EditSession.run_drag."""
-    with sess._lock:
-        if sess._closed:
-            raise DragInputError("This session has ended: press Generate to start again")
-        sess._tickets.append(stop)
+def session_turn(sess: Any, ticket: threading.Event, closed: Callable[[], bool]) -> Iterator[bool]:
+    """Wait for the session's turn and a device slot with `ticket` (from ExperimentRuns.start); yields False if
+    stopped (or the session closed) first. Leaves the line at the end, whatever happened."""
     started = False
     try:
-        started = sess._wait_turn(stop)
+        started = sess.line.wait_turn(ticket, sess.slots, closed)
         yield started
     finally:
-        with sess._lock:
-            sess._tickets.remove(stop)
-            if started:
-                sess._running = False
-                sess.slots.release()
-                sess._idle.set()
+        sess.line.leave(ticket, started, sess.slots)
 
 
-def check_plan(plan: ExperimentPlan, max_pairs: int) -> ExperimentPlan:
-    """Refuse what the app does not run, in one line each."""
+def check_plan(plan: ExperimentPlan, max_pairs: int, has_predictor: bool) -> ExperimentPlan:
+    """Refuse what the app does not run, in one line each, before anything starts."""
     if not 1 <= plan.pairs <= max_pairs:
         raise DragInputError(f"pairs must be from 1 to {max_pairs} on this server")
-    if not plan.methods or any(not isinstance(m, str) or m not in METHOD_NAMES for m in plan.methods):
-        raise DragInputError(f"methods: one or more of {', '.join(METHOD_NAMES)}")
+    if not plan.methods:
+        raise DragInputError(f"methods: one or more of {', '.join(METHODS)}")
+    for method in plan.methods:
+        check_method(method, has_predictor)
     if plan.points not in (1, 5):
         raise DragInputError(f"points must be 1 or 5 for the toy-faces detector, got {plan.points!r}")
     if not 1 <= plan.max_steps <= 10_000:
@@ -141,7 +132,8 @@ def check_plan(plan: ExperimentPlan, max_pairs: int) -> ExperimentPlan:
     return plan
 
 
-def _work(sess: Any, plan: ExperimentPlan, stop: threading.Event, events: queue.Queue) -> None:
+def _work(sess: Any, plan: ExperimentPlan, stop: threading.Event, closed: Callable[[], bool],
+          events: queue.Queue) -> None:
     """The worker thread: pairs, the protocol, the decay curve of the first pair; everything goes to `events`."""
     from .decay import DecaySettings, run_decay
     from .landmarks import LandmarkSettings, run_landmarks
@@ -154,7 +146,7 @@ def _work(sess: Any, plan: ExperimentPlan, stop: threading.Event, events: queue.
             raise ExperimentStopped
 
     try:
-        with session_turn(sess, stop) as started:
+        with session_turn(sess, stop, closed) as started:
             if not started:
                 raise ExperimentStopped
             bench = Bench(sess.editor.G, get_detector("toy"), sess.editor.auto, BenchSpec(sess.model))
@@ -179,15 +171,17 @@ def _write(folder: Path, result: Any, decay: Any) -> tuple[list[Path], Path | No
     return files, plot if plot.exists() else None, note
 
 
-def landmark_experiment(sess: Any, plan: ExperimentPlan, stop: threading.Event,
+def landmark_experiment(sess: Any, plan: ExperimentPlan, ticket: threading.Event, closed: Callable[[], bool],
                         poll_s: float = POLL_S) -> Iterator[Tick | Stopped | Finished]:
-    """Run the landmark protocol on the session's model in a worker thread; yield a Tick per finished edit and
-    at least every poll_s, then Stopped or Finished (its files in the session's folder, taken now: a session
-    that ends meanwhile takes its folder along, never to be made again). Errors are raised here."""
+    """Run the landmark protocol on the session's model in a worker thread that holds `ticket`'s turn in the
+    session's line (ExperimentRuns.start) and leaves it; yield a Tick per finished edit and at least every
+    poll_s, then Stopped or Finished (its files in the session's folder, taken now: a session that ends
+    meanwhile takes its folder along, never to be made again). Errors are raised here."""
     folder = sess.workdir()
     total = plan.pairs * len(plan.methods)
     events: queue.Queue = queue.Queue()
-    threading.Thread(target=_work, args=(sess, plan, stop, events), daemon=True, name="experiment").start()
+    threading.Thread(target=_work, args=(sess, plan, ticket, closed, events), daemon=True,
+                     name="experiment").start()
     done, t0 = 0, time.monotonic()
     while True:
         try:

@@ -208,7 +208,7 @@ def test_out_of_range_settings_are_refused_naming_the_field(server):
     request = types.SimpleNamespace(session_hash=c.session_hash, client=None)
     values = dict(controls.control_defaults(server.model), lr=5.0)
     with pytest.warns(UserWarning, match="Step size must be"):  # gr.Warning outside a request: the toast's text
-        out = list(ui_drag("[[5, 5]]", "[[9, 9]]", *[values[n] for n in controls.DRAG_CONTROLS], request))
+        out = list(ui_drag("[[5, 5]]", "[[9, 9]]", *[values[n] for n in controls.drag_parameters()], request))
     assert len(out) == 1 and out[0][1] == "⚠️ Step size must be between 0.0005 and 0.1, got 5"
     assert all(isinstance(o, dict) and o.get("__type__") == "update" and len(o) == 1 for o in out[0][::2])
 

@@ -15,7 +15,7 @@ gradio_client = pytest.importorskip("gradio_client")
 import app as draggan_app  # noqa: E402
 import gradio as gr  # noqa: E402
 from ui.build import follow_model  # noqa: E402
-from ui.controls import DRAG_CONTROLS  # noqa: E402
+from ui.build import RESETTABLE  # noqa: E402
 from ui.sections.photo import preview_photo  # noqa: E402
 from pti import PerceptualDistance, VGG16Features, get_preset, invert, save_embedding  # noqa: E402
 from stylegan2.checkpoints import generator_hash  # noqa: E402
@@ -225,7 +225,7 @@ def test_drag_settings_follow_the_model(server, connect):
     assert c.predict(api_name="/drag_defaults") == (0.05, 40, 90, 40, 3, 300)  # r3, max_steps: DragConfig's
 
     ctx, request = server.app, types.SimpleNamespace(session_hash=c.session_hash, client=None)
-    names = [n for n, control in DRAG_CONTROLS.items() if control.reset]
+    names = RESETTABLE
     keys = ("lr", "r1", "r2", "r3", "feature_block", "max_steps")
 
     def follow(applied):

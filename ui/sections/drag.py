@@ -7,12 +7,12 @@ from typing import Any, Iterator
 
 import gradio as gr
 
-from draggan.config import DragFrame, DragInputError, parse_points, validate_points
-from draggan.methods import LABELS, METHOD_NAMES, NO_PREDICTOR, available_methods
-from draggan.sessions import EditSession, stream_newest
+from draggan.config import DragFrame, parse_points, validate_points
+from draggan.methods import METHODS
+from draggan.sessions import stream_newest
 
 from ..context import AppContext
-from ..controls import DRAG_CONTROLS, UI_METHODS, OpenRadio, drag_config
+from ..controls import OpenRadio, drag_config, drag_parameters
 from ..views import InlineFrame
 from ..wiring import Page, bind, keep_on_error
 from . import history, points
@@ -21,30 +21,21 @@ DONE_TEXT = {"reached": "Reached the targets", "stopped": "Stopped", "max_steps"
              "predicted": "Predicted"}
 
 
-def check_method(sess: EditSession, method: str) -> None:
-    """Refuse a method the session's model cannot run, before anything changes."""
-    has = sess.editor.auto is not None
-    if method in available_methods(has):
-        return
-    if method in METHOD_NAMES:
-        raise DragInputError(f"Method {method!r}: {NO_PREDICTOR}")
-    raise DragInputError(f"unknown drag method {str(method)[:40]!r}; choose one of {', '.join(available_methods(has))}")
-
-
 def drag_frames(ctx: AppContext, handles: str, targets: str, values: dict[str, Any],
                 request: gr.Request) -> Iterator[tuple]:
-    """Every input checked (points, settings, method), then the drag's frames as (view, line, JSON)."""
+    """Every input checked (points and settings here, the method by the session against its model) before
+    anything changes, then the drag's frames as (view, line, JSON)."""
     sess = ctx.session(request)
     h, t = parse_points(handles, "handles"), parse_points(targets, "targets")
     if not h and not t:
         h, t = sess.handles_xy, sess.targets_xy
     h, t = validate_points(h, t, sess.resolution)  # before any arithmetic on them
     cfg, method = drag_config(sess.model, values)
-    check_method(sess, method)
     asked = [[float(round(x)), float(round(y))] for x, y in h]
+    frames = sess.run_drag(h, t, cfg, method)  # checks the method: nothing has changed if it is refused
     # The drag runs in its own thread and the stream shows its newest frame: encoding and sending a
     # frame never holds up the next step.
-    for frame in stream_newest(sess.run_drag(h, t, cfg, method), sess.stop):
+    for frame in stream_newest(frames, sess.stop):
         moved = [(i, a, b) for i, (a, b) in enumerate(zip(asked, frame.start_xy or asked)) if a != b]
         view = ctx.view(sess, frame)
         yield view if frame.done else InlineFrame(view), frame_text(frame, moved), frame_json(frame, moved)
@@ -58,7 +49,7 @@ def drag(ctx: AppContext, *args, **kwargs) -> Iterator[tuple]:
     URLs ({"url": "data:image/jpeg;base64,..."}); the last view is a file (PNG)."""
     bound = DRAG_SIGNATURE.bind(*args, **kwargs)
     bound.apply_defaults()
-    values = {n: bound.arguments[n] for n in DRAG_CONTROLS}
+    values = {n: bound.arguments[n] for n in drag_parameters()}
     yield from drag_frames(ctx, bound.arguments["handles"], bound.arguments["targets"], values,
                            bound.arguments["request"])
 
@@ -67,7 +58,7 @@ def _signature() -> inspect.Signature:
     P = inspect.Parameter
     return inspect.Signature([P("handles", P.POSITIONAL_OR_KEYWORD, default="", annotation=str),
                               P("targets", P.POSITIONAL_OR_KEYWORD, default="", annotation=str),
-                              *[P(n, P.POSITIONAL_OR_KEYWORD, default=None) for n in DRAG_CONTROLS],
+                              *[P(n, P.POSITIONAL_OR_KEYWORD, default=None) for n in drag_parameters()],
                               P("request", P.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request)])
 
 
@@ -106,13 +97,13 @@ def build(ctx: AppContext, page: Page) -> None:
         reset_btn = gr.Button("Reset image", size="sm")
         undo_point_btn = gr.Button("Undo point", size="sm")
         clear_points_btn = gr.Button("Clear points", size="sm", elem_id="clear_points")
-    page["method"] = OpenRadio([(LABELS[m], m) for m in UI_METHODS[:1]], value="draggan", label="Method",
+    page["method"] = OpenRadio([(METHODS["draggan"].label, "draggan")], value="draggan", label="Method",
                               elem_id="method")
     page["method_note"] = gr.Markdown("", elem_id="method_note")
     handler = bind(drag, ctx)
 
     def wire_drag() -> None:  # once every control exists (the settings are built after this section)
-        inputs = [page["handles"], page["targets"], *[page[n] for n in DRAG_CONTROLS]]
+        inputs = [page["handles"], page["targets"], *[page[n] for n in drag_parameters()]]
         outputs = [page["view"], page["info"], page["frame"]]
         drag_kw = dict(concurrency_id="drag", concurrency_limit=None, show_progress="minimal")
         drag_btn.click(keep_on_error(3, 1)(handler), inputs, outputs, api_visibility="private", **drag_kw) \

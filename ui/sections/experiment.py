@@ -13,7 +13,7 @@ from draggan.draw import draw_points
 from draggan.experiments.detectors import DETECTORS, get_detector
 from draggan.experiments.runner import (ExperimentPlan, ExperimentRuns, Finished, SinglePairResult, Stopped, Tick,
                                         check_plan, landmark_experiment, single_pair)
-from draggan.methods import LABELS, METHOD_NAMES
+from draggan.methods import METHODS
 from draggan.public import max_experiment_pairs
 from draggan.sessions import check_seed
 
@@ -77,7 +77,7 @@ def method_names(methods: Any) -> list[str]:
     if isinstance(methods, str):
         return [m.strip() for m in methods.split(",")]
     if not isinstance(methods, (list, tuple)):
-        raise DragInputError(f"methods: one or more of {', '.join(METHOD_NAMES)}")
+        raise DragInputError(f"methods: one or more of {', '.join(METHODS)}")
     return [m.strip() if isinstance(m, str) else m for m in methods]
 
 
@@ -88,13 +88,13 @@ def run(ctx: AppContext, runs: ExperimentRuns, protocol: str, pairs: float, max_
     progress line, the results table, the JSON/CSV files and the decay plot."""
     if protocol != "landmarks":
         raise DragInputError("the app runs the 'landmarks' protocol; the others: `python -m draggan experiment`")
-    block = check_whole(feature_block, "feature_block", 0, 18)
-    plan = check_plan(ExperimentPlan(method_names(methods), check_whole(pairs, "pairs", 0, 1e6),
-                                     check_whole(max_steps, "max_steps", 0, 1e6), check_whole(points, "points", 0, 68),
-                                     block or None), max_experiment_pairs(ctx.settings.public))
     sess = ctx.session(request)
-    with runs.start(request.session_hash) as stop:
-        yield from experiment_lines(landmark_experiment(sess, plan, stop))
+    plan = ExperimentPlan(method_names(methods), check_whole(pairs, "pairs"), check_whole(max_steps, "max_steps"),
+                          check_whole(points, "points"), check_whole(feature_block, "feature_block", 0, 18) or None)
+    check_plan(plan, max_experiment_pairs(ctx.settings.public), sess.editor.auto is not None)
+    key = request.session_hash
+    with runs.start(key, sess.line) as ticket:
+        yield from experiment_lines(landmark_experiment(sess, plan, ticket, lambda: key not in ctx.sessions))
 
 
 def stop_experiment(runs: ExperimentRuns, request: gr.Request) -> None:
@@ -120,7 +120,7 @@ def build(ctx: AppContext, page: Page, runs: ExperimentRuns) -> None:
             pairs = gr.Slider(1, max_pairs, value=min(4, max_pairs), step=1, label="Pairs")
             max_steps = gr.Slider(10, 1000, value=200, step=10, label="Max steps per pair")
             block = gr.Radio([("Model's", 0), 4, 5, 6, 7], value=0, label="Latent block (features)")
-            methods = gr.CheckboxGroup([(LABELS[m], m) for m in METHOD_NAMES], value=["draggan"], label="Methods")
+            methods = gr.CheckboxGroup([(s.label, m) for m, s in METHODS.items()], value=["draggan"], label="Methods")
             with gr.Row():
                 run_btn = gr.Button("Run", variant="primary", elem_id="exp_run")
                 stop_btn = gr.Button("Stop", variant="stop")

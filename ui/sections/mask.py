@@ -8,7 +8,7 @@ import gradio as gr
 from draggan.draw import enlarge
 
 from ..context import AppContext
-from ..controls import control_defaults
+from ..controls import app_settings, control_defaults
 from ..views import VIEW_MIN_PX, cached_png, mask_from_layers, mask_layer, view_scale
 from ..wiring import Page, bind, keep_on_error
 from .settings import control_row
@@ -53,7 +53,10 @@ def build(ctx: AppContext, page: Page, mask_tab: Any) -> None:
     with gr.Row():
         show_mask = gr.Checkbox(True, label="Show the mask on the image")
         clear_mask_btn = gr.Button("Clear mask", size="sm")
-    control_row(ctx, page, "lambda_mask", control_defaults(ctx.default_model)["lambda_mask"])  # the model's λ
+    start = control_defaults(ctx.default_model)
+    for name, setting in app_settings().items():  # λ: the model's
+        if setting.section == "mask":
+            control_row(ctx, page, name, start[name])
     private = dict(api_visibility="private", show_progress="hidden")
     cache = editor.GRADIO_CACHE  # the same picture as the view: see cached_png
 
