@@ -17,7 +17,7 @@ gradio_client = pytest.importorskip("gradio_client")
 import app as draggan_app  # noqa: E402
 from draggan.config import DragConfig, DragInputError, parse_points  # noqa: E402
 from ui import controls, launch, views  # noqa: E402
-from ui.sections import drag as drag_section  # noqa: E402
+from ui.sections import drag as drag_section, points as points_section  # noqa: E402
 from ui.wiring import bind, keep_on_error  # noqa: E402
 from gates import gate_session  # noqa: E402
 from stylegan2.testing import tiny_generator  # noqa: E402
@@ -314,3 +314,21 @@ def test_a_refused_drag_changes_nothing_it_leaves_no_undo_entry_and_keeps_the_vi
     _, text = c.predict(api_name="/undo")
     assert text == "Undone." and np.array_equal(load(c.predict(api_name="/save_image")), plain)
     assert c.predict(api_name="/undo")[1] == "Nothing to undo."
+
+
+def test_malformed_input_gets_one_line_not_a_traceback(server):
+    """Points nested too deep for the JSON parser, and click events whose index is not an [x, y] pair (what a
+    hand-made request can send), are refused in one line; the session is as it was."""
+    c = client(server)
+    c.predict(api_name="/generate")
+    before = load(c.predict(api_name="/save_image"))
+    deep = "[" * 5000 + "]" * 5000
+    with pytest.raises(gradio_client.exceptions.AppError, match="^handles must be points like .* nested too deep"):
+        c.predict(handles=deep, targets="[[3, 3]]", api_name="/drag")
+    ctx = server.built.ctx
+    request = types.SimpleNamespace(session_hash=c.session_hash, client=None)
+    for index in (["a", "b"], None, "ab", [float("nan"), 1], {"x": 1}):
+        with pytest.raises(DragInputError, match=r"^a click must be an \[x, y\] pair of view pixels"):
+            points_section.click(ctx, types.SimpleNamespace(index=index), request)
+    assert ctx.session(request).handles_xy == []
+    assert np.array_equal(load(c.predict(api_name="/save_image")), before)
