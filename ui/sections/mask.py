@@ -26,11 +26,13 @@ def editor_value(ctx: AppContext, cache: str, request: gr.Request):
 
 
 def apply_mask(ctx: AppContext, editor: dict | None, request: gr.Request):
-    """What was painted becomes the session's mask."""
+    """What was painted becomes the session's mask; the view shows it. The line under the image is left as it
+    is: the editor also reports its content after the app itself refreshed it (after a drag, Undo, Reset),
+    and that must not replace the drag's result, "Undone." or "Stopped..." with the points' hint."""
     sess = ctx.session(request)
     layers = editor.get("layers") if isinstance(editor, dict) else None
     sess.set_mask(mask_from_layers(layers, sess.resolution))
-    return ctx.view(sess), ctx.points_text(sess)
+    return ctx.view(sess), gr.skip()
 
 
 def clear_mask(ctx: AppContext, cache: str, request: gr.Request):
