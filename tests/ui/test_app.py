@@ -17,7 +17,7 @@ gradio_client = pytest.importorskip("gradio_client")
 import app as draggan_app  # noqa: E402
 from draggan.config import DragConfig, DragInputError, parse_points  # noqa: E402
 from ui import controls, launch, views  # noqa: E402
-from ui.sections import drag as drag_section, points as points_section  # noqa: E402
+from ui.sections import drag as drag_section, history, points as points_section  # noqa: E402
 from ui.wiring import bind, keep_on_error  # noqa: E402
 from gates import gate_session  # noqa: E402
 from stylegan2.testing import tiny_generator  # noqa: E402
@@ -332,3 +332,21 @@ def test_malformed_input_gets_one_line_not_a_traceback(server):
             points_section.click(ctx, types.SimpleNamespace(index=index), request)
     assert ctx.session(request).handles_xy == []
     assert np.array_equal(load(c.predict(api_name="/save_image")), before)
+
+
+def test_a_stop_pressed_before_the_drag_reaches_the_session_stops_it(server):
+    """Drag pressed (the page arms the drag at once), Stop pressed while the drag itself is still in Gradio's
+    queue: when it arrives it ends before its first step and the image is as it was."""
+    c = client(server)
+    c.predict(api_name="/generate")
+    before = load(c.predict(api_name="/save_image"))
+    ctx = server.built.ctx
+    request = types.SimpleNamespace(session_hash=c.session_hash, client=None)
+    drag_section.arm_drag(ctx, request)
+    history.stop(ctx, request)
+    *_, (_, text, last) = list(drag_section.drag(ctx, "[[2, 2]]", "[[29, 29]]", max_steps=50, request=request))
+    assert last["done"] and last["reason"] == "stopped" and last["step"] == 0 and text.startswith("**Stopped** after 0 steps")
+    assert np.array_equal(load(c.predict(api_name="/save_image")), before)
+    *_, (_, _, again) = list(drag_section.drag(ctx, "[[2, 2]]", "[[29, 29]]", max_steps=3, frame_rate=0,
+                                               request=request))
+    assert again["step"] >= 1                     # the Stop was spent: the next drag runs

@@ -76,6 +76,12 @@ drag.__signature__ = DRAG_SIGNATURE.replace(parameters=[
 drag.__annotations__ = {"handles": str, "targets": str, "request": gr.Request}
 
 
+def arm_drag(ctx: AppContext, request: gr.Request) -> None:
+    """Drag was pressed: a Stop from now on reaches this drag, even while it waits in Gradio's queue."""
+    if ctx.has_session(request):
+        ctx.session(request).arm_drag()
+
+
 def frame_text(frame: DragFrame, moved) -> str:
     if frame.done:
         text = f"**{DONE_TEXT.get(frame.reason, frame.reason)}** after {frame.step} steps · " \
@@ -114,7 +120,8 @@ def build(ctx: AppContext, page: Page) -> None:
         inputs = [page["handles"], page["targets"], *[page[n] for n in drag_parameters()]]
         outputs = [page["view"], page["info"], page["frame"]]
         drag_kw = dict(concurrency_id="drag", concurrency_limit=None, show_progress="minimal")
-        drag_btn.click(keep_on_error(3, 1)(handler), inputs, outputs, api_visibility="private", **drag_kw) \
+        drag_btn.click(bind(arm_drag, ctx), None, None, queue=False, api_visibility="private", show_progress="hidden") \
+            .then(keep_on_error(3, 1)(handler), inputs, outputs, api_visibility="private", **drag_kw) \
             .then(**page.refresh_mask)
         page.api("drag", handler, inputs, outputs, **drag_kw)
 
