@@ -350,3 +350,29 @@ def test_a_stop_pressed_before_the_drag_reaches_the_session_stops_it(server):
     *_, (_, _, again) = list(drag_section.drag(ctx, "[[2, 2]]", "[[29, 29]]", max_steps=3, frame_rate=0,
                                                request=request))
     assert again["step"] >= 1                     # the Stop was spent: the next drag runs
+
+
+def test_a_registered_method_is_offered_by_the_app_and_runs_through_drag(server):
+    """Where things go: a drag method registered once (draggan.methods.register_method) is in the app's Method
+    choice for every model it fits, and /drag runs it by name."""
+    from draggan.methods import METHODS, MethodSpec, register_method, unregister_method
+    from ui.build import follow_model
+
+    calls = []
+
+    def twice_as_careful(job):
+        calls.append(job.config.max_steps)
+        yield from METHODS["draggan"].run(job)
+
+    register_method(MethodSpec("careful", "Careful (test)", twice_as_careful, in_app=True))
+    try:
+        c = client(server)
+        c.predict(api_name="/generate")
+        request = types.SimpleNamespace(session_hash=c.session_hash, client=None)
+        method_update = follow_model(server.built.ctx, server.model, request)[-2]
+        assert ("Careful (test)", "careful") in [tuple(choice) for choice in method_update.choices]
+        last = all_outputs(c.submit(handles="[[6, 6]]", targets="[[24, 22]]", max_steps=4, method="careful",
+                                    api_name="/drag", **MOVE))[-1][2]
+        assert last["done"] and calls == [4]
+    finally:
+        unregister_method("careful")
