@@ -114,9 +114,10 @@ def test_an_api_stop_reaches_a_drag_still_waiting_for_the_device(server):
     assert job_busy.result(timeout=60)[2]["reason"] == "stopped"
 
 
-def burst(server, clients: list) -> list[str]:
-    """Every client generates and drags while one more client opens 50 sessions; returns the hog's refusals.
-    (An idle session may be evicted for a newcomer: the clients generate again first.)"""
+def burst(server, clients: list, hog_keys: list | None = None) -> list[str]:
+    """Every client generates and drags while one more client opens 50 sessions; returns the hog's refusals
+    (and adds the keys of its sessions to hog_keys). An idle session may be evicted for a newcomer: the
+    clients generate again first."""
     for i, c in enumerate(clients):
         c.predict(seed=i, api_name="/generate")
     jobs = [c.submit(handles=f"[[{4 + i}, 4]]", targets=f"[[{20 + i}, 26]]", max_steps=60, api_name="/drag",
@@ -132,6 +133,8 @@ def burst(server, clients: list) -> list[str]:
         c = client(server)
         for _ in range(50):
             c.reset_session()  # a new session each time, as 50 tabs would open
+            if hog_keys is not None:
+                hog_keys.append(c.session_hash)
             try:
                 c.predict(api_name="/generate")
             except AppError as e:
@@ -147,12 +150,12 @@ def burst(server, clients: list) -> list[str]:
     return refused
 
 
-def live_sessions() -> int:
-    """EditSession objects still in memory anywhere in the server."""
-    from draggan.sessions import EditSession
+def sessions_in_memory(keys: set) -> set:
+    """The keys among `keys` of Session objects still in memory anywhere in the process."""
+    from draggan.sessions import Session
 
     gc.collect()
-    return sum(type(o) is EditSession for o in gc.get_objects())
+    return {o.key for o in gc.get_objects() if type(o) is Session and o.key in keys}
 
 
 def test_load_burst_keeps_running_drags_and_memory(server):
@@ -160,8 +163,11 @@ def test_load_burst_keeps_running_drags_and_memory(server):
     or evicted, nobody sees another's points, the hog is refused in one line, and every session it pushed
     out is gone from memory (none is kept alive by a cache, a stream or a thread), twice in a row."""
     clients = [client(server) for _ in range(6)]
+    sessions = server.built.ctx.sessions
     for _ in range(2):
-        refused = burst(server, clients)
+        hog_keys: list = []
+        refused = burst(server, clients, hog_keys)
         assert all("busy" in m or "sessions open" in m for m in refused)
-        assert len(server.built.ctx.sessions) <= 16
-        assert live_sessions() <= len(server.built.ctx.sessions) <= 16
+        assert len(sessions) <= 16 and len(hog_keys) == 50
+        live = {k for k in hog_keys if k in sessions}
+        assert sessions_in_memory(set(hog_keys)) == live
