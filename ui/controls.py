@@ -22,9 +22,17 @@ def app_settings() -> dict[str, Setting]:
     return {**{n: s for n, s in SETTINGS.items() if s.section in SECTIONS}, "frame_rate": FRAME_RATE_SETTING}
 
 
+# The /drag endpoint's parameters after handles and targets, in the order API clients pass them by position.
+# A setting given a section later joins the page and the endpoint after these (positions never shift).
+API_ORDER = ("lr", "r1", "r2", "r3", "nearest", "max_steps", "lambda_mask", "feature_block", "rows", "frame_every",
+             "tracking", "method", "frame_rate")
+
+
 def drag_parameters() -> list[str]:
-    """The /drag endpoint's parameters after handles and targets: the app's settings, the method, the frame rate."""
-    return [n for n in app_settings() if n != "frame_rate"] + list(APP_ONLY)
+    """The /drag endpoint's parameters after handles and targets: the settings the app shows (API_ORDER first,
+    then any other setting with a section), the method and the frame rate."""
+    shown = [n for n in app_settings() if n != "frame_rate"]
+    return [n for n in API_ORDER if n in shown or n in APP_ONLY] + [n for n in shown if n not in API_ORDER]
 
 
 def control_defaults(model: str | None) -> dict[str, Any]:

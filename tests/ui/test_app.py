@@ -376,3 +376,30 @@ def test_a_registered_method_is_offered_by_the_app_and_runs_through_drag(server)
         assert last["done"] and calls == [4]
     finally:
         unregister_method("careful")
+
+
+def test_a_setting_given_a_section_joins_the_page_the_endpoint_and_its_checks(monkeypatch, tmp_path):
+    """Where things go: one Setting in draggan/config.py's SETTINGS drives the app. Give a script-only setting
+    (Nearest rate) a section: the page shows it, /drag takes it after the existing parameters (positions never
+    shift), and a value out of its bounds is refused naming it."""
+    import dataclasses
+
+    from draggan import config
+    from ui.build import build_demo
+
+    monkeypatch.setitem(config.SETTINGS, "nearest_rate",
+                        dataclasses.replace(config.SETTINGS["nearest_rate"], section="advanced"))
+    built = build_demo(str(save_generator(tiny_generator(RES, seed=0), tmp_path / "tiny.safetensors")), "cpu")
+    try:
+        params = [p["parameter_name"] for p in built.demo.get_api_info()["named_endpoints"]["/drag"]["parameters"]]
+        assert params[:15] == ["handles", "targets", *controls.API_ORDER] and params[15:] == ["nearest_rate"]
+        labels = [c["props"].get("label") for c in built.demo.config["components"]]
+        assert "Nearest rate" in labels
+        request = types.SimpleNamespace(session_hash="s", client=None)
+        built.ctx.sessions.new_session("s", built.ctx.default_model, 0)
+        with pytest.raises(DragInputError, match="^Nearest rate must be between 0 and 1, got 5$"):
+            next(drag_section.drag(built.ctx, "[[5, 5]]", "[[9, 9]]", nearest_rate=5, request=request))
+    finally:
+        built.ctx.sessions.close("s")
+        monkeypatch.undo()
+        drag_section.drag.__signature__ = drag_section.drag_signature(with_ctx=True)

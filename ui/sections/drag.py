@@ -55,25 +55,25 @@ def drag(ctx: AppContext, *args, **kwargs) -> Iterator[tuple]:
     auto-refine. Yields the view, a progress line and the frame as JSON (step, handles, targets, distances,
     mean_distance, ms_per_step, done, reason, nearest_moved). Views before the last come inline as JPEG data
     URLs ({"url": "data:image/jpeg;base64,..."}); the last view is a file (PNG)."""
-    bound = DRAG_SIGNATURE.bind(*args, **kwargs)
+    bound = drag_signature().bind(*args, **kwargs)
     bound.apply_defaults()
     values = {n: bound.arguments[n] for n in drag_parameters()}
     yield from drag_frames(ctx, bound.arguments["handles"], bound.arguments["targets"], values,
                            bound.arguments["request"])
 
 
-def _signature() -> inspect.Signature:
+def drag_signature(with_ctx: bool = False) -> inspect.Signature:
+    """The /drag endpoint's parameters, from the settings: Gradio reads them (and finds the request) here."""
     P = inspect.Parameter
-    return inspect.Signature([P("handles", P.POSITIONAL_OR_KEYWORD, default="", annotation=str),
+    return inspect.Signature([*([P("ctx", P.POSITIONAL_OR_KEYWORD)] if with_ctx else []),
+                              P("handles", P.POSITIONAL_OR_KEYWORD, default="", annotation=str),
                               P("targets", P.POSITIONAL_OR_KEYWORD, default="", annotation=str),
                               *[P(n, P.POSITIONAL_OR_KEYWORD, default=None) for n in drag_parameters()],
                               P("request", P.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request)])
 
 
-DRAG_SIGNATURE = _signature()  # the /drag endpoint's parameters: Gradio reads them (and finds the request) here
-drag.__signature__ = DRAG_SIGNATURE.replace(parameters=[
-    inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD), *DRAG_SIGNATURE.parameters.values()])
 drag.__annotations__ = {"handles": str, "targets": str, "request": gr.Request}
+drag.__signature__ = drag_signature(with_ctx=True)
 
 
 def arm_drag(ctx: AppContext, request: gr.Request) -> None:
@@ -114,6 +114,7 @@ def build(ctx: AppContext, page: Page) -> None:
     page["method"] = OpenRadio([(METHODS["draggan"].label, "draggan")], value="draggan", label="Method",
                               elem_id="method")
     page["method_note"] = gr.Markdown("", elem_id="method_note")
+    drag.__signature__ = drag_signature(with_ctx=True)  # the settings as they are now (a test may add one)
     handler = bind(drag, ctx)
 
     def wire_drag() -> None:  # once every control exists (the settings are built after this section)
