@@ -101,3 +101,30 @@ def test_the_single_pair_test_refuses_other_bad_input_in_one_line(built, values,
     args = {**dict(seed=1, n_points=5, detector_name="toy"), **values}
     with pytest.raises(DragInputError, match=message):
         next(experiment.single_test(built.ctx, request=request("A"), **args))
+
+
+def test_the_api_drag_takes_what_the_readme_lists(tmp_path):
+    """Issue 26, item 12: /drag takes method auto and auto-refine on a model with a predictor (Gradio's own
+    choice check knew only the first model's methods), and max steps up to 10000 (DragConfig's bound)."""
+    import socket
+
+    import gradio_client
+
+    from ui.launch import launch
+
+    b = build_demo("toyfaces-64", "cpu")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launch(b, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    try:
+        c = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
+        c.predict(api_name="/generate")
+        for method, reason in (("auto", "predicted"), ("auto-refine", None)):
+            last = c.predict(handles="[[20, 30]]", targets="[[26, 30]]", method=method, max_steps=10_000,
+                             api_name="/drag")[2]
+            assert last["done"] and (reason is None or last["reason"] == reason), last
+        with pytest.raises(gradio_client.exceptions.AppError, match="^Max steps must be between 1 and 10000"):
+            c.predict(handles="[[20, 30]]", targets="[[26, 30]]", max_steps=10_001, api_name="/drag")
+    finally:
+        b.demo.close()
