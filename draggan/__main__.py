@@ -2,7 +2,8 @@
 
 A command module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`.
 Errors meant for the user (`stylegan2.errors.UserError`) are caught here, once: one line on
-stderr, exit status 2. Anything else is a bug and keeps its traceback.
+stderr, exit status 2; so are argparse's (a bad flag or value: one line naming `--help`, not the
+usage block). Anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -10,13 +11,20 @@ import argparse
 import importlib
 import sys
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line on stderr (exit status 2), as every other error of the command line."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 COMMANDS = ["render", "convert", "drag", "bench", "invert", "quality", "experiment", "train", "train-auto"]
 
 
 def main(argv: list[str] | None = None) -> int:
     from stylegan2.errors import UserError
 
-    parser = argparse.ArgumentParser(prog="draggan", description="DragGAN tools (also: python -m draggan)")
+    parser = OneLineParser(prog="draggan", description="DragGAN tools (also: python -m draggan)")
     sub = parser.add_subparsers(dest="command", required=True)
     modules = {}
     for name in COMMANDS:
@@ -29,11 +37,14 @@ def main(argv: list[str] | None = None) -> int:
             continue  # command not built yet
         modules[name] = mod
         mod.add_arguments(sub.add_parser(name, help=mod.HELP, description=mod.HELP))
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a bad flag (2, its line already printed)
+        return e.code if isinstance(e.code, int) else 2
     try:
         return modules[args.command].run(args)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line, whatever the message
         return 2
 
 

@@ -11,7 +11,8 @@ ms in a second one; `python -m draggan bench --app` measures the app against the
 `ComputeThread` keeps all of that work on one thread: `call` runs a function there and waits for
 it; `iterate` has a generator (a drag) stepped there, a few items ahead of its reader, so the drag
 does not wait for the thread that reads it, and the calls queued meanwhile (another session's
-Generate) run between two of its steps instead of after the whole drag. Calls from the compute
+Generate) run between two of its steps instead of after the whole drag. Calls and stream items take
+turns, so neither a burst of calls nor a stream starves the other. Calls from the compute
 thread itself run inline. Everything runs in a copy of the caller's context (ZeroGPU's decorator
 finds the request there). Nothing that runs here may wait for a lock the app holds while it
 waits for this thread: the engine's own work (loading, synthesis, drag steps) never does.
@@ -112,16 +113,19 @@ class ComputeThread:
             self._thread.start()
 
     def _serve(self) -> None:
-        turn = 0
+        turn, last_was_call = 0, False
         while True:
             with self._wake:
                 self._wake.wait_for(lambda: self._calls or any(s.ready() for s in self._streams))
-                call = self._calls.popleft() if self._calls else None
+                ready = [s for s in self._streams if s.ready()]
+                # Fair turns: calls and streams alternate while both wait (a burst of renders cannot starve a
+                # drag); the streams take turns among themselves, one item each.
+                call = self._calls.popleft() if self._calls and (not ready or not last_was_call) else None
                 stream = None
-                if call is None:  # the streams take turns, one item each
-                    ready = [s for s in self._streams if s.ready()]
+                if call is None:
                     stream = ready[turn % len(ready)]
                     turn += 1
+                last_was_call = call is not None
             if call is not None:
                 self._run(*call)
                 continue

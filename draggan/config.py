@@ -10,7 +10,7 @@ import functools
 import json
 import math
 import threading
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -138,6 +138,8 @@ class DragConfig:
                                    help="Nearest: fraction of the way to the edge")
     max_steps: int = _setting(300, "Max steps", "int", 1, 10_000, 1, section="main", reset=True,
                               help="stop after this many steps")
+    time_limit_s: float = _setting(0.0, "Time limit (s)", "float", 0, 86_400, 1,
+                                   help="stop the drag after this many seconds (0: none); a public server sets one")
     lambda_mask: float = _setting(20.0, "λ: how strongly the unpainted area is kept fixed", "float", 0, 100, 0.5,
                                   section="mask", reset=True,
                                   help="weight of the term that keeps the area outside the mask fixed")
@@ -228,7 +230,7 @@ class DragFrame:
     ms: float                        # mean milliseconds per step since the previous frame
     image: np.ndarray | None         # [H, W, 3] uint8 of the latent at this step, or None
     done: bool = False               # the last frame of the drag
-    reason: str = ""                 # when done: 'reached', 'max_steps' or 'stopped'
+    reason: str = ""                 # when done: 'reached', 'max_steps', 'stopped' or 'time_limit'
     latent: torch.Tensor | None = None  # [1, num_ws, w_dim] at this frame; always set when done
     start_xy: list[list[float]] | None = None  # where the handles started (after Nearest and rounding)
 
@@ -315,11 +317,14 @@ class DragJob:
     stop: threading.Event = dataclasses.field(default_factory=threading.Event)  # set: stop before the next step
     auto: Any = None                      # draggan.auto.AutoDragModel: the learned predictor for G (learned methods)
     image: np.ndarray | None = None       # the start latent's image if the caller has it (Nearest looks at it)
+    # on_step(step, latent [1, num_ws, w_dim], tracked (row, col) [N, 2] or None): every step's latent as it is
+    # rendered, left on the device (no host sync); the editor keeps them to render the whole drag as a video
+    on_step: Callable[[int, torch.Tensor, torch.Tensor | None], None] | None = None
 
     def __getstate__(self) -> dict:
         # A job pickled into another process (ZeroGPU's worker) cannot share a stop event with this one:
         # there the consumer stops by closing the frame generator instead.
-        return {**self.__dict__, "stop": None}
+        return {**self.__dict__, "stop": None, "on_step": None}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state, stop=threading.Event())

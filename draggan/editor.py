@@ -26,10 +26,14 @@ from .config import DragConfig, DragFrame, DragInputError, DragJob
 from .methods import check_method, run_drag
 
 Runner = Callable[[str, DragJob], Iterator[DragFrame]]
-from .video import FrameRecorder
+from .engine import check_drag_memory, default_memory_budget, rowcol
+from .video import FrameRecorder, StepRecorder, export_records, steady_fps, video_format
 
 if TYPE_CHECKING:
     from .auto import AutoDragModel
+
+
+MAX_HISTORY = 50  # undo steps kept per editor (each holds a W+ latent and the points)
 
 
 @dataclasses.dataclass
@@ -61,7 +65,9 @@ class Editor:
         self.targets_xy: list[list[float]] = []
         self.editable: np.ndarray | None = None  # [H, W] bool, True where the drag may change things
         self.history: list[_Snapshot] = []
-        self.recorder = FrameRecorder()         # the last drag's frames, for a video
+        self.recorder = FrameRecorder()         # the last drag's frames as shown (a runner in another process)
+        self.steps = StepRecorder()             # the last drag's every step, as latents: its video
+        self.memory_budget = default_memory_budget(self.device)  # bytes a drag's tracking may take (a server: less)
         self._stop = threading.Event()
         self._image: np.ndarray | None = None
 
@@ -89,6 +95,7 @@ class Editor:
     def _snapshot(self) -> None:
         self.history.append(_Snapshot(self.latent.clone(), copy.deepcopy(self.handles_xy),
                                       copy.deepcopy(self.targets_xy)))
+        del self.history[:-MAX_HISTORY]  # the oldest go: memory stays bounded however often one resets
 
     # -- editing state -----------------------------------------------------
 
@@ -138,11 +145,13 @@ class Editor:
         no undo entry and keeps the last drag's video.
         """
         check_method(method, self.auto is not None)  # before anything changes: an unknown method, or no predictor
+        config = config or DragConfig()
+        check_drag_memory(self.G, config, len(handles_xy), self.memory_budget)
         editable = None if self.editable is None else torch.from_numpy(self.editable).to(self.device)
         stop = stop or threading.Event()
-        job = DragJob(self.G, self.latent, list(handles_xy), list(targets_xy), config or DragConfig(),
+        job = DragJob(self.G, self.latent, list(handles_xy), list(targets_xy), config,
                       editable=editable, latent_space=self.latent_space, noise_mode=self.noise_mode,
-                      stop=stop, auto=self.auto, image=self.image())
+                      stop=stop, auto=self.auto, image=self.image(), on_step=self.steps.add)
         self._stop = stop
         return self._run(method, job, runner or run_drag)
 
@@ -151,6 +160,7 @@ class Editor:
         frames = runner(method, job)
         self._snapshot()
         self.recorder.clear()
+        self.steps.clear(job.targets_xy, job.handles_xy)
         self.targets_xy = job.targets_xy
         last = None
         try:
@@ -162,12 +172,31 @@ class Editor:
         finally:
             if last is not None and last.latent is not None:
                 self._set_latent(last.latent.to(self.device), last.image if last.done else None)
+                if last.done:
+                    self.steps.add(last.step, last.latent, rowcol(last.handles_xy, last.latent.device))
 
-    def export_video(self, path, overlay: bool = True, fps: float = 15.0):
-        """Write the last drag as .mp4, .webm or .gif; returns the path."""
-        if not len(self.recorder):
-            raise DragInputError("No drag to export yet: press Drag first")
-        return self.recorder.export(path, overlay=overlay, fps=fps)
+    def export_video(self, path, overlay: bool = True, fps: float | None = None,
+                     progress: Callable[[int, int], None] | None = None):
+        """Write the last drag as .mp4, .webm or .gif, every step of it (up to StepRecorder's bound, evenly
+        spaced), rendered now from the recorded latents; returns the path. fps: None for a steady rate that
+        shows the drag in about three seconds (steady_fps). progress(done, total) after each frame rendered.
+        A drag run in another process (no step latents came back) is written from the frames it showed."""
+        video_format(path)  # a bad name is refused before any rendering
+        steps = self.steps.steps()
+        if len(steps) < 2:
+            if not len(self.recorder):
+                raise DragInputError("No drag to export yet: press Drag first")
+            return self.recorder.export(path, overlay=overlay, fps=fps or 15.0)
+        records, handles = [], self.steps.start_xy
+        for i, (latent, tracked) in enumerate(steps):
+            handles = tracked if tracked is not None else handles
+            with torch.no_grad():
+                image = image_to_uint8(self.G.synthesis(latent.to(self.device), noise_mode=self.noise_mode))
+            records.append((image, handles, self.steps.targets_xy))
+            if progress is not None:
+                progress(i + 1, len(steps))
+        fps = fps or steady_fps(len(records))
+        return export_records(records, path, overlay=overlay, fps=fps, hold_last_s=1.0)
 
 
 DragSession = Editor  # the name scripts written for versions 1 and 2 use

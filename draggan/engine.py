@@ -15,6 +15,7 @@ Points are (x, y) image pixels at the API; inside, tensors hold (row, col).
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Callable, Iterator, TypeVar
 
@@ -91,6 +92,41 @@ def mask_loss(feat: torch.Tensor, feat0: torch.Tensor, fixed: torch.Tensor, lamb
 def stop_distance(resolution: int) -> float:
     """A handle has arrived within this many pixels of its target (the official rule)."""
     return max(2 * resolution / 512, 2)
+
+
+def drag_memory_bytes(G: Generator, cfg: DragConfig, n_points: int) -> int:
+    """Rough peak bytes a step's point tracking and motion supervision add to the generator's own activations.
+
+    Tracking compares every candidate of each handle's window with its reference: three [C, N, K] float32
+    tensors (samples, differences, their magnitudes), K = (2 r2 + 1)^2. Motion supervision reads each disc and
+    its four bilinear neighbours with autograd: about ten [C, N, Q], Q = (2 r1 + 3)^2. C: the feature block's
+    channels. At 100 points, R2 256 on a 1024-px generator this is tens of GB: `check_drag_memory` refuses it.
+    """
+    res, blocks = G.img_resolution, G.synthesis.blocks
+    channels = getattr(blocks[min(cfg.feature_block, len(blocks)) - 1], "out_channels", G.w_dim)
+    k = (2 * cfg.radius_px(cfg.r2, res) + 1) ** 2
+    q = (2 * cfg.radius_px(cfg.r1, res) + 3) ** 2
+    return 4 * channels * n_points * (3 * k + 10 * q)
+
+
+def default_memory_budget(device: torch.device) -> int:
+    """Bytes a drag's tracking and motion terms may take: half the device's memory (CUDA) or of the RAM."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory // 2
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def check_drag_memory(G: Generator, cfg: DragConfig, n_points: int, budget: int) -> None:
+    """A DragInputError, in words, when the drag would need more than `budget` bytes (drag_memory_bytes)."""
+    need = drag_memory_bytes(G, cfg, n_points)
+    if need > budget:
+        raise DragInputError(
+            f"This drag would need about {need / 2**30:.1f} GB for point tracking ({n_points} points, R2 {cfg.r2:g}, "
+            f"R1 {cfg.r1:g} on a {G.img_resolution}-px model); the bound here is {budget / 2**30:.1f} GB: "
+            "use fewer points or smaller radii")
 
 
 def nearest_edge_points(image: np.ndarray, handles_xy: list[list[float]], radius: float, rate: float = 0.8,
@@ -256,10 +292,11 @@ def optimize_latent(job: DragJob, latent: torch.Tensor, handles_xy: list[list[fl
     schedule, feat0 = FrameSchedule(cfg), None
     pending: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (step, points, distances, loss)
     step, reason, t_last = 0, "", time.perf_counter()
+    deadline = t_last + cfg.time_limit_s if cfg.time_limit_s else math.inf
     while True:
         # 2. One step: stop first, then features, tracking, loss, an optional frame, the update.
-        if job.stop.is_set() or step >= cfg.max_steps:
-            reason = "stopped" if job.stop.is_set() else "max_steps"
+        if job.stop.is_set() or step >= cfg.max_steps or time.perf_counter() > deadline:
+            reason = "stopped" if job.stop.is_set() else "max_steps" if step >= cfg.max_steps else "time_limit"
             if pending:  # steps not yet read back: one of them may have arrived (the latent froze there)
                 reached_at, (s, p, _, _) = _first_arrival(pending, res)
                 if reached_at is not None:
@@ -277,6 +314,8 @@ def optimize_latent(job: DragJob, latent: torch.Tensor, handles_xy: list[list[fl
             points = track_points(feat.detach(), points, refs, window, cfg.tracking, res, origin, size)
             distances = (targets - points).norm(dim=1)                          # [N]
             arrived = (distances <= stop_distance(res)).all()
+        if job.on_step is not None:
+            job.on_step(step, ws.detach(), points)
         with torch.enable_grad():
             loss = motion_loss(feat, points, targets, r1, res, origin, size)
             if fixed is not None:

@@ -128,9 +128,13 @@ def _predicted(job: DragJob, n_steps: int | None, use_regularizer: bool,
     reach = cfg.radius_px(cfg.r2, res) + math.ceil(float((targets - start).norm(dim=1).max()))
     window = engine.square_offsets(reach, dev)
     schedule = engine.FrameSchedule(cfg)
+    if job.on_step is not None:
+        job.on_step(0, job.w_start, None)
     for i, ws in enumerate(latents, start=1):
         if job.stop.is_set():
             break
+        if job.on_step is not None:
+            job.on_step(i, ws, None)
         if i < len(latents) and not schedule.render(i - 1):
             continue
         with torch.no_grad():

@@ -55,19 +55,22 @@ class PhotoSlots:
     `arm` records an inversion asked for but still waiting in a queue, so `cancel` reaches it too.
     """
 
-    def __init__(self, limit: int, held: Callable[[], set[str]]):
-        """limit: copies at once; held: the keys of sessions that show a photo now (called under no lock of ours)."""
+    def __init__(self, limit: int, held: Callable[[], dict[str, str | None]], per_client: int | None = None):
+        """limit: copies at once; held: {key: client} of sessions that show a photo now (called under no lock of
+        ours); per_client: copies one client may hold at once (None: no bound of its own)."""
         assert limit >= 0
         self.limit = limit
+        self.per_client = per_client
         self._held = held
         self._lock = threading.Lock()
         self._inverting: dict[str, threading.Event] = {}  # key -> cancel event of its inversion in progress
+        self._clients: dict[str, str | None] = {}         # key -> client of its inversion in progress
         self._armed: dict[str, threading.Event] = {}      # key -> cancel event of the inversion it asked for
 
     def taken(self) -> set[str]:
         held = self._held()  # the manager's lock, never taken while ours is held (it calls `inverting`)
         with self._lock:
-            return held | set(self._inverting)
+            return set(held) | set(self._inverting)
 
     def arm(self, key: str) -> None:
         with self._lock:
@@ -87,23 +90,29 @@ class PhotoSlots:
         with self._lock:
             return key in self._inverting
 
-    def reserve(self, key: str) -> threading.Event:
-        """Take a slot for `key`'s inversion; returns its cancel event. PhotoLimitError at the bound."""
+    def reserve(self, key: str, client: str | None = None) -> threading.Event:
+        """Take a slot for `key`'s inversion; returns its cancel event. PhotoLimitError at the bound, or at the
+        client's own bound (its other photo sessions and inversions)."""
         held = self._held()  # the manager's lock, never taken while ours is held (it calls `inverting`)
         with self._lock:
             if key in self._inverting:
                 raise DragInputError("A photo is already being inverted in this session: wait for it, or press Cancel")
-            taken = held | set(self._inverting)
-            if key not in taken and len(taken) >= self.limit:
+            owners = {**held, **self._clients}                      # key -> client, every copy held now
+            if key not in owners and len(owners) >= self.limit:
                 raise PhotoLimitError(f"Too many photo sessions right now (all {self.limit} in use): try again "
                                       "in a few minutes; generated images can be edited meanwhile")
+            mine = [k for k, c in owners.items() if client is not None and c == client and k != key]
+            if self.per_client is not None and len(mine) >= self.per_client:
+                raise PhotoLimitError(f"You already have {len(mine)} photo session(s) open here (the bound per "
+                                      "visitor): close that tab, or use it for this photo")
             cancel = self._armed.pop(key, None) or threading.Event()
-            self._inverting[key] = cancel
+            self._inverting[key], self._clients[key] = cancel, client
             return cancel
 
     def release(self, key: str) -> None:
         with self._lock:
             self._inverting.pop(key, None)
+            self._clients.pop(key, None)
 
     def forget(self, key: str) -> None:
         """The session `key` ended: cancel whatever it asked for."""
@@ -119,8 +128,9 @@ class PhotoSessions:
     `_sessions`, `_lock`, `_install` and `_photo_session`, and sets up its own state in `_init_photos`.
     """
 
-    def _init_photos(self, max_photos: int, perceptual_loader: PerceptualLoader | None) -> None:
-        self.photos = PhotoSlots(max_photos, self._photo_keys)
+    def _init_photos(self, max_photos: int, perceptual_loader: PerceptualLoader | None,
+                     photos_per_client: int | None = None) -> None:
+        self.photos = PhotoSlots(max_photos, self._photo_keys, photos_per_client)
         self._load_perceptual = perceptual_loader or load_perceptual
         self._perceptual: dict[str, PerceptualDistance] = {}
         self._perceptual_lock = threading.Lock()
@@ -146,9 +156,10 @@ class PhotoSessions:
         """Sessions holding a tuned generator copy now: photo sessions and inversions in progress."""
         return len(self.photos.taken())
 
-    def _photo_keys(self) -> set[str]:
+    def _photo_keys(self) -> dict[str, str | None]:
+        """{key: client} of the sessions that show a photo now."""
         with self._lock:
-            return {k for k, s in self._sessions.items() if s.photo is not None}
+            return {k: s.client for k, s in self._sessions.items() if s.photo is not None}
 
     def arm_invert(self, key: str) -> None:
         """Note that an inversion was asked for (before it waits in a queue), so a Cancel meanwhile stops it."""
@@ -164,13 +175,13 @@ class PhotoSessions:
     def inverting(self, key: str) -> bool:
         return self.photos.inverting(key)
 
-    def _reserve_photo(self, key: str) -> threading.Event:
+    def _reserve_photo(self, key: str, client: str | None = None) -> threading.Event:
         """Take a photo slot for `key`; returns the cancel event of its inversion."""
         self.sweep()  # expired photo sessions give their slots back
         current = self._sessions.get(key)
         if current is not None and current.running:
             raise DragInputError("Wait for the drag to finish (or press Stop) before inverting a photo")
-        return self.photos.reserve(key)
+        return self.photos.reserve(key, client)
 
     def invert_photo(self, key: str, model: str, photo: str | os.PathLike, preset: PTIPreset,
                      crop: tuple[int, int, int, int] | None = None, latent_space: str = "w+",
@@ -184,7 +195,7 @@ class PhotoSessions:
         DragInputError for an unusable photo, CheckpointError when a model or the perceptual weights
         cannot be loaded. Whatever goes wrong, the old session is untouched.
         """
-        cancel = self._reserve_photo(key)
+        cancel = self._reserve_photo(key, client)
         slot = False
         try:
             G = self.generator(model)
@@ -213,7 +224,7 @@ class PhotoSessions:
             info = embedding_info(path)
         except EmbeddingError as e:
             raise EmbeddingError(_short_names(str(e), path)) from None
-        self._reserve_photo(key)
+        self._reserve_photo(key, client)
         try:
             try:
                 base = self.generator(info.model_spec)

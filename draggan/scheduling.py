@@ -2,7 +2,7 @@
 
 - `stream_newest`: a producer (a drag) runs at its own pace in a thread; a slow reader gets the newest item.
 - `DeviceSlots`: at most n long jobs (drags, inversions, experiments) on the device at once.
-- `DragLine`: one session's drags in line, one at a time, each with its Stop.
+- `DragLine`: one session's drag, running or waiting for the device, with its Stop.
 
 Imports nothing from Gradio or from the rest of the app.
 """
@@ -12,6 +12,8 @@ import contextvars
 import threading
 import time
 from typing import Any, Callable, Iterator, TypeVar
+
+from stylegan2.errors import UserError
 
 T = TypeVar("T")
 
@@ -87,6 +89,10 @@ class DeviceSlots:
         return False
 
 
+class LineFullError(UserError, ValueError):
+    """A session asked for a second drag while its first still runs or waits."""
+
+
 class DragLine:
     """One session's drags in line: one runs at a time (holding a device slot), the others wait their turn.
 
@@ -130,8 +136,13 @@ class DragLine:
             return bool(events)
 
     def join(self) -> threading.Event:
-        """Join the line; returns this drag's ticket (the armed one if there is one: maybe already set)."""
+        """Join the line; returns this drag's ticket (the armed one if there is one: maybe already set).
+
+        A line holds one drag, running or waiting for the device: another is refused (LineFullError), so
+        one visitor cannot pile up drags that each hold a server thread while they wait."""
         with self._lock:
+            if self._tickets:
+                raise LineFullError("A drag is already running or waiting here: wait for it, or press Stop")
             ticket, self._armed = self._armed or threading.Event(), None
             self._tickets.append(ticket)
             return ticket

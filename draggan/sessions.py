@@ -1,14 +1,13 @@
 """Per-user editing sessions over shared generators: what the app keeps for each browser tab.
 
-A `SessionManager` maps a session key (the app uses Gradio's session hash) to a
-`Session`: one browser tab's state, around an `Editor` (`editor.py`, the scripting object) with its points, mask and drag-in-progress.
-Generators come from the loader (`stylegan2.checkpoints.load_generator`, which keeps one copy
+A `SessionManager` maps a session key (the app uses Gradio's session hash) to a `Session`: one browser
+tab's state, around an `Editor` (`editor.py`, the scripting object), its points, mask and drag. Generators come from the loader (`stylegan2.checkpoints.load_generator`, which keeps one copy
 per model and device, shared read-only by every session); a session holds only its latent,
 points, mask, undo history and last drag's frames.
 
 Sessions end when the app closes them (the browser left), when unused for `ttl_s`, or when
-the table is full: then the least recently used *idle* session goes. A session that is dragging
-or inverting is never evicted; if every session is busy, the new one is refused with a message.
+the table is full: then the least recently used *idle* session goes. A session that is dragging,
+inverting or showing a photo is never evicted; if none can go, the new one is refused with a message.
 One client (the app passes its IP address) holds at most `max_per_client` sessions: beyond that
 its own least recently used idle session goes, never someone else's.
 Every method is thread-safe: Gradio runs events of different users, and a Stop during a drag
@@ -22,6 +21,7 @@ Imports nothing from Gradio; errors meant for the user are `UserError`s.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import shutil
 import tempfile
 import threading
@@ -37,6 +37,7 @@ from stylegan2.networks import Generator
 from .compute import ComputeThread, Inline
 from .config import MAX_POINTS, DragConfig, DragFrame, DragInputError, check_point, validate_points
 from .editor import Editor, Runner, seed_latent
+from .engine import check_drag_memory
 from .methods import check_method
 from .photos import PerceptualLoader, PhotoLimitError, PhotoSessions, PhotoSlots, read_photo  # noqa: F401
 from .scheduling import DeviceSlots, DragLine, stream_newest  # noqa: F401 (re-exported: the app's imports)
@@ -87,6 +88,7 @@ class Session:
         self.line = DragLine(self._lock)         # this session's drags, one at a time
         self.slots = DeviceSlots(1)              # the device's slots; the manager shares its own
         self.runner: Runner | None = None        # where drags run (the manager's)
+        self.time_limit_s: float | None = None   # every drag stops after this long (the manager's)
         self.compute: ComputeThread | Inline = Inline()  # the thread tensor work runs on (the manager's)
         self._workdir: Path | None = None
         self._closed = False
@@ -200,9 +202,14 @@ class Session:
         """
         handles_xy, targets_xy = validate_points(handles_xy, targets_xy, self.resolution)
         config.validate()
+        if self.time_limit_s and not 0 < config.time_limit_s <= self.time_limit_s:
+            config = dataclasses.replace(config, time_limit_s=self.time_limit_s)
         check_method(method, self.editor.auto is not None)
+        check_drag_memory(self.editor.G, config, len(handles_xy), self.editor.memory_budget)
         if self._closed:
             raise NoSessionError("This session has ended: press Generate to start again")
+        if self.line.busy:
+            raise DragInputError("A drag is already running or waiting here: wait for it, or press Stop")
         return self._drag_in_line(handles_xy, targets_xy, config, method)
 
     def _drag_in_line(self, handles_xy: list[list[float]], targets_xy: list[list[float]],
@@ -242,6 +249,12 @@ class Session:
         dist = [float(np.hypot(t[0] - h[0], t[1] - h[1])) for h, t in zip(handles_xy, targets_xy)]
         return DragFrame(0, handles_xy, targets_xy, dist, float("nan"), 0.0, d.image(), done=True,
                          reason="stopped", latent=d.latent, start_xy=handles_xy)
+
+    def export_video(self, path, overlay: bool = True, progress: Callable[[int, int], None] | None = None):
+        """The last drag as a video (Editor.export_video), its frames rendered on the compute thread."""
+        with self._lock:
+            self._check_idle("exporting its video")
+            return self.compute.call(lambda: self.editor.export_video(path, overlay=overlay, progress=progress))
 
     def undo(self) -> bool:
         """Undo the last drag (or reset). False if there is nothing to undo."""
@@ -286,7 +299,9 @@ class SessionManager(PhotoSessions):
                  perceptual_loader: PerceptualLoader | None = None, max_photos: int = 4,
                  max_per_client: int | None = None, predictor_loader: PredictorLoader | None = None,
                  device_slots: int = 1, runner: Runner | None = None,
-                 compute: ComputeThread | Inline | None = None):
+                 compute: ComputeThread | Inline | None = None, max_drag_bytes: int | None = None,
+                 drag_time_limit_s: float | None = None, photos_per_client: int | None = None,
+                 protect_recent_s: float = 0.0):
         """device: where generators run; load: (spec, device) -> Generator, sharing one copy per model
         (default: stylegan2.checkpoints.load_generator with custom models allowed);
         max_sessions: live sessions kept; ttl_s: idle seconds before a session ends;
@@ -297,7 +312,12 @@ class SessionManager(PhotoSessions):
         device_slots: long jobs (drags, inversions, experiments) that run on the device at once;
         runner: (method, DragJob) -> frames, where drags run (default: here, `methods.run_drag`);
         compute: the thread that loads models, renders and runs drag steps (the app passes one
-        `ComputeThread` for all sessions; default: the caller's thread). Inversions run on their caller's."""
+        `ComputeThread` for all sessions; default: the caller's thread). Inversions run on their caller's.
+        max_drag_bytes: the memory a drag's tracking and motion terms may take (engine.drag_memory_bytes; default:
+        half the device's); drag_time_limit_s: every drag stops after this long (None: as the drag asks);
+        photos_per_client: tuned copies one client may hold (None: only max_photos bounds them);
+        protect_recent_s: a session used this recently is never evicted to make room (a newcomer is refused
+        instead), nor is a photo session ever: visitors behind one address cannot push each other out."""
         assert max_sessions >= 1 and ttl_s > 0
         self.device = device
         self._load = load or _default_loader
@@ -311,7 +331,10 @@ class SessionManager(PhotoSessions):
         self.slots = DeviceSlots(device_slots)
         self.runner = runner
         self.compute = compute or Inline()
-        self._init_photos(max_photos, perceptual_loader)
+        self.max_drag_bytes = max_drag_bytes
+        self.drag_time_limit_s = drag_time_limit_s
+        self.protect_recent_s = protect_recent_s
+        self._init_photos(max_photos, perceptual_loader, photos_per_client)
 
     def __len__(self) -> int:
         with self._lock:
@@ -351,6 +374,11 @@ class SessionManager(PhotoSessions):
     def _busy(self, session: Session) -> bool:
         return session.busy or self.photos.inverting(session.key)
 
+    def _evictable(self, session: Session) -> bool:
+        """Idle, showing no photo, and not used within protect_recent_s."""
+        recent = self.protect_recent_s > 0 and self._clock() - session.last_used < self.protect_recent_s
+        return not (self._busy(session) or session.photo is not None or recent)
+
     def _install(self, session: Session, what: str) -> None:
         """Make `session` the live one for its key, closing the old one (refused while it drags).
 
@@ -369,6 +397,9 @@ class SessionManager(PhotoSessions):
             self._sessions.pop(key, None)
             session.last_used = self._clock()
             session.slots, session.runner, session.compute = self.slots, self.runner, self.compute
+            session.time_limit_s = self.drag_time_limit_s
+            if self.max_drag_bytes is not None:
+                session.editor.memory_budget = min(session.editor.memory_budget, self.max_drag_bytes)
             self._sessions[key] = session
         for s in ([old] if old is not None else []) + evicted:
             s.close()
@@ -378,19 +409,19 @@ class SessionManager(PhotoSessions):
         evicted = []
         if client is not None:
             own = [s for s in others if s.client == client]
-            for s in [s for s in own if not self._busy(s)][:max(0, len(own) + 1 - self.max_per_client)]:
+            for s in [s for s in own if self._evictable(s)][:max(0, len(own) + 1 - self.max_per_client)]:
                 evicted.append(self._sessions.pop(s.key))
             if len(own) - len(evicted) + 1 > self.max_per_client:
                 for s in evicted:  # nothing of this client's could go: keep them all
                     self._sessions[s.key] = s
-                raise DragInputError(f"You already have {self.max_per_client} sessions open here, all busy: close a tab "
-                                     "or wait for its drag to finish")
-        idle = [s for k, s in self._sessions.items() if k != key and not self._busy(s)]
+                raise DragInputError(f"You already have {self.max_per_client} sessions open here, all in use: close a "
+                                     "tab, or wait a few minutes")
+        idle = [s for k, s in self._sessions.items() if k != key and self._evictable(s)]
         while len(self._sessions) + (key not in self._sessions) > self.max_sessions:
             if not idle:
                 for s in evicted:
                     self._sessions[s.key] = s
-                raise DragInputError("The server is busy: every session is working right now. Try again in a minute")
+                raise DragInputError("The server is busy: every session is in use right now. Try again in a few minutes")
             victim = idle.pop(0)
             evicted.append(self._sessions.pop(victim.key))
         return evicted

@@ -11,7 +11,7 @@ import math
 from fractions import Fraction
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Generic, Iterable, Sequence, TypeVar
 
 import cv2
 import numpy as np
@@ -22,6 +22,7 @@ from stylegan2.errors import UserError
 from .draw import draw_points, enlarge
 
 SUFFIXES = (".mp4", ".webm", ".gif")
+T = TypeVar("T")
 
 
 class VideoError(UserError):
@@ -148,65 +149,80 @@ def _encode(frames: list[np.ndarray], path: Path, fps: float, fmt: VideoFormat) 
         container.mux(stream.encode(None))  # flush the encoder's delayed frames
 
 
-class FrameRecorder:
-    """The frames of one drag, kept compactly (JPEG) and few enough to bound memory.
+class EvenSample(Generic[T]):
+    """Up to `max_items` items of a stream of unknown length, evenly spaced over all of it.
 
-    Past `max_frames`, every other frame is dropped and from then on only every 2nd (4th,
-    ...) frame is kept, so the kept frames stay evenly spaced over the whole drag however
-    long it runs; the first and the latest frame are always kept.
+    Past `max_items`, every other kept item is dropped and from then on only every 2nd (4th, ...)
+    item is kept, so the kept items stay evenly spaced however long the stream runs; the first and
+    the latest item are always there.
     """
 
-    def __init__(self, max_frames: int = 300, jpeg_quality: int = 95):
-        if max_frames < 2:
-            raise ValueError(f"max_frames must be >= 2, not {max_frames}")
-        self.max_frames = max_frames
-        self.jpeg_quality = jpeg_quality
+    def __init__(self, max_items: int):
+        if max_items < 2:
+            raise ValueError(f"max_items must be >= 2, not {max_items}")
+        self.max_items = max_items
         self.clear()
 
     def clear(self) -> None:
-        """Forget every frame (a new drag starts)."""
-        self._kept: list[tuple[bytes, list[list[float]], list[list[float]]]] = []  # (jpeg, handles, targets)
-        self._latest: tuple[bytes, list[list[float]], list[list[float]]] | None = None  # when not kept
+        self._kept: list[T] = []
+        self._latest: T | None = None  # the latest item when it is not one of the kept ones
         self._added = 0
         self._stride = 1
 
-    def add(self, image: np.ndarray, handles_xy: Sequence[Sequence[float]],
-            targets_xy: Sequence[Sequence[float]]) -> None:
-        """Record one frame [H, W, 3] uint8 RGB with its points ((x, y) image pixels)."""
+    def add(self, item: T) -> None:
         n, self._added = self._added, self._added + 1
         if n % self._stride:
-            self._latest = self._pack(image, handles_xy, targets_xy)
+            self._latest = item
             return
         self._latest = None
-        self._kept.append(self._pack(image, handles_xy, targets_xy))
-        if len(self._kept) >= self.max_frames:
-            self._kept = self._kept[::2]  # kept frames are those at multiples of the stride
+        self._kept.append(item)
+        if len(self._kept) >= self.max_items:
+            self._kept = self._kept[::2]  # kept items are those at multiples of the stride
             self._stride *= 2
+
+    def items(self) -> list[T]:
+        return self._kept + ([self._latest] if self._latest is not None else [])
 
     def __len__(self) -> int:
         return len(self._kept) + (self._latest is not None)
 
+
+Record = tuple[bytes, list[list[float]], list[list[float]]]  # (JPEG, handles, targets)
+
+
+class FrameRecorder:
+    """The frames of one drag as they were shown, kept compactly (JPEG) and evenly spaced (`EvenSample`)."""
+
+    def __init__(self, max_frames: int = 300, jpeg_quality: int = 95):
+        self._sample: EvenSample[Record] = EvenSample(max_frames)
+        self.jpeg_quality = jpeg_quality
+
+    def clear(self) -> None:
+        """Forget every frame (a new drag starts)."""
+        self._sample.clear()
+
+    def add(self, image: np.ndarray, handles_xy: Sequence[Sequence[float]],
+            targets_xy: Sequence[Sequence[float]]) -> None:
+        """Record one frame [H, W, 3] uint8 RGB with its points ((x, y) image pixels)."""
+        self._sample.add(self._pack(image, handles_xy, targets_xy))
+
+    def __len__(self) -> int:
+        return len(self._sample)
+
+    def records(self) -> list[tuple[np.ndarray, list[list[float]], list[list[float]]]]:
+        """The recorded frames as (RGB image, handles, targets)."""
+        return [(cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB),
+                 handles, targets) for jpeg, handles, targets in self._sample.items()]
+
     def frames(self, overlay: bool = True, scale: int | None = None) -> list[np.ndarray]:
         """The recorded frames as RGB images; `overlay` draws the points (see draw_points),
         `scale` enlarges them (nearest; by default overlays are drawn on a >= 512-px view)."""
-        records = self._kept + ([self._latest] if self._latest is not None else [])
-        out = []
-        for jpeg, handles, targets in records:
-            image = cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-            if overlay:
-                out.append(draw_points(image, handles, targets, scale=scale))
-            else:
-                out.append(enlarge(image, scale) if scale else image)
-        return out
+        return [draw_points(image, handles, targets, scale=scale) if overlay else (enlarge(image, scale) if scale else image)
+                for image, handles, targets in self.records()]
 
     def export(self, path: str | Path, overlay: bool = True, fps: float = 15.0) -> Path:
         """Write the recorded drag as .mp4, .webm or .gif (see write_video); returns the path."""
-        fmt = video_format(path)
-        if not len(self):
-            raise VideoError("No frames to write: run a drag first")
-        side = max(cv2.imdecode(np.frombuffer(self._kept[0][0], np.uint8), cv2.IMREAD_UNCHANGED).shape[:2])
-        # Points are drawn on frames already at (about) the video's size, so they stay sharp.
-        return write_video(self.frames(overlay, scale=enlarge_factor(side, fmt)), path, fps=fps)
+        return export_records(self.records(), path, overlay=overlay, fps=fps)
 
     def _pack(self, image: np.ndarray, handles_xy, targets_xy) -> tuple[bytes, list[list[float]], list[list[float]]]:
         params = [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality,
@@ -214,3 +230,59 @@ class FrameRecorder:
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params)
         assert ok, "OpenCV failed to encode a JPEG"
         return buf.tobytes(), [list(map(float, p)) for p in handles_xy], [list(map(float, p)) for p in targets_xy]
+
+
+class StepRecorder:
+    """Every step of one drag as its latent (and tracked points), evenly spaced (`EvenSample`): latents are
+    cheap to keep, so the video shows the whole drag whatever the app streamed; images are rendered at export.
+
+    Latents stay where the drag computed them (no host sync per step). Handles are (row, col) tensors or
+    None (a learned step that was not tracked: the video shows the last known handles there).
+    """
+
+    def __init__(self, max_steps: int = 300):
+        self._sample: EvenSample[tuple[object, object | None]] = EvenSample(max_steps)
+        self.targets_xy: list[list[float]] = []
+        self.start_xy: list[list[float]] = []
+
+    def clear(self, targets_xy: Sequence[Sequence[float]] = (), start_xy: Sequence[Sequence[float]] = ()) -> None:
+        self._sample.clear()
+        self.targets_xy = [list(map(float, p)) for p in targets_xy]
+        self.start_xy = [list(map(float, p)) for p in start_xy]  # the handles before the first tracked step
+
+    def add(self, step: int, latent, points_rc) -> None:
+        """on_step's signature (see DragJob.on_step); `step` is not needed: the order is the drag's."""
+        self._sample.add((latent, points_rc))
+
+    def __len__(self) -> int:
+        return len(self._sample)
+
+    def steps(self) -> list[tuple[object, list[list[float]] | None]]:
+        """(latent, handles as (x, y) pixels or None) of each kept step, in order."""
+        out = []
+        for latent, points in self._sample.items():
+            handles = None if points is None else [[float(c), float(r)] for r, c in points.detach().cpu().tolist()]
+            out.append((latent, handles))
+        return out
+
+
+def steady_fps(frames: int, seconds: float = 3.0, lowest: float = 6.0, highest: float = 30.0) -> float:
+    """A frame rate that shows `frames` in about `seconds`, within [lowest, highest] frames a second: a short
+    drag is not a flash, a long one not a slideshow."""
+    return float(min(highest, max(lowest, frames / seconds)))
+
+
+def export_records(records: Sequence[tuple[np.ndarray, Sequence, Sequence]], path: str | Path, overlay: bool = True,
+                   fps: float = 15.0, hold_last_s: float = 0.0) -> Path:
+    """Write (RGB image, handles, targets) records as .mp4, .webm or .gif; the last frame is shown
+    `hold_last_s` longer (a GIF holds its own: GIF_HOLD_LAST_MS). Points are drawn on frames already at
+    (about) the video's size, so they stay sharp."""
+    fmt = video_format(path)
+    if not records:
+        raise VideoError("No frames to write: run a drag first")
+    scale = enlarge_factor(max(records[0][0].shape[:2]), fmt)
+    frames = [draw_points(image, handles, targets, scale=scale) if overlay else enlarge(image, scale)
+              for image, handles, targets in records]
+    if fmt.codec != "gif":
+        frames += [frames[-1]] * int(round(hold_last_s * fps))
+    return write_video(frames, path, fps=fps)

@@ -51,6 +51,9 @@ def plan_window(G: Generator, block: int, points_rc: list[list[float]], reach_px
     block: the 1-based feature block; points_rc: (row, col) image pixels. None when cropping would not
     save anything (the points are spread over most of the map, or the map is small).
     """
+    if not getattr(G.synthesis, "square", True) or not getattr(G.synthesis, "supports_local_steps", True):
+        return None  # StyleGAN-Human: whole padded maps (crops would mix in the pad); StyleGAN3: filters, margins
+        return None
     blocks = G.synthesis.blocks[:block]
     res = G.img_resolution
     size = blocks[-1].resolution

@@ -7,7 +7,8 @@ Tensors:
               (the synthesis weights and the optimized noise maps), stored whole.
 Metadata (strings): `format` = "draggan-pti", `version`, `model_spec` (how to load the base
 model), `base_sha256` (hash of the base model's state dict), `base_config` (its
-GeneratorConfig as JSON), `image_size`, `preset` and `metrics` (JSON).
+GeneratorConfig as JSON), `image_size`, `preset` and `metrics` (JSON; its "loss" names the distance
+the inversion optimized, e.g. "the offline pixel loss (no perceptual weights)").
 
 Why whole tensors rather than differences from the base: safetensors does not compress, so a
 difference takes the same space, and whole tensors reload bit-exactly (base + (tuned - base) is
@@ -31,7 +32,8 @@ from safetensors import safe_open
 from stylegan2.checkpoints import (MAX_HEADER_BYTES, MAX_SPEC_CHARS, CheckpointError, SafetensorsHeader,
                                    check_spec_allowed, generator_hash, read_safetensors_header, write_safetensors)
 from stylegan2.networks import Generator, GeneratorConfig
-from stylegan2.safe_pickle import config_from_dict, shorten
+from stylegan2.safe_pickle import shorten
+from stylegan2.stylegan3_io import any_config_from_dict, build_generator
 
 from .inversion import InversionResult
 
@@ -64,7 +66,7 @@ def save_embedding(path: str | os.PathLike, result: InversionResult, base_G: Gen
         "image_size": str(base_G.img_resolution),
         "preset": json.dumps(dataclasses.asdict(result.preset)),
         "metrics": json.dumps({"projection": dataclasses.asdict(result.projection),
-                               "tuning": dataclasses.asdict(result.tuning)}),
+                               "tuning": dataclasses.asdict(result.tuning), "loss": result.loss}),
     }
     return write_safetensors(path, tensors, metadata)
 
@@ -111,7 +113,7 @@ def _check_header(path: str | os.PathLike) -> _Checked:
         raise EmbeddingError(f"{name} names its base model badly (empty, over {MAX_SPEC_CHARS} characters or "
                              f"with control characters); {_REMAKE}")
     try:
-        config = config_from_dict(json.loads(meta.get("base_config", "")), name)
+        config = any_config_from_dict(json.loads(meta.get("base_config", "")), name)  # StyleGAN2 or 3
         image_size = int(meta.get("image_size", ""))
         for key in ("preset", "metrics"):
             if not isinstance(json.loads(meta.get(key, "")), dict):
@@ -131,7 +133,7 @@ def _check_header(path: str | os.PathLike) -> _Checked:
 def _tensor_problem(header: SafetensorsHeader, config: GeneratorConfig) -> str | None:
     """What is wrong with the embedding's tensor list for a base model of `config`; None when all fit."""
     with torch.device("meta"):  # shapes only: nothing is allocated
-        G = Generator(config)
+        G = build_generator(config)
     shapes = {k: tuple(v.shape) for k, v in G.state_dict().items()}
     res = config.img_resolution
     want = {"pivot_ws": ((1, G.num_ws, G.w_dim), ("F32",)), "target": ((res, res, 3), ("U8",))}
@@ -197,7 +199,7 @@ def load_embedding(path: str | os.PathLike, device: str | torch.device = "cpu",
     if base_G is None:
         from stylegan2.checkpoints import load_generator
         base_G = load_generator(spec, device, allow_custom=allow_custom)
-    elif not isinstance(base_G, Generator):
+    elif not isinstance(base_G, torch.nn.Module):  # a StyleGAN2 or StyleGAN3 generator
         base_G = base_G(spec)
     want, have = checked.config.to_dict(), base_G.config.to_dict()
     if want != have:

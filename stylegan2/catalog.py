@@ -4,11 +4,17 @@ Each entry points either at a file on the Hugging Face Hub (`repo_id`, `filename
 `revision`) or at a file inside this repository (`path`, relative to the repository root).
 `stylegan2.checkpoints.load_generator(name)` loads an entry by its name.
 
-The default model is the first of the JSON's `default_order` whose weights are on this machine
-(a repo-local file that exists, or a Hub file already in the Hugging Face cache); when none is,
-the last of that list (the official DragGAN app's default, lions-512), which downloads on first
-use. So the app starts on our small offline model once it is committed, and never reaches for the
-network at startup when a model is already here.
+Entries come from published tables (DragGAN's `scripts/download_models.json`, the file list of
+`DragGan/DragGan-Models`, the draggan 1.1.6 package's table of `ZeqiangLai/StyleGAN2-pkl`): each
+says which (`source`), its `format` (which reader loads it), its image size and its licence as
+that source states it. `verified` is true only for a file someone here downloaded and loaded;
+`checked` says what was done (a location named by a table is not a file loaded).
+
+The default model is `$DRAGGAN_MODEL` when set, else the first of the JSON's `default_order`
+whose weights are on this machine (a repo-local file that exists, or a Hub file already in the
+Hugging Face cache, asked offline through huggingface_hub's cache API); real models come first, so
+a Space that preloads Lions (or Human) opens on it, and the toy model, last, is what a machine with
+nothing cached opens on, offline. Startup never reaches for the network.
 
 An entry may carry `drag_defaults`: drag settings that suit the model better than DragConfig's
 (which are the paper's, for 512-px models; radii are in 512-px units, so on a 64-px model the
@@ -20,6 +26,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 from pathlib import Path
 
 from huggingface_hub import try_to_load_from_cache
@@ -40,8 +47,12 @@ class CatalogEntry:
     shows: str                  # what the images show
     licence: str                # licence of the weights, as far as known
     source: str                 # where the weights come from
-    verified: bool = False      # True once someone has loaded the file at this location
-    repo_id: str | None = None  # Hub repository, e.g. "aaronb/StyleGAN2-pkl"
+    verified: bool = False      # True only once someone here downloaded and loaded the file at this location
+    format: str = "stylegan2"   # the reader: stylegan2, stylegan2-ada, stylegan-human, stylegan2-tf, stylegan3
+    height: int | None = None   # image rows when not square (StyleGAN-Human); None = resolution
+    width: int | None = None    # image columns when not square; None = resolution
+    checked: str = ""           # what was done to check the location (e.g. named by a table, not downloaded)
+    repo_id: str | None = None  # Hub repository, e.g. "ZeqiangLai/StyleGAN2-pkl"
     filename: str | None = None  # file inside the Hub repository
     revision: str | None = None  # Hub branch, tag or commit; None = main
     path: str | None = None     # repo-local file, relative to the repository root
@@ -54,6 +65,8 @@ class CatalogEntry:
         hub = self.repo_id is not None and self.filename is not None
         if hub == (self.path is not None) or (self.repo_id is None) != (self.filename is None):
             raise ValueError(f"catalog entry {self.name!r}: give either repo_id and filename, or path")
+        if (self.height is None) != (self.width is None) or max(self.height or 0, self.width or 0) > self.resolution:
+            raise ValueError(f"catalog entry {self.name!r}: give both height and width, at most the resolution")
         if not isinstance(self.drag_defaults, dict):
             raise ValueError(f"catalog entry {self.name!r}: drag_defaults must be an object, "
                              f"e.g. {{\"r1\": 24}}")
@@ -67,6 +80,11 @@ class CatalogEntry:
                 what = "a whole number" if kind is int else "a number"
                 raise ValueError(f"catalog entry {self.name!r}: drag_defaults {key} must be {what} > 0, "
                                  f"got {value!r}")
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of the model's images (the app shows them padded to resolution x resolution)."""
+        return (self.height or self.resolution, self.width or self.resolution)
 
     @property
     def is_local(self) -> bool:
@@ -114,12 +132,20 @@ def model_names() -> list[str]:
     return [e.name for e in list_models()]
 
 
+def names_hint(shown: int = 6) -> str:
+    """The first catalog names, for a one-line message: 'a, b, c, ... (24 in all, in stylegan2/catalog.json)'."""
+    names = model_names()
+    if len(names) <= shown:
+        return ", ".join(names)
+    return f"{', '.join(names[:shown])}, ... ({len(names)} in all, in stylegan2/catalog.json)"
+
+
 def get_entry(name: str) -> CatalogEntry:
     """The entry called `name`; KeyError listing the known names otherwise."""
     for entry in list_models():
         if entry.name == name:
             return entry
-    raise KeyError(f"no model {name!r} in the catalog; known: {', '.join(model_names())}")
+    raise KeyError(f"no model {name!r} in the catalog; known: {names_hint()}")
 
 
 def drag_defaults(spec: str) -> dict[str, float]:
@@ -131,9 +157,35 @@ def drag_defaults(spec: str) -> dict[str, float]:
 
 
 def default_model() -> str:
-    """Name of the model to start with: the first of `default_order` available offline, else the last."""
+    """The model to start with: $DRAGGAN_MODEL, else the first of `default_order` available offline, else the last."""
+    override = os.environ.get("DRAGGAN_MODEL", "").strip()
+    if override:
+        return override
     order = _read_catalog()[1]
     for name in order:
         if get_entry(name).is_available_offline():
             return name
     return order[-1]
+
+
+TABLE_START, TABLE_END = "<!-- models:start -->", "<!-- models:end -->"
+FORMAT_NAMES = {"stylegan2": "StyleGAN2 (PyTorch)", "stylegan2-ada": "StyleGAN2-ADA", "stylegan-human": "StyleGAN-Human",
+                "stylegan2-tf": "StyleGAN2 (TensorFlow)", "stylegan3": "StyleGAN3"}
+
+
+def models_table() -> str:
+    """The README's "Models" table, from the catalog: name, what it shows, size, format, licence, where it is."""
+    rows = ["| Name | Shows | Size (H x W) | Format | Licence | File |", "|---|---|---|---|---|---|"]
+    for e in list_models():
+        h, w = e.image_size
+        where = f"`{e.path}` (this repository)" if e.is_local else f"`{e.repo_id}` `{e.filename}`"
+        cells = [f"`{e.name}`", e.shows, f"{h} x {w}", FORMAT_NAMES.get(e.format, e.format), e.licence, where]
+        rows.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def with_models_table(readme: str) -> str:
+    """`readme` with the text between TABLE_START and TABLE_END replaced by `models_table()`."""
+    head, rest = readme.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    return f"{head}{TABLE_START}\n{models_table()}{TABLE_END}{tail}"

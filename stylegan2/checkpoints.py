@@ -11,7 +11,9 @@ Our file format is one `.safetensors` file: the generator's state dict under NVI
 (`mapping.fc0.weight`, `synthesis.b4.const`, ...) and, in the safetensors metadata,
 `draggan_config` = the `GeneratorConfig` as JSON (plus `format` = `draggan-stylegan2`).
 
-An NVIDIA `.pkl` is read once with `stylegan2.safe_pickle` (never `pickle.load`) and converted
+A `.pkl` (StyleGAN2, StyleGAN2-ADA, StyleGAN-Human, DragGAN, or an original TensorFlow
+config-e/f pickle: `stylegan2.safe_pickle`'s readers by format) is read once with
+`stylegan2.safe_pickle` (never `pickle.load`) and converted
 into that format in the conversion cache, named by the pickle's SHA-256, so later loads never
 touch pickle. The cache is `$DRAGGAN_CACHE`, else `<HF_HOME>/draggan` (by default
 `~/.cache/huggingface/draggan`).
@@ -33,9 +35,7 @@ import collections
 import contextlib
 import dataclasses
 import hashlib
-import json
 import logging
-import math
 import os
 import re
 import threading
@@ -49,28 +49,26 @@ from huggingface_hub import constants as hf_constants
 from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
 from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, HFValidationError,
                                     LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError)
-from safetensors import safe_open
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from . import catalog, safe_pickle
 from .networks import Generator
-from .safe_pickle import (CheckpointError, UnsafeCheckpointError, UnsupportedCheckpointError, config_from_dict,
-                          describe_mismatch, open_regular_file, shorten)
+from .errors import CheckpointError, ModelNotAllowedError, UnsafeCheckpointError, UnsupportedCheckpointError
+from .model_files import (CONFIG_KEY, FORMAT, MAX_HEADER_BYTES, MAX_MODEL_BYTES,  # noqa: F401 (re-exported)
+                          FileFormat, SafetensorsHeader, _read_safetensors, generator_hash, read_safetensors_header,
+                          register_file_format, save_generator, write_safetensors)
+from .safe_pickle import open_regular_file, shorten
 
 __all__ = ["CheckpointError", "ModelNotAllowedError", "UnsafeCheckpointError", "UnsupportedCheckpointError",
            "GeneratorCache", "SafetensorsHeader", "Source", "cache_dir", "check_spec_allowed", "clear_memory_cache",
            "generator_cache", "generator_hash", "load_generator", "locate", "portable_spec", "read_generator_file",
-           "read_safetensors_header", "resolve_device", "resolve_spec", "save_generator", "set_memory_cache_limits",
+           "read_safetensors_header", "register_file_format", "resolve_device", "resolve_spec", "save_generator",
+           "set_memory_cache_limits",
            "write_safetensors"]
 
 log = logging.getLogger(__name__)
 
-FORMAT = "draggan-stylegan2"
-CONFIG_KEY = "draggan_config"
-CONVERTER_VERSION = 1  # part of the cached file's name: bump when the pickle conversion changes
-MAX_MODEL_BYTES = safe_pickle.MAX_PICKLE_BYTES  # larger model files are refused before reading
-MAX_HEADER_BYTES = 1 << 20  # a safetensors header (tensor list + metadata); ours are under 64 KB
+CONVERTER_VERSION = 2  # part of the cached file's name: bump when the pickle conversion changes (2: record defaults per codebase, non-square, TF)
 MAX_SPEC_CHARS = 1024       # a model spec longer than any path or Hub file name is refused unread
 HUB_TIMEOUT_S = 10          # seconds to wait for the Hub's answer (metadata request, each download read)
 _HUB_SPEC = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+):(?P<file>[^@]+?)(?:@(?P<rev>[^@]+))?$")
@@ -103,130 +101,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"unsupported device {device!r}: use auto, cpu, cuda or mps")
     return dev
-
-
-# ----------------------------------------------------------------------------
-# Our safetensors format.
-
-def write_safetensors(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor],
-                      metadata: dict[str, str]) -> Path:
-    """Write a `.safetensors` file atomically (a reader never sees half a file). Returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # unique per writer
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def generator_hash(G: Generator) -> str:
-    """SHA-256 of the state dict (names, shapes and float32 values, in name order), as hex."""
-    h = hashlib.sha256()
-    for name, t in sorted(G.state_dict().items()):
-        t = t.detach().to("cpu", torch.float32).contiguous()
-        h.update(f"{name}:{tuple(t.shape)};".encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
-
-
-def save_generator(G: Generator, path: str | os.PathLike[str]) -> Path:
-    """Write `G` as one `.safetensors` file (weights + `draggan_config` metadata); atomic. Returns the path."""
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in G.state_dict().items()}
-    metadata = {"format": FORMAT, CONFIG_KEY: json.dumps(G.config.to_dict(), sort_keys=True)}
-    return write_safetensors(path, tensors, metadata)
-
-
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-                "BOOL": 1}
-_FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
-
-
-@dataclasses.dataclass(frozen=True)
-class SafetensorsHeader:
-    """What a `.safetensors` file says about itself, read without loading any tensor."""
-    metadata: dict[str, str]               # the string metadata (`__metadata__`)
-    shapes: dict[str, tuple[int, ...]]     # tensor name -> shape
-    dtypes: dict[str, str]                 # tensor name -> safetensors dtype ("F32", "U8", ...)
-
-
-def read_safetensors_header(path: str | os.PathLike[str], max_bytes: int = MAX_MODEL_BYTES,
-                            max_header_bytes: int = MAX_HEADER_BYTES, what: str = "model file") -> SafetensorsHeader:
-    """Read and check a `.safetensors` header: its size, JSON, dtypes, shapes and data offsets.
-
-    Only the header is read (at most `max_header_bytes`); a file over `max_bytes` is refused unread.
-    Raises CheckpointError (one line) for anything malformed, so a tensor read later cannot fail or surprise.
-    """
-    name = shorten(Path(path).name)
-    bad = f"{name} is not a readable .safetensors file"
-    with open_regular_file(path, max_bytes, what) as f:
-        size = os.fstat(f.fileno()).st_size
-        prefix = f.read(8)
-        n = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
-        if n < 2 or 8 + n > size:
-            raise CheckpointError(f"{bad} (truncated or not safetensors)")
-        if n > max_header_bytes:
-            raise CheckpointError(f"{bad}: its header is {n} bytes, over this app's limit of {max_header_bytes}")
-        try:
-            header = json.loads(f.read(n))
-        except (ValueError, RecursionError):  # RecursionError: nesting deeper than any real header
-            raise CheckpointError(f"{bad} (damaged header)") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{bad} (damaged header)")
-    metadata = header.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise CheckpointError(f"{bad} (its metadata is not text)")
-    shapes, dtypes = {}, {}
-    for key, entry in header.items():
-        problem = _tensor_entry_problem(entry, size - 8 - n)
-        if problem:
-            raise CheckpointError(f"{bad}: tensor {shorten(key, 60)} {problem}")
-        shapes[key], dtypes[key] = tuple(entry["shape"]), entry["dtype"]
-    return SafetensorsHeader(metadata, shapes, dtypes)
-
-
-def _tensor_entry_problem(entry: object, data_bytes: int) -> str | None:
-    """What is wrong with one header entry ({dtype, shape, data_offsets}); None when it is sound."""
-    if not isinstance(entry, dict) or entry.get("dtype") not in _DTYPE_BYTES:
-        return "has no known dtype"
-    shape, offsets = entry.get("shape"), entry.get("data_offsets")
-    if not isinstance(shape, list) or len(shape) > 8 or not all(type(d) is int and d >= 0 for d in shape):
-        return "has a malformed shape"
-    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets)
-            or not 0 <= offsets[0] <= offsets[1] <= data_bytes):
-        return "lies outside the file"
-    if offsets[1] - offsets[0] != math.prod(shape) * _DTYPE_BYTES[entry["dtype"]]:
-        return "has a size that does not match its shape"
-    return None
-
-
-def _read_safetensors(path: Path) -> Generator:
-    header = read_safetensors_header(path)
-    name = shorten(path.name)
-    if CONFIG_KEY not in header.metadata:
-        raise CheckpointError(f"{name} has no {CONFIG_KEY!r} metadata: it is not a generator saved by this app "
-                              "(convert NVIDIA pickles with `python -m draggan convert`)")
-    try:
-        config = json.loads(header.metadata[CONFIG_KEY])
-    except (ValueError, RecursionError):
-        raise CheckpointError(f"{name}: its {CONFIG_KEY} metadata is not JSON; convert it again") from None
-    cfg = config_from_dict(config, name)  # validated: nothing is allocated from an unchecked config
-    problem = describe_mismatch(header.shapes, cfg.state_shapes())
-    if problem is None and any(header.dtypes[k] not in _FLOAT_DTYPES for k in header.dtypes):
-        problem = "its tensors must be floating point"
-    if problem:
-        raise CheckpointError(f"{name}: {problem}; convert it again")
-    G = Generator(cfg)
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors raises its own error types for damaged data
-        raise CheckpointError(f"{name} is not a readable .safetensors file ({shorten(e)}); download or convert "
-                              "it again") from None
-    G.load_state_dict(state, strict=True)
-    return G.eval().requires_grad_(False)
 
 
 # ----------------------------------------------------------------------------
@@ -282,10 +156,6 @@ def read_generator_file(path: str | os.PathLike[str]) -> Generator:
 # ----------------------------------------------------------------------------
 # Which specs may be loaded.
 
-class ModelNotAllowedError(CheckpointError):
-    """The spec names something other than a catalog model, where only catalog models may be loaded."""
-
-
 NOT_ALLOWED = "Only the models listed in this app can be loaded here"
 
 
@@ -298,7 +168,7 @@ def check_spec_allowed(spec: object, allow_custom: bool) -> None:
     if allow_custom and isinstance(spec, str):
         return
     if not isinstance(spec, str) or spec.strip() not in catalog.model_names():
-        raise ModelNotAllowedError(f"{NOT_ALLOWED}: {', '.join(catalog.model_names())}")
+        raise ModelNotAllowedError(f"{NOT_ALLOWED}: {catalog.names_hint()}")
 
 
 # ----------------------------------------------------------------------------
@@ -345,7 +215,7 @@ def resolve_spec(spec: str) -> Source:
         return Source(spec, repo_id=match["repo"], filename=match["file"], revision=match["rev"])
     if path.suffix.lower() in (".pkl", ".safetensors") or os.sep in spec or "/" in spec:
         return Source(spec, path=path)
-    raise CheckpointError(f"unknown model {shorten(spec, 40)!r}: pass a catalog name ({', '.join(catalog.model_names())}), "
+    raise CheckpointError(f"unknown model {shorten(spec, 40)!r}: pass a catalog name ({catalog.names_hint()}), "
                           "REPO_ID:FILE[@REVISION] or a .pkl/.safetensors path")
 
 

@@ -6,6 +6,20 @@ and synthesis networks, and the generator. Parameter and buffer names follow
 NVIDIA's `training/networks_stylegan2.py`, so an NVIDIA state dict loads with
 `load_state_dict` as it is.
 
+Non-square generators (StyleGAN-Human: `square=False`, images twice as tall as wide) compute
+their blocks at [r, r // 2] and, as the official DragGAN app builds them (`padding=True`), hand
+out a square: images padded left and right with white (1.0), block features zero-padded in
+width. Everything downstream (the drag engine, the app) works on that square unchanged: a
+handle's (row, col) is in the padded image, as in the official app. (A true H x W engine, with
+non-square tracking windows, masks and views, is future work; the padded square costs a third
+more feature pixels in the drag step and nothing else.)
+
+Where the official app's numbers differ from the function a file stores, we compute the stored
+function, and say so: the app leaves the rebuilt network in training mode, so each mapping call
+moves `w_avg` (StyleGAN-Human, ADA: by up to 0.026 per call, and a later seed sees a moved
+average); ours never moves. StyleGAN-Human's and ADA's code runs `use_fp16` blocks in float16 on
+any device unless `force_fp32` (images off by up to 6.5e-3); ours run float32 unless asked.
+
 No custom CUDA ops and nothing compiled: the same code runs on CPU, CUDA and
 Apple MPS. Float16 in the high-resolution blocks is used only on CUDA and only
 when asked for (`use_fp16=True` at call time); float32 is the default.
@@ -25,131 +39,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-LRELU_GAIN = math.sqrt(2.0)  # NVIDIA's def_gain for 'lrelu' keeps the signal's magnitude
-LRELU_ALPHA = 0.2
-
-
-# ----------------------------------------------------------------------------
-# Small pieces.
-
-def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
-    return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
-
-
-def bias_act(x: torch.Tensor, b: torch.Tensor | None, act: str = "linear", gain: float | None = None,
-             clamp: float | None = None, inplace: bool = False) -> torch.Tensor:
-    """Add a per-channel bias (dim 1), apply the activation, scale by `gain`, clamp (NVIDIA's bias_act).
-
-    inplace: overwrite `x` (a fresh tensor the caller owns, outside autograd), which saves
-    allocating and first-touching a full-size buffer per operation at high resolutions.
-    """
-    if act not in ("linear", "lrelu"):
-        raise ValueError(f"unsupported activation {act!r}")
-    if act == "lrelu" and gain is None:
-        gain = LRELU_GAIN
-    if b is not None:
-        b = b.reshape([1, -1] + [1] * (x.ndim - 2))
-        x = x.add_(b) if inplace else x + b
-    if act == "lrelu":
-        x = F.leaky_relu(x, LRELU_ALPHA, inplace=inplace)
-    if gain is not None and gain != 1:
-        x = x.mul_(gain) if inplace else x * gain
-    if clamp is not None and clamp >= 0:
-        x = x.clamp_(-clamp, clamp) if inplace else x.clamp(-clamp, clamp)
-    return x
-
-
-def setup_filter(f: list[float]) -> torch.Tensor:
-    """The 2D FIR filter NVIDIA stores as `resample_filter`: outer product of `f`, normalized to sum 1."""
-    f1 = torch.as_tensor(f, dtype=torch.float32)
-    f2 = torch.outer(f1, f1)
-    return f2 / f2.sum()
-
-
-def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int = 1, pad: tuple[int, int, int, int] = (0, 0, 0, 0),
-              gain: float = 1.0) -> torch.Tensor:
-    """Upsample by zero insertion, pad (x0, x1, y0, y1), convolve with the 2D filter `f` scaled by `gain`.
-
-    The reference implementation of NVIDIA's op for the cases StyleGAN2's generator uses
-    (no downsampling, non-negative padding, filter not flipped).
-    """
-    n, c, h, w = x.shape
-    if up > 1:
-        x = x.reshape(n, c, h, 1, w, 1)
-        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
-        x = x.reshape(n, c, h * up, w * up)
-    f = (f * gain).to(x.dtype).flip([0, 1])  # true convolution, as NVIDIA's flip_filter=False
-    weight = f[None, None].expand(c, 1, *f.shape)
-    if len(set(pad)) == 1:  # symmetric: let the conv pad, saving a copy of the activations
-        return F.conv2d(x, weight, padding=pad[0], groups=c)
-    return F.conv2d(F.pad(x, list(pad)), weight, groups=c)
-
-
-def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
-    fw = f.shape[-1]
-    p0, p1 = (fw + up - 1) // 2, (fw - up) // 2
-    return upfirdn2d(x, f, up=up, pad=(p0, p1, p0, p1), gain=up * up)
-
-
-def _conv(x: torch.Tensor, w: torch.Tensor, groups: int, up: int, padding: int,
-          resample_filter: torch.Tensor | None) -> torch.Tensor:
-    """Grouped conv, or (up > 1) NVIDIA's conv2d_resample: transposed strided conv, then the FIR filter."""
-    if up == 1:
-        return F.conv2d(x, w, padding=padding, groups=groups)
-    assert resample_filter is not None
-    out_ch, in_ch, kh, kw = w.shape  # out_ch counts all groups
-    fw = resample_filter.shape[-1]
-    p0 = padding + (fw + up - 1) // 2 - (kw - 1)
-    p1 = padding + (fw - up) // 2 - (kw - up)
-    wt = w.reshape(groups, out_ch // groups, in_ch, kh, kw).transpose(1, 2).reshape(groups * in_ch, out_ch // groups, kh, kw)
-    x = F.conv_transpose2d(x, wt, stride=up, groups=groups)
-    return upfirdn2d(x, resample_filter, pad=(p0, p1, p0, p1), gain=up * up)
-
-
-def modulated_conv2d(
-    x: torch.Tensor,                    # [batch, in, h, w]
-    weight: torch.Tensor,               # [out, in, kh, kw]
-    styles: torch.Tensor,               # [batch, in]
-    noise: torch.Tensor | None = None,  # broadcastable to the output
-    up: int = 1,                        # 1 or 2
-    padding: int = 0,
-    resample_filter: torch.Tensor | None = None,
-    demodulate: bool = True,
-    fused: bool | None = None,          # None: decide by whether the styles need gradients
-) -> torch.Tensor:
-    """NVIDIA's modulated convolution (styles scale the weight's input channels, then demodulation).
-
-    Two equivalent ways to run it, chosen by what needs gradients: when the styles need
-    one (a drag, or training), scale the activations around one shared-weight conv, so
-    backward never forms per-sample weight gradients; otherwise fuse everything into one
-    grouped conv with per-sample weights (NVIDIA's inference path).
-    """
-    batch = x.shape[0]
-    out_ch, in_ch, kh, kw = weight.shape
-    if x.dtype == torch.float16 and demodulate:
-        # Pre-normalize to avoid float16 overflow; demodulation cancels the scale.
-        weight = weight * (1 / math.sqrt(in_ch * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
-        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
-    if fused is None:
-        fused = not (torch.is_grad_enabled() and styles.requires_grad)
-    if not fused:
-        x = x * styles.to(x.dtype).reshape(batch, -1, 1, 1)
-        x = _conv(x, weight.to(x.dtype), 1, up, padding, resample_filter)
-        if demodulate:
-            # sum_{i,k} (W[o,i,k] s[i])^2 without forming the per-sample weights
-            dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [batch, out]
-            x = x * dcoefs.to(x.dtype).reshape(batch, -1, 1, 1)
-    else:
-        w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)  # [batch, out, in, kh, kw]
-        if demodulate:
-            dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [batch, out]
-            w = w * dcoefs.reshape(batch, -1, 1, 1, 1)
-        x = x.reshape(1, -1, *x.shape[2:])  # [1, batch*in, h, w]
-        x = _conv(x, w.reshape(-1, in_ch, kh, kw).to(x.dtype), batch, up, padding, resample_filter)
-        x = x.reshape(batch, -1, *x.shape[2:])
-    if noise is not None:
-        x = x.add_(noise.to(x.dtype)) if not x.requires_grad else x + noise.to(x.dtype)
-    return x
+from .errors import CheckpointError
+from .ops import (LRELU_ALPHA, LRELU_GAIN, _conv, bias_act, modulated_conv2d,  # noqa: F401 (re-exported)
+                  normalize_2nd_moment, setup_filter, upfirdn2d, upsample2d)
 
 
 # ----------------------------------------------------------------------------
@@ -182,16 +74,17 @@ class SynthesisLayer(torch.nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: int = 1,
                  use_noise: bool = True, conv_clamp: float | None = None, resample_filter: list[float] = (1, 3, 3, 1),
-                 kernel_size: int = 3):
+                 kernel_size: int = 3, width: int | None = None):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.resolution, self.up, self.use_noise, self.conv_clamp = resolution, up, use_noise, conv_clamp
+        self.width = resolution if width is None else width  # output columns (resolution // 2: StyleGAN-Human)
         self.padding = kernel_size // 2
         self.register_buffer("resample_filter", setup_filter(list(resample_filter)))
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
         self.weight = torch.nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
         if use_noise:
-            self.register_buffer("noise_const", torch.randn([resolution, resolution]))
+            self.register_buffer("noise_const", torch.randn([resolution, self.width]))
             self.noise_strength = torch.nn.Parameter(torch.zeros([]))
         self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
 
@@ -200,7 +93,7 @@ class SynthesisLayer(torch.nn.Module):
         """origin: `x` is a crop, and the output's pixel (0, 0) is this (row, col) of the full map (for the noise)."""
         styles = self.affine(w)  # [batch, in]
         noise = None
-        h, w_ = (self.resolution, self.resolution) if origin is None else (x.shape[2] * self.up, x.shape[3] * self.up)
+        h, w_ = (self.resolution, self.width) if origin is None else (x.shape[2] * self.up, x.shape[3] * self.up)
         if self.use_noise and noise_mode == "random":
             noise = torch.randn([x.shape[0], 1, h, w_], device=x.device) * self.noise_strength
         elif self.use_noise and noise_mode == "const":
@@ -234,18 +127,20 @@ class SynthesisBlock(torch.nn.Module):
     """One resolution: (const | 2x-up conv0), conv1, and the skip toRGB."""
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
-                 use_fp16: bool = False, conv_clamp: float | None = 256, resample_filter: list[float] = (1, 3, 3, 1)):
+                 use_fp16: bool = False, conv_clamp: float | None = 256, resample_filter: list[float] = (1, 3, 3, 1),
+                 square: bool = True):
         super().__init__()
         self.in_channels, self.out_channels, self.resolution = in_channels, out_channels, resolution
+        self.width = resolution if square else resolution // 2  # the map's columns
         self.use_fp16 = use_fp16
         self.register_buffer("resample_filter", setup_filter(list(resample_filter)))
         if in_channels == 0:
-            self.const = torch.nn.Parameter(torch.randn([out_channels, resolution, resolution]))
+            self.const = torch.nn.Parameter(torch.randn([out_channels, resolution, self.width]))
         else:
             self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2, conv_clamp=conv_clamp,
-                                        resample_filter=resample_filter)
+                                        resample_filter=resample_filter, width=self.width)
         self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, conv_clamp=conv_clamp,
-                                    resample_filter=resample_filter)
+                                    resample_filter=resample_filter, width=self.width)
         self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
         self.num_conv = 1 if in_channels == 0 else 2
         self.num_torgb = 1
@@ -293,10 +188,11 @@ class SynthesisBlock(torch.nn.Module):
 class SynthesisNetwork(torch.nn.Module):
     def __init__(self, w_dim: int, img_resolution: int, img_channels: int, channel_base: int = 32768,
                  channel_max: int = 512, num_fp16_res: int = 4, conv_clamp: float | None = 256,
-                 resample_filter: list[float] = (1, 3, 3, 1)):
+                 resample_filter: list[float] = (1, 3, 3, 1), square: bool = True):
         super().__init__()
         assert img_resolution >= 4 and img_resolution & (img_resolution - 1) == 0
         self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
+        self.square = square  # False: blocks are [r, r // 2] (StyleGAN-Human); outputs are padded to square
         log2 = int(np.log2(img_resolution))
         self.block_resolutions = [2 ** i for i in range(2, log2 + 1)]
         channels = {res: min(channel_base // res, channel_max) for res in self.block_resolutions}
@@ -305,7 +201,7 @@ class SynthesisNetwork(torch.nn.Module):
         for res in self.block_resolutions:
             block = SynthesisBlock(channels[res // 2] if res > 4 else 0, channels[res], w_dim, res, img_channels,
                                    use_fp16=res >= fp16_resolution, conv_clamp=conv_clamp,
-                                   resample_filter=resample_filter)
+                                   resample_filter=resample_filter, square=square)
             self.num_ws += block.num_conv
             if res == img_resolution:
                 self.num_ws += block.num_torgb
@@ -324,9 +220,26 @@ class SynthesisNetwork(torch.nn.Module):
             idx += block.num_conv
         return out
 
+    def pad(self, x: torch.Tensor, value: float = 0.0) -> torch.Tensor:
+        """A non-square map [.., r, r // 2] padded left and right with `value` to [.., r, r]; square maps as they are.
+
+        The official app's `padding=True`: images with 1.0 (white), features with 0.
+        """
+        if self.square:
+            return x
+        side = (x.shape[-2] - x.shape[-1]) // 2
+        return F.pad(x, [side, side], value=value)
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:
+        """The inverse of `pad`: the centre columns that the blocks computed."""
+        if self.square or x.shape[-1] != x.shape[-2]:
+            return x
+        side = x.shape[-1] // 4
+        return x[..., side:x.shape[-1] - side]
+
     def features(self, ws: torch.Tensor, stop: int | None = None, noise_mode: str = "const",
                  use_fp16: bool | torch.dtype = False) -> list[torch.Tensor]:
-        """Feature maps `x` of blocks 0 .. stop-1 (all blocks if stop is None), no image.
+        """Feature maps `x` of blocks 0 .. stop-1 (all blocks if stop is None), no image; square (`pad`).
 
         The drag step calls this under autograd with stop = feature block + 1.
         """
@@ -334,7 +247,7 @@ class SynthesisNetwork(torch.nn.Module):
         x, feats = None, []
         for block, cur_ws in list(zip(self.blocks, self.block_ws(ws)))[:stop]:
             x = block.features(x, cur_ws, noise_mode, use_fp16)
-            feats.append(x)
+            feats.append(self.pad(x))
         return feats
 
     def image_from_features(self, ws: torch.Tensor, feats: list[torch.Tensor], noise_mode: str = "const",
@@ -342,17 +255,18 @@ class SynthesisNetwork(torch.nn.Module):
         """Finish the image from the first len(feats) blocks' features: their toRGBs, then the rest."""
         ws = ws.to(torch.float32)
         img = None
+        feats = [self.unpad(f) for f in feats]
         x = feats[-1] if feats else None
         for i, (block, cur_ws) in enumerate(zip(self.blocks, self.block_ws(ws))):
             if i < len(feats):
                 img = block.rgb(feats[i], img, cur_ws)
             else:
                 x, img = block(x, img, cur_ws, noise_mode, use_fp16)
-        return img
+        return self.pad(img, 1.0)
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "const", use_fp16: bool = False,
                 return_features: bool = False, fused_modconv: bool | None = None):
-        """ws [batch, num_ws, w_dim] -> image [batch, img_channels, res, res] in about [-1, 1].
+        """ws [batch, num_ws, w_dim] -> image [batch, img_channels, res, res] in about [-1, 1] (padded: `pad`).
 
         fused_modconv: None picks per call (unfused when styles need gradients); True forces
         NVIDIA's inference path (the straightforward baseline uses it, as the official app does).
@@ -362,7 +276,9 @@ class SynthesisNetwork(torch.nn.Module):
         feats = []
         for block, cur_ws in zip(self.blocks, self.block_ws(ws)):
             x, img = block(x, img, cur_ws, noise_mode, use_fp16, fused_modconv)
-            feats.append(x)
+            if return_features:
+                feats.append(self.pad(x))
+        img = self.pad(img, 1.0)
         return (img, feats) if return_features else img
 
 
@@ -413,6 +329,7 @@ class GeneratorConfig:
     conv_clamp: float | None = 256  # clamp of every conv output (NVIDIA's default for StyleGAN2-ADA)
     mapping_layers: int = 8     # depth of the mapping MLP
     mapping_lr_multiplier: float = 0.01
+    square: bool = True         # False: StyleGAN-Human's H x H/2 images (shown padded to H x H)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "GeneratorConfig":
@@ -437,8 +354,6 @@ class GeneratorConfig:
         A file's config decides how much memory `Generator(config)` allocates, so a config read
         from a file must pass here first. Raises CheckpointError naming the first bad field.
         """
-        # Imported here: safe_pickle (where CheckpointError lives) imports this module.
-        from .safe_pickle import CheckpointError
         problem = _config_problem(self)
         if problem:
             raise CheckpointError(f"the model's config is outside what this app loads: {problem}")
@@ -471,6 +386,8 @@ def _config_problem(cfg: "GeneratorConfig") -> str | None:
             "img_resolution": (4, MAX_RESOLUTION), "img_channels": (1, 4), "channel_base": (1, MAX_CHANNEL_BASE),
             "channel_max": (1, MAX_CHANNELS), "num_fp16_res": (0, MAX_FP16_RES),
             "mapping_layers": (1, MAX_MAPPING_LAYERS)}
+    if type(cfg.square) is not bool:
+        return f"square = {_brief(cfg.square)} (expected true or false)"
     for name, (lo, hi) in ints.items():
         value = getattr(cfg, name)
         if type(value) is not int or not lo <= value <= hi:
@@ -501,7 +418,7 @@ class Generator(torch.nn.Module):
         self.z_dim, self.c_dim, self.w_dim = cfg.z_dim, cfg.c_dim, cfg.w_dim
         self.img_resolution, self.img_channels = cfg.img_resolution, cfg.img_channels
         self.synthesis = SynthesisNetwork(cfg.w_dim, cfg.img_resolution, cfg.img_channels, cfg.channel_base,
-                                          cfg.channel_max, cfg.num_fp16_res, cfg.conv_clamp)
+                                          cfg.channel_max, cfg.num_fp16_res, cfg.conv_clamp, square=cfg.square)
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(cfg.z_dim, cfg.c_dim, cfg.w_dim, self.num_ws, cfg.mapping_layers,
                                       cfg.mapping_lr_multiplier)

@@ -14,124 +14,39 @@ and state (`PickledObject`) instead of the class itself. Anything else raises
 `UnsafeCheckpointError` naming the refused global, before it could be called. Tensor storages
 arrive as `torch.save` blobs and are read with `torch.load(weights_only=True)`.
 
-`generator_from_pickle` then walks `G_ema` (or `G`) into a flat state dict under NVIDIA's names,
-takes `_init_kwargs` as the config and builds our `Generator` with a strict `load_state_dict`.
-
-Original TensorFlow pickles (`*-config-f.pkl`, `dnnlib.tflib.network.Network`) are detected
-and refused with `UnsupportedCheckpointError`: converting them needs a name and layout mapping
-that cannot be checked against TensorFlow's numbers here, so they are converted elsewhere.
+`generator_from_pickle` then hands what came out to the first of the registered readers
+(`PickleReader`, one per format; `register_reader` adds one) that claims it:
+- "stylegan2": persistence records of a StyleGAN2 `Generator` (DragGAN, stylegan3's
+  networks_stylegan2, stylegan2-ada-pytorch with nested `synthesis_kwargs`, StyleGAN-Human's
+  non-square one): walks `G_ema` (or `G`) into a flat state dict under NVIDIA's names, takes
+  `_init_kwargs` as the config (`generator_kwargs`) and builds our `Generator` with a strict
+  `load_state_dict`;
+- "stylegan2-tf": original TensorFlow pickles (`*-config-f.pkl`), whose `dnnlib.tflib.network.Network`
+  objects arrive as records holding numpy arrays only, converted by `stylegan2.tf_pickle`.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
-import errno
 import io
 import os
 import pickle
-import stat
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, NamedTuple
 
 import numpy as np
 import torch
 
-from .errors import UserError
-from .networks import Generator, GeneratorConfig
-
-
-class CheckpointError(UserError):
-    """A checkpoint could not be found, read or used. The message says what to do.
-
-    Defined here, the lowest layer, so the pickle reader can raise it; import it from
-    `stylegan2.checkpoints`.
-    """
-
-
-class UnsafeCheckpointError(CheckpointError):
-    """The pickle names a global outside the allowlist (it may try to run code)."""
-
-
-class UnsupportedCheckpointError(CheckpointError):
-    """A readable checkpoint of a kind this app cannot run (TensorFlow pickle, StyleGAN3, ...)."""
-
-
-MAX_PICKLE_BYTES = 1 << 30  # NVIDIA's largest StyleGAN2 snapshots (G, D and G_ema at 1024 px) are ~400 MB
-
-
-def shorten(text: Any, limit: int = 100) -> str:
-    """`text` fit to echo in a one-line message: control characters as '?', at most `limit` characters.
-
-    Containers are named by type only: their str() could be huge or nested past the recursion limit.
-    """
-    if not isinstance(text, (str, int, float, BaseException)):
-        text = os.fspath(text) if isinstance(text, os.PathLike) else f"<{type(text).__name__}>"
-    text = "".join(c if c.isprintable() else "?" for c in str(text)[:limit + 1])
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def open_regular_file(path: str | os.PathLike[str], max_bytes: int, what: str = "model file") -> BinaryIO:
-    """Open `path` for reading if it is a regular file of at most `max_bytes`; one-line CheckpointError otherwise.
-
-    Opened without blocking, so a FIFO in place of the file cannot hang the reader, then checked
-    on the open descriptor (what is read is what was checked).
-    """
-    name = shorten(os.fspath(path))
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise CheckpointError(f"{what} not found: {name}") from None
-    except OSError as e:
-        why = {errno.ELOOP: "a symlink loop", errno.EISDIR: "a folder", errno.EACCES: "not readable",
-               errno.ENAMETOOLONG: "a name too long"}.get(e.errno, e.strerror or "unreadable")
-        raise CheckpointError(f"{what} {name} cannot be read ({why}): pass a .pkl or .safetensors file") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
-        raise CheckpointError(f"{what} {name} is {kind}: pass a .pkl or .safetensors file")
-    f = os.fdopen(fd, "rb")
-    if info.st_size > max_bytes:
-        f.close()
-        raise CheckpointError(f"{what} {name} is {info.st_size / 2**20:.0f} MB, over this app's limit of "
-                              f"{max_bytes / 2**20:.0f} MB")
-    return f
+from .errors import CheckpointError, UnsafeCheckpointError, UnsupportedCheckpointError  # noqa: F401 (re-exported)
+from .networks import Generator
+from .records import (MAX_PICKLE_BYTES, PickledObject, WalkBudget, brief_value,  # noqa: F401 (re-exported)
+                      config_from_dict, describe_mismatch, module_state_dict, open_regular_file, record_class,
+                      shorten)
+from .tf_pickle import NETWORK_CLASS, generator_from_tf_records, is_tf_pickle
 
 
 # ----------------------------------------------------------------------------
 # Stand-ins that find_class hands out.
-
-class PickledObject:
-    """Stand-in for an instance of a class the unpickler never imports: its class name and state.
-
-    `state` is the object's `__dict__` as pickled (for an `nn.Module`: `_parameters`,
-    `_buffers`, `_modules`, ...). `find_class` makes one subclass per refused-but-recorded class
-    name, so pickle's NEWOBJ/REDUCE/BUILD create these records instead of real objects.
-    """
-
-    class_name = "?"  # set on the per-class subclasses made by `_record_class`
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> "PickledObject":
-        self = super().__new__(cls)
-        self.state = {}
-        return self
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass  # constructor arguments are ignored: only the state matters
-
-    def __setstate__(self, state: Any) -> None:
-        if isinstance(state, tuple) and len(state) == 2:  # (__dict__, __slots__ values)
-            state = {**(state[0] or {}), **(state[1] or {})}
-        if not isinstance(state, dict):
-            raise CheckpointError(f"unexpected pickled state for {shorten(self.class_name)}: {type(state).__name__}")
-        self.state = dict(state)
-
-    def __repr__(self) -> str:
-        return f"<pickled {self.class_name}>"
-
-
-def _record_class(class_name: str) -> type[PickledObject]:
-    return type(class_name.rsplit(".", 1)[-1], (PickledObject,), {"class_name": class_name})
 
 
 class _StandIn:
@@ -153,7 +68,7 @@ def _reconstruct_persistent_obj(meta: Any) -> PickledObject:
     # NEVER exec meta["module_src"]: that is exactly the code this module exists to avoid.
     if not isinstance(meta, dict) or meta.get("type") != "class" or not isinstance(meta.get("state"), dict):
         raise CheckpointError("unexpected torch_utils.persistence record (expected type 'class' with a state dict)")
-    obj = _record_class(str(meta.get("class_name", "?")))()
+    obj = record_class(str(meta.get("class_name", "?")))()
     obj.state = dict(meta["state"])
     return obj
 
@@ -218,11 +133,9 @@ def _numpy_dtype(*args: Any) -> np.dtype:
     return dtype
 
 
-def _refuse_tensorflow(name: str) -> UnsupportedCheckpointError:
-    return UnsupportedCheckpointError(
-        f"this is an original TensorFlow StyleGAN pickle ({name}); only PyTorch pickles are read. "
-        "Convert it to a PyTorch .pkl elsewhere (e.g. NVIDIA's stylegan2-ada-pytorch legacy.py, "
-        "in a sandbox: it runs pickle) and pass that file")
+def _refuse_tensorflow(name: str) -> UnsafeCheckpointError:
+    return UnsafeCheckpointError(
+        f"refused {name}: a TensorFlow pickle is read only as {NETWORK_CLASS} records of numpy arrays")
 
 
 _NUMPY_RECONSTRUCT = np.zeros(1).__reduce__()[0]  # numpy's own, whatever module numpy keeps it in
@@ -265,8 +178,8 @@ class SafeUnpickler(pickle.Unpickler):
             return _ALLOWED[key]
         if key in _STAND_INS:
             return _StandIn(f"{module}.{name}", _STAND_INS[key])
-        if module.startswith(_RECORDED_MODULE_PREFIXES):
-            return _record_class(f"{module}.{name}")
+        if module.startswith(_RECORDED_MODULE_PREFIXES) or f"{module}.{name}" == NETWORK_CLASS:
+            return record_class(f"{module}.{name}")
         if module.startswith("dnnlib.tflib") or module == "tensorflow" or module.startswith("tensorflow."):
             raise _refuse_tensorflow(shorten(f"{module}.{name}"))
         raise UnsafeCheckpointError(
@@ -280,8 +193,7 @@ class SafeUnpickler(pickle.Unpickler):
 def safe_load(file: BinaryIO) -> Any:
     """Unpickle `file` with `SafeUnpickler`. Never runs code from the file.
 
-    Raises UnsafeCheckpointError for a refused global, UnsupportedCheckpointError for a
-    TensorFlow pickle, CheckpointError for a corrupt or truncated file.
+    Raises UnsafeCheckpointError for a refused global, CheckpointError for a corrupt or truncated file.
     """
     try:
         return SafeUnpickler(file).load()
@@ -296,77 +208,23 @@ def safe_load(file: BinaryIO) -> Any:
 # ----------------------------------------------------------------------------
 # From the unpickled records to our Generator.
 
-@dataclasses.dataclass(frozen=True)
-class WalkBudget:
-    """Limits of `module_state_dict`'s walk; a StyleGAN2 generator at 1024 px stays far inside them."""
-    max_modules: int = 2048         # module records in the tree (a generator has about 150)
-    max_depth: int = 16             # nesting of submodules (a generator has 4)
-    max_tensors: int = 4096         # parameters and buffers (a generator has about 300)
-    max_bytes: int = MAX_PICKLE_BYTES  # their total size
-
-
-def module_state_dict(obj: PickledObject, prefix: str = "", budget: WalkBudget = WalkBudget()
-                      ) -> dict[str, torch.Tensor]:
-    """Flat state dict of a pickled `nn.Module` record: parameters and persistent buffers of the tree.
-
-    Walks with its own stack (no recursion), visits each record once and refuses a record met
-    twice (a shared submodule or a cycle: a generator has neither), and stops at `budget`.
-    """
-    out: dict[str, torch.Tensor] = {}
-    seen: set[int] = set()
-    total_bytes = 0
-    stack: list[tuple[PickledObject, str, int]] = [(obj, prefix, 0)]
-    while stack:
-        node, pre, depth = stack.pop()
-        if id(node) in seen:
-            raise CheckpointError(f"submodule {shorten(pre.rstrip('.'))} appears twice in the network (shared or "
-                                  "cyclic): a StyleGAN2 generator has neither")
-        seen.add(id(node))
-        if depth > budget.max_depth or len(seen) + len(stack) > budget.max_modules:
-            raise CheckpointError("the network's module tree is deeper or larger than any StyleGAN2 generator")
-        for name, value in _module_tensors(node, pre):
-            out[name] = value
-            total_bytes += value.numel() * value.element_size()
-            if len(out) > budget.max_tensors or total_bytes > budget.max_bytes:
-                raise CheckpointError("the network holds more tensors or bytes than any StyleGAN2 generator")
-        children = node.state.get("_modules") or {}
-        if not isinstance(children, dict):
-            raise CheckpointError(f"_modules of {shorten(pre or obj.class_name)} is not a dict")
-        for name, child in reversed(list(children.items())):
-            if child is None:
-                continue
-            if not isinstance(child, PickledObject) or not isinstance(name, str):
-                raise CheckpointError(f"submodule {shorten(f'{pre}{name}')} is a {type(child).__name__}, not a module")
-            stack.append((child, f"{pre}{name}.", depth + 1))
-    return out
-
-
-def _module_tensors(node: PickledObject, prefix: str) -> list[tuple[str, torch.Tensor]]:
-    """(prefixed name, tensor) of one record's own parameters and persistent buffers."""
-    state = node.state
-    non_persistent = state.get("_non_persistent_buffers_set") or set()
-    if not isinstance(non_persistent, (set, frozenset)):
-        raise CheckpointError(f"_non_persistent_buffers_set of {shorten(prefix or node.class_name)} is not a set")
-    out = []
-    for group in ("_parameters", "_buffers"):
-        entries = state.get(group) or {}
-        if not isinstance(entries, dict):
-            raise CheckpointError(f"{group} of {shorten(prefix or node.class_name)} is not a dict")
-        for name, value in entries.items():
-            if value is None or (group == "_buffers" and name in non_persistent):
-                continue
-            if not isinstance(name, str) or not isinstance(value, torch.Tensor):
-                raise CheckpointError(f"{shorten(f'{prefix}{name}')} in {shorten(node.class_name)} is a "
-                                      f"{type(value).__name__}, not a tensor")
-            out.append((prefix + name, value))
-    return out
-
 
 _GENERATOR_POSITIONAL = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
 
 
 def generator_kwargs(obj: PickledObject) -> dict[str, Any]:
-    """NVIDIA's Generator constructor arguments as the pickle recorded them (`_init_args`/`_init_kwargs`)."""
+    """NVIDIA's Generator constructor arguments as the pickle recorded them (`_init_args`/`_init_kwargs`).
+
+    What a record omits takes the default of the codebase that wrote it, told apart by the record's
+    layout (the class is called `Generator` in all of them):
+    - nested `synthesis_kwargs`: stylegan2-ada-pytorch's `training/networks.py` (and StyleGAN-Human,
+      built on it), whose blocks default to `conv_clamp=None` and `num_fp16_res=0`;
+    - flat: stylegan3's `networks_stylegan2` and DragGAN's copy of it, `conv_clamp=256`, `num_fp16_res=4`
+      (stylegan3's train.py writes neither unless --fp32).
+    So a file computes what the code that trained it computes. The official DragGAN app rebuilds every
+    StyleGAN2 pickle with its own class, so it clamps a nested record without `conv_clamp` at 256; we
+    follow the training code there (ADA's train.py always writes `conv_clamp`, so its files agree).
+    """
     args = obj.state.get("_init_args") or ()
     kwargs = obj.state.get("_init_kwargs")
     if not isinstance(kwargs, dict) or not isinstance(args, (tuple, list)):
@@ -376,11 +234,18 @@ def generator_kwargs(obj: PickledObject) -> dict[str, Any]:
     for nested in ("synthesis_kwargs", "mapping_kwargs"):
         if not isinstance(out.get(nested) or {}, dict):
             raise CheckpointError(f"the pickled {shorten(obj.class_name)}'s {nested} is not a dict")
+    nested = "synthesis_kwargs" in out
     synthesis = dict(out.get("synthesis_kwargs") or {})
-    # NVIDIA's blocks default to conv_clamp=None; our config's default (256) is for new models.
-    if "conv_clamp" not in out and "conv_clamp" not in synthesis:
-        out["conv_clamp"] = None
+    for key, ada, flat in (("conv_clamp", None, 256), ("num_fp16_res", 0, 4)):
+        if key not in out and key not in synthesis:
+            out[key] = ada if nested else flat
     return out
+
+
+def is_square(state: dict[str, torch.Tensor]) -> bool:
+    """False for StyleGAN-Human's generator, whose 4x4 constant is [C, 4, 2] (its records need not say)."""
+    const = state.get("synthesis.b4.const")
+    return not (const is not None and const.ndim == 3 and const.shape[1] == 2 * const.shape[2])
 
 
 # Constructor settings our networks hard-code (NVIDIA's defaults). Other values would load
@@ -394,17 +259,9 @@ def _unsupported_setting(kwargs: dict[str, Any]) -> str | None:
     checks.append(("mapping activation", dict(kwargs.get("mapping_kwargs") or {}).get("activation", "lrelu"), "lrelu"))
     for name, value, ours in checks:
         if (list(value) if isinstance(value, (list, tuple)) else value) != ours:
-            return f"{name}={_brief_value(value)}"
+            return f"{name}={brief_value(value)}"
     return None
 
-
-def _brief_value(value: Any) -> str:
-    """A setting's value for a message: short lists of numbers and scalars as written, else the type."""
-    if isinstance(value, (list, tuple)) and len(value) <= 8 and all(type(v) in (int, float) for v in value):
-        return repr(list(value))
-    if value is None or type(value) in (bool, int, float, str):
-        return shorten(repr(value), 40)
-    return f"a {type(value).__name__}"
 
 
 def _find_generator(data: Any) -> tuple[str, PickledObject]:
@@ -419,44 +276,24 @@ def _find_generator(data: Any) -> tuple[str, PickledObject]:
     raise UnsupportedCheckpointError(f"not an NVIDIA network pickle (top level is a {type(data).__name__})")
 
 
-def describe_mismatch(shapes: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]) -> str | None:
-    """What differs between a file's tensor shapes and those its config implies, in words; None if they match."""
-    if shapes == expected:
-        return None
-    if any(k.startswith(("synthesis.input.", "synthesis.L0_")) for k in shapes):
-        return "this is a StyleGAN3 generator; only StyleGAN2 generators are supported"
-    missing = sorted(set(expected) - set(shapes))
-    unexpected = sorted(set(shapes) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(shapes) if expected[k] != shapes[k])
-    parts = [f"{label}: {', '.join(shorten(k, 40) for k in keys[:2])}{' ...' if len(keys) > 2 else ''}"
-             for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
-    return "weights do not fit a StyleGAN2 generator built from the file's own config (" + "; ".join(parts) + ")"
-
-
-def config_from_dict(d: Any, where: str) -> GeneratorConfig:
-    """`GeneratorConfig.from_dict(d)`, validated; CheckpointError (one line) for anything malformed or out of bounds."""
-    try:
-        cfg = GeneratorConfig.from_dict(d)
-    except (TypeError, ValueError, AttributeError) as e:
-        raise UnsupportedCheckpointError(f"{where}: malformed generator arguments ({shorten(e)})") from None
-    try:
-        return cfg.validate()
-    except CheckpointError as e:
-        raise UnsupportedCheckpointError(f"{where}: {e}") from None
-
 
 def generator_from_records(data: Any, budget: WalkBudget = WalkBudget()) -> Generator:
     """Build our `Generator` from `safe_load`'s result (a dict with G_ema/G, or one network record).
 
     The config is validated and the weights' shapes checked against it before the generator is built.
+    A record that does not say `square` (the official renderer passes `square=False` itself, by file
+    name) is non-square when its weights are (`is_square`). A record's `padding` is not read: a
+    non-square generator always hands out the padded square the official app works on.
     """
     key, net = _find_generator(data)
     kwargs = generator_kwargs(net)
     setting = _unsupported_setting(kwargs)
     if setting:
         raise UnsupportedCheckpointError(f"{key} was built with {setting}; our StyleGAN2 supports the defaults only")
-    cfg = config_from_dict(kwargs, key)
     state = module_state_dict(net, budget=budget)
+    if "square" not in kwargs and "square" not in dict(kwargs.get("synthesis_kwargs") or {}):
+        kwargs["square"] = is_square(state)
+    cfg = config_from_dict(kwargs, key)
     problem = describe_mismatch({k: tuple(v.shape) for k, v in state.items()}, cfg.state_shapes())
     if problem:
         raise UnsupportedCheckpointError(f"{key}: {problem}")
@@ -465,8 +302,51 @@ def generator_from_records(data: Any, budget: WalkBudget = WalkBudget()) -> Gene
     return G.eval().requires_grad_(False)
 
 
+# ----------------------------------------------------------------------------
+# Readers by format.
+
+@dataclasses.dataclass(frozen=True)
+class PickleReader:
+    """One format of network pickle: whether `safe_load`'s result is of it, and how to build the generator."""
+    format: str                                  # the catalog's "format" for files of this kind
+    claims: Callable[[Any], bool]                # does this unpickled data belong to this reader?
+    build: Callable[[Any, WalkBudget], torch.nn.Module]
+
+
+def _is_persistence_records(data: Any) -> bool:
+    return isinstance(data, (dict, PickledObject))
+
+
+_READERS: list[PickleReader] = [
+    PickleReader("stylegan2-tf", is_tf_pickle, generator_from_tf_records),
+    PickleReader("stylegan2", _is_persistence_records, generator_from_records),  # the catch-all: says what it lacks
+]
+# Catalog formats each reader's format covers (the persistence reader reads three codebases' records).
+FORMAT_ALIASES = {"stylegan2": ("stylegan2", "stylegan2-ada", "stylegan-human"), "stylegan2-tf": ("stylegan2-tf",)}
+
+
+def register_reader(reader: PickleReader, aliases: tuple[str, ...] = ()) -> None:
+    """Add a reader, tried before the ones already there (a format more specific than the catch-all)."""
+    _READERS[:] = [r for r in _READERS if r.format != reader.format]
+    _READERS.insert(0, reader)
+    FORMAT_ALIASES[reader.format] = tuple(aliases) or (reader.format,)
+
+
+def readable_formats() -> set[str]:
+    """The catalog formats the registered readers read."""
+    return {alias for r in _READERS for alias in FORMAT_ALIASES.get(r.format, (r.format,))}
+
+
+def generator_from_data(data: Any, budget: WalkBudget = WalkBudget()) -> torch.nn.Module:
+    """The generator in `safe_load`'s result, built by the first reader that claims it."""
+    for reader in _READERS:
+        if reader.claims(data):
+            return reader.build(data, budget)
+    raise UnsupportedCheckpointError(f"not a network pickle this app reads (top level is a {type(data).__name__})")
+
+
 def generator_from_pickle(path: str | os.PathLike[str], max_bytes: int = MAX_PICKLE_BYTES) -> Generator:
-    """Read an NVIDIA StyleGAN2 `.pkl` safely and return its `G_ema` (else `G`) as our `Generator` on the CPU.
+    """Read a network `.pkl` safely and return its generator (`G_ema`, else `G`; TF: `Gs`) on the CPU.
 
     max_bytes: larger files are refused before reading; it also bounds the walk's tensor bytes.
     """
@@ -478,4 +358,4 @@ def generator_from_pickle(path: str | os.PathLike[str], max_bytes: int = MAX_PIC
                 f"{shorten(path.name)} is a torch.save zip archive, not an NVIDIA network pickle")
         f.seek(0)
         data = safe_load(f)
-    return generator_from_records(data, WalkBudget(max_bytes=max_bytes))
+    return generator_from_data(data, WalkBudget(max_bytes=max_bytes))

@@ -159,11 +159,20 @@ def test_catalog_name_loads_a_cached_hub_pickle_offline(tmp_path, hf_home):
 
 def test_catalog_entries_carry_what_the_app_needs():
     entries = catalog.list_models()
-    assert entries and len({e.name for e in entries}) == len(entries)
+    assert len(entries) >= 20 and len({e.name for e in entries}) == len(entries)
+    readable = safe_pickle.readable_formats() | {"stylegan3"}  # StyleGAN3's reader comes with its generator
+    assert {"stylegan2", "stylegan2-ada", "stylegan-human", "stylegan2-tf"} <= safe_pickle.readable_formats()
     for e in entries:
-        assert e.label and e.resolution >= 4 and e.shows and e.licence and e.source
+        assert e.label and e.resolution >= 4 and e.shows and e.licence and e.source and e.checked, e.name
+        assert e.format in readable, (e.name, e.format)
         assert (e.hub_spec is None) == e.is_local
-    assert not any("config-f" in (e.filename or "") for e in entries)  # TensorFlow pickles are left out
+        assert e.repo_id in (None, "DragGan/DragGan-Models", "ZeqiangLai/StyleGAN2-pkl"), e.name  # canonical names
+        assert e.verified == e.is_local, e.name  # only what was loaded here is verified; Hub files were not downloaded
+        if not e.verified:
+            assert "not downloaded" in e.checked
+    human = catalog.get_entry("human-512")
+    assert (human.format, human.image_size, human.resolution) == ("stylegan-human", (512, 256), 512)
+    assert catalog.get_entry("cat-256").format == "stylegan2-tf"  # TensorFlow pickles are no longer left out
     assert catalog.get_entry("toyfaces-64").path == "models/toyfaces-64.safetensors"
     with pytest.raises(KeyError, match="lions-512"):
         catalog.get_entry("no-such-model")
@@ -191,14 +200,27 @@ def test_catalog_drag_defaults_are_checked_when_the_catalog_is_read(tmp_path, mo
             catalog._read_catalog.cache_clear()
 
 
-def test_default_is_the_local_model_when_present_else_lions(tmp_path, hf_home, monkeypatch):
+def test_default_is_the_first_model_already_here_real_ones_before_the_toy(tmp_path, hf_home, monkeypatch):
+    """A fake Hub cache (HF_HUB_CACHE at a tmp dir laid out as huggingface_hub's cache): nothing is downloaded."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(hf_home / "hub"))
+    monkeypatch.delenv("DRAGGAN_MODEL", raising=False)
     monkeypatch.setattr(catalog, "REPO_ROOT", tmp_path)
-    assert catalog.default_model() == "lions-512"  # nothing here: the official default, fetched on first use
+    order = catalog._read_catalog()[1]
+    assert order[-1] == "toyfaces-64" and order[:2] == ("lions-512", "human-512")
+    assert catalog.default_model() == "toyfaces-64"  # nothing at all here: the toy, whose file is missing too
     with pytest.raises(CheckpointError, match="'toyfaces-64' is not available: .*does not exist yet"):
         load_generator("toyfaces-64")
     save_generator(tiny_generator(resolution=64), tmp_path / "models" / "toyfaces-64.safetensors")
-    assert catalog.default_model() == "toyfaces-64"
-    assert load_generator("toyfaces-64").img_resolution == 64
+    assert catalog.default_model() == "toyfaces-64"  # a machine with nothing cached opens on the toy, offline
+    human = catalog.get_entry("human-512")
+    put_in_hub_cache(hf_home, human.repo_id, human.filename, b"cached", commit="1" * 40)
+    assert catalog.default_model() == "human-512"  # a real model cached beats the toy
+    lions = catalog.get_entry("lions-512")
+    (hf_home / "hub" / ("models--" + lions.repo_id.replace("/", "--")) / "snapshots" / ("1" * 40)
+     / lions.filename).write_bytes(b"cached too")  # same repo and commit as human's file
+    assert catalog.default_model() == "lions-512"  # the first of default_order wins
+    monkeypatch.setenv("DRAGGAN_MODEL", "ffhq-512")
+    assert catalog.default_model() == "ffhq-512"
 
 
 # ----------------------------------------------------------------------------
@@ -214,3 +236,39 @@ def test_resolve_device():
             resolve_device("cuda")
     with pytest.raises(ValueError, match="unknown device"):
         resolve_device("gpu-please")
+
+
+def test_the_space_preloads_a_catalog_model_it_opens_on():
+    """README's front matter: preload_from_hub names a catalog file that default_order puts before the toy."""
+    front = (Path(__file__).resolve().parents[1] / "README.md").read_text().split("---\n")[1]
+    preload = re.search(r"preload_from_hub:\n  - (\S+) (\S+)\n", front)
+    repos = set(re.findall(r"^  - (\S+/\S+)$", front.split("preload_from_hub:")[0], flags=re.M))
+    entry = next(e for e in catalog.list_models() if (e.repo_id, e.filename) == preload.groups())
+    order = catalog._read_catalog()[1]
+    assert order.index(entry.name) < order.index("toyfaces-64")
+    assert {e.repo_id for e in catalog.list_models() if e.repo_id} <= repos  # the Space links every repo it uses
+
+
+def test_readme_models_table_is_the_catalogs():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert readme.count(catalog.TABLE_START) == 1 and readme.count(catalog.TABLE_END) == 1
+    assert catalog.with_models_table(readme) == readme, "regenerate: catalog.with_models_table(README)"
+    table = catalog.models_table()
+    assert len(table.splitlines()) == 2 + len(catalog.list_models())
+    assert "| `human-512` | full-body people | 512 x 256 | StyleGAN-Human |" in table
+    assert "| `cat-256` | cats | 256 x 256 | StyleGAN2 (TensorFlow) |" in table
+
+
+def test_safetensors_of_an_unknown_format_say_so_and_a_registered_format_loads(tmp_path, hf_home, monkeypatch):
+    G = tiny_generator(seed=2)
+    path = save_generator(G, tmp_path / "g.safetensors")
+    with safe_open(str(path), "pt") as f:
+        assert f.metadata()["format"] == checkpoints.FORMAT
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata())
+    other = tmp_path / "other.safetensors"
+    save_file(tensors, str(other), metadata=meta | {"format": "someone-elses-gan"})
+    with pytest.raises(CheckpointError, match="'someone-elses-gan' file, which this app does not read"):
+        load_generator(str(other))
+    from stylegan2 import model_files
+    monkeypatch.setitem(model_files._FILE_FORMATS, "someone-elses-gan", model_files._stylegan2_file)
+    assert torch.equal(images(load_generator(str(other))), images(G))

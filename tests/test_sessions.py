@@ -139,13 +139,9 @@ def test_stop_pressed_while_the_drag_waits_cancels_it(loads):
 
     g = a.run_drag([[4, 4]], [[28, 28]], FAR)
     next(g)
-    second = []                             # Drag pressed again: waits behind the running drag
-    t = threading.Thread(target=lambda: second.extend(a.run_drag([[4, 4]], [[28, 28]], FAR)))
-    t.start()
-    wait_until(lambda: a.queued == 2)
-    assert a.stop() and list(g)[-1].reason == "stopped"
-    t.join(10)
-    assert [f.reason for f in second] == ["stopped"]  # the waiting one too
+    with pytest.raises(DragInputError, match="already running or waiting"):
+        a.run_drag([[4, 4]], [[28, 28]], FAR)  # Drag pressed again: refused, the first goes on
+    assert a.queued == 1 and a.stop() and list(g)[-1].reason == "stopped"
 
 
 def test_a_stop_pressed_before_the_drag_reaches_the_session_still_stops_it(manager):
@@ -178,35 +174,29 @@ def test_a_refused_drag_changes_nothing_and_keeps_the_last_video(manager, method
     assert torch.equal(a.editor.latent, latent) and not a.busy
 
 
-def test_two_drags_of_one_session_never_run_at_once(loads):
-    active, most = [0], [0]
-    lock = threading.Lock()
-
-    def runner(method, job):
-        from draggan.methods import run_drag
-        with lock:
-            active[0] += 1
-            most[0] = max(most[0], active[0])
-        try:
-            yield from run_drag(method, job)
-        finally:
-            with lock:
-                active[0] -= 1
-
+def test_a_session_holds_one_drag_and_refuses_more_in_one_line(loads):
+    """One drag per session, running or waiting: a visitor cannot pile up drags that each hold a server thread."""
     manager = SessionManager(device="cpu", load=caching_loader(loads), max_sessions=4, ttl_s=100.0, clock=Clock(),
-                             device_slots=4, runner=runner)
-    a = manager.new_session("a", "tiny", seed=1)
-    first = a.run_drag([[4, 4]], [[28, 28]], FAR)
-    next(first)
-    second = []
-    t = threading.Thread(target=lambda: second.extend(a.run_drag([[4, 4]], [[28, 28]], DragConfig(max_steps=2))))
+                             device_slots=1)
+    a, b = manager.new_session("a", "tiny", seed=1), manager.new_session("b", "tiny", seed=2)
+    running = b.run_drag([[4, 4]], [[28, 28]], FAR)
+    next(running)                           # b holds the only slot
+    waiting = []
+    t = threading.Thread(target=lambda: waiting.extend(a.run_drag([[4, 4]], [[28, 28]], DragConfig(max_steps=2))))
     t.start()
-    wait_until(lambda: a.queued == 2)
-    assert not second and most[0] == 1     # four device slots free, yet the second waits for the first
-    a.editor.stop()                         # stops the running drag only
-    assert list(first)[-1].reason == "stopped"
+    wait_until(lambda: a.queued == 1)       # a's drag waits for the device
+    for _ in range(3):
+        with pytest.raises(DragInputError, match="already running or waiting"):
+            a.run_drag([[4, 4]], [[28, 28]], FAR)
+    assert a.queued == 1
+    line = a.line                           # two calls that passed the check at once: the line still holds one
+    from draggan.scheduling import LineFullError
+    with pytest.raises(LineFullError):
+        line.join()
+    b.stop()
+    assert list(running)[-1].reason == "stopped"
     t.join(30)
-    assert second[-1].reason == "max_steps" and most[0] == 1
+    assert waiting[-1].reason == "max_steps" and not a.busy
 
 
 def test_a_dragging_session_outlives_its_time_to_live(manager):
@@ -396,7 +386,7 @@ def loads_once(manager) -> bool:
     return manager.perceptual_loads == ["cpu"]
 
 
-@pytest.mark.parametrize("end", ["generate", "close", "evict", "expire"])
+@pytest.mark.parametrize("end", ["generate", "close", "expire"])
 def test_the_tuned_copy_is_freed_when_the_photo_session_ends(photos, photo_file, end):
     sess, _ = photos.invert_photo("a", "tiny", photo_file, QUICK)
     copy_ref = weakref.ref(sess.editor.G)
@@ -405,14 +395,55 @@ def test_the_tuned_copy_is_freed_when_the_photo_session_ends(photos, photo_file,
         assert photos.new_session("a", "tiny", seed=1).photo is None
     elif end == "close":
         photos.close("a")
-    elif end == "evict":
-        for i, key in enumerate("bcde"):          # max_sessions=4: a, the least recently used, goes
-            photos.new_session(key, "tiny", seed=i)
     else:
         photos._clock.t = 101
         photos.sweep()
     gc.collect()
     assert copy_ref() is None and photos.photo_count() == 0
+
+
+def test_a_photo_session_is_never_evicted_for_a_newcomer(photos, photo_file):
+    photos.invert_photo("a", "tiny", photo_file, QUICK)
+    for i, key in enumerate("bcd"):
+        photos.new_session(key, "tiny", seed=i)
+    photos.new_session("e", "tiny", seed=5)         # full: a (the photo) is the least recently used, b goes
+    assert "a" in photos and "b" not in photos and photos.photo_count() == 1
+    gens = [photos.get(k).run_drag([[4, 4]], [[28, 28]], FAR) for k in "cde"]
+    for g in gens:
+        next(g)                                     # every generated session busy, the photo idle
+    with pytest.raises(DragInputError, match="server is busy"):
+        photos.new_session("f", "tiny", seed=6)
+    assert "a" in photos and photos.photo_count() == 1
+    for k, g in zip("cde", gens):
+        photos.get(k).stop()
+        list(g)
+
+
+def test_recent_sessions_are_protected_when_the_server_says_so(loads):
+    clock = Clock()
+    manager = SessionManager(device="cpu", load=caching_loader(loads), max_sessions=2, ttl_s=1000.0, clock=clock,
+                             protect_recent_s=60)
+    manager.new_session("a", "tiny", seed=1, client="10.0.0.1")
+    clock.t = 30
+    manager.new_session("b", "tiny", seed=2, client="10.0.0.1")
+    clock.t = 50                                     # both used within the last minute: a newcomer is refused
+    with pytest.raises(DragInputError, match="server is busy"):
+        manager.new_session("c", "tiny", seed=3, client="10.0.0.2")
+    clock.t = 61                                     # a has been idle a minute now: it may go
+    manager.new_session("c", "tiny", seed=3, client="10.0.0.2")
+    assert "a" not in manager and "b" in manager and "c" in manager
+
+
+def test_photo_slots_are_bounded_per_client(loads, perceptual, photo_file):
+    manager = SessionManager(device="cpu", load=lambda spec, device: tiny_generator(32, seed=0), max_sessions=8,
+                             clock=Clock(), perceptual_loader=lambda device: perceptual, max_photos=4,
+                             photos_per_client=1)
+    manager.invert_photo("a", "tiny", photo_file, QUICK, client="10.0.0.1")
+    with pytest.raises(PhotoLimitError, match="already have 1 photo session"):
+        manager.invert_photo("b", "tiny", photo_file, QUICK, client="10.0.0.1")
+    manager.invert_photo("a", "tiny", photo_file, QUICK, client="10.0.0.1")   # the same tab may invert again
+    manager.invert_photo("c", "tiny", photo_file, QUICK, client="10.0.0.2")   # another visitor may
+    assert manager.photo_count() == 2
 
 
 def test_cancel_stops_within_a_step_and_keeps_the_session(photos, photo_file):

@@ -211,3 +211,44 @@ def test_chromium_plays_the_video(served, name):
     assert abs(result["duration"] - 3.0) < 0.2  # 45 frames at 15 fps
     # frames were decoded and presented while playing: the clock moved on
     assert len(result["frames"]) >= 2 and max(result["frames"]) > 0
+
+
+# -- the whole drag, rendered at export ----------------------------------------------------
+
+def test_the_video_shows_every_step_of_the_drag_whatever_was_streamed(tmp_path):
+    """A 10-step drag whose frames were mostly not shown (frame_every 50) still exports all its steps, at a
+    steady rate, lasting more than a flash, its last frame the drag's result."""
+    from draggan import DragConfig, Editor
+    from stylegan2.testing import tiny_generator
+
+    s = Editor.from_seed(tiny_generator(64, 32), 2)
+    frames = list(s.drag([[10, 10]], [[60, 60]], DragConfig(max_steps=10, frame_every=50, lr=0.05, r1=24, r2=64,
+                                                             feature_block=4)))
+    assert [f.step for f in frames] == [0, 10]          # two frames streamed
+    done = []
+    path = s.export_video(tmp_path / "drag.mp4", overlay=False, progress=lambda i, n: done.append((i, n)))
+    assert done[-1] == (11, 11)                          # steps 0-9 and the final latent
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        fps = float(stream.average_rate)
+    assert fps == 6.0                                    # steady_fps(11): 11 frames in about 3 s, at least 6/s
+    assert len(decoded) == 11 + 6                        # the last frame held one second
+    assert len(decoded) / fps >= 2.5
+    last = np.kron(s.image(), np.ones((4, 4, 1), np.uint8))  # 64 px enlarged 4x to >= 256
+    assert np.abs(decoded[-1].astype(int) - last.astype(int)).mean() < 4
+    first = np.kron(frames[0].image, np.ones((4, 4, 1), np.uint8))
+    assert np.abs(decoded[0].astype(int) - first.astype(int)).mean() < 4
+
+
+def test_a_refused_export_name_renders_nothing(tmp_path):
+    from draggan import DragConfig, Editor
+    from draggan.video import VideoError
+    from stylegan2.testing import tiny_generator
+
+    s = Editor.from_seed(tiny_generator(64, 32), 2)
+    list(s.drag([[10, 10]], [[60, 60]], DragConfig(max_steps=3)))
+    rendered = []
+    with pytest.raises(VideoError, match="mp4, .webm or .gif"):
+        s.export_video(tmp_path / "drag.avi", progress=lambda i, n: rendered.append(i))
+    assert not rendered

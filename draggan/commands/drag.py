@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ._args import OutputPathError, check_output, finite, image_suffixes, positive, seed
+
 HELP = "drag handles to targets on a generated image (or a PTI embedding) and save the result"
 
 
@@ -20,54 +22,27 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_drag_arguments(parser: argparse.ArgumentParser) -> None:
-    """The drag settings every command shares; None = the model's catalog drag_defaults, else DragConfig's."""
-    from draggan.config import DragConfig
-    from draggan.methods import METHOD_NAMES
-    d = DragConfig()
-    parser.add_argument("--method", choices=METHOD_NAMES, default="draggan",
-                        help="drag method (default draggan; auto* need the model's Auto DragGAN predictor)")
-    parser.add_argument("--rows", type=int, default=None, help=f"W+ rows optimized (default {d.rows})")
-    parser.add_argument("--feature-block", type=int, default=None,
-                        help=f"synthesis block driving the drag, 1-based (default: the model's, else {d.feature_block})")
-    parser.add_argument("--lr", type=float, default=None, help=f"step size (default: the model's, else {d.lr})")
-    parser.add_argument("--r1", type=float, default=None,
-                        help=f"motion radius, 512-px units (default: the model's, else {d.r1:g})")
-    parser.add_argument("--r2", type=float, default=None,
-                        help=f"tracking radius, 512-px units (default: the model's, else {d.r2:g})")
-    parser.add_argument("--nearest", action="store_true", default=None, help="move handles onto the nearest edge first")
-    parser.add_argument("--r3", type=float, default=None,
-                        help=f"Nearest search radius, 512-px units (default: the model's, else {d.r3:g})")
-    parser.add_argument("--tracking", choices=["l1", "l2"], default=None, help="feature distance for tracking")
-    parser.add_argument("--lambda-mask", type=float, default=None, help=f"mask term weight (default {d.lambda_mask:g})")
-    parser.add_argument("--steps", type=int, default=None, help=f"maximum steps (default: the model's, else {d.max_steps})")
-    add_speed_arguments(parser)
+    """--method (the registry's methods) and one flag per drag setting (draggan.config.SETTINGS)."""
+    from ._settings import add_method_argument, add_setting_arguments
 
-
-def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
-    """--precision and --local: how the steps compute, not what they compute (README: Speed)."""
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None,
-                        help="arithmetic of the high-resolution blocks (default auto: fp16 on CUDA as the official "
-                             "code, bf16 on CPUs with AVX-512 BF16 or AMX, fp32 elsewhere)")
-    parser.add_argument("--local", choices=["auto", "on", "off"], default=None,
-                        help="compute the high-resolution blocks only around the handles (default auto: on except "
-                             "on CUDA; never with a mask)")
+    add_method_argument(parser)
+    add_setting_arguments(parser)
 
 
 def drag_config(args: argparse.Namespace, model: str | None, **fixed):
-    """DragConfig for `model` with the flags of `add_drag_arguments` that were given."""
+    """DragConfig for `model` with the setting flags that were given (the rest: the model's, else DragConfig's)."""
     from draggan.config import DragConfig
-    return DragConfig.for_model(model, lr=args.lr, r1=args.r1, r2=args.r2, r3=args.r3, nearest=args.nearest,
-                                feature_block=args.feature_block, rows=args.rows, tracking=args.tracking,
-                                lambda_mask=args.lambda_mask, max_steps=args.steps, precision=args.precision,
-                                local=args.local, **fixed)
+
+    from ._settings import setting_values
+    return DragConfig.for_model(model, **{**setting_values(args), **fixed})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     start = parser.add_mutually_exclusive_group()
-    start.add_argument("--seed", type=int, default=0, help="seed of the generated image (default 0)")
+    start.add_argument("--seed", type=seed, default=0, help="seed of the generated image, 0 to 2^32-1 (default 0)")
     start.add_argument("--embedding", help="a PTI embedding from `python -m draggan invert` (real photo)")
-    parser.add_argument("--psi", type=float, default=0.7, help="truncation psi (default 0.7)")
+    parser.add_argument("--psi", type=finite, default=0.7, help="truncation psi (default 0.7)")
     parser.add_argument("--latent", choices=["w", "w+"], default="w+", help="latent space optimized (default w+)")
     parser.add_argument("--handles", required=True, help='handle points as "x,y;x,y" or JSON [[x, y], ...] (image pixels)')
     parser.add_argument("--targets", required=True, help='target points, one per handle, in the same form')
@@ -76,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="where to save the final image (PNG)")
     parser.add_argument("--video", help="every frame of the drag with the point overlay (.mp4, .webm or .gif)")
     parser.add_argument("--video-plain", help="every frame of the drag without the overlay (.mp4, .webm or .gif)")
-    parser.add_argument("--fps", type=float, default=15.0, help="video frames per second (default 15)")
+    parser.add_argument("--fps", type=positive, default=15.0, help="video frames per second (default 15)")
     parser.add_argument("--trace", help="write every step's handles, distances, loss and ms as JSON")
 
 
@@ -103,24 +78,61 @@ def _session(args: argparse.Namespace, device):
                                         auto=predictor_for(model, G))
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every file the drag will write, checked before the model loads: a folder that exists and can be
+    written, a suffix that can be written (and PyAV for .mp4/.webm)."""
+    import importlib.util
+
+    from draggan.video import SUFFIXES
+
+    check_output(args.out, "--out", image_suffixes(), "image")
+    check_output(args.trace, "--trace")
+    for flag, path in (("--video", args.video), ("--video-plain", args.video_plain)):
+        check_output(path, flag, SUFFIXES, "video")
+        if path and Path(path).suffix.lower() != ".gif" and importlib.util.find_spec("av") is None:
+            raise OutputPathError(f"{flag}: writing .mp4 or .webm needs PyAV: pip install av (or name it .gif)")
+
+
+def check_point_counts(handles: list, targets: list) -> None:
+    """The points' count in the command line's words (the engine's own message speaks of clicks)."""
+    from draggan.config import MAX_POINTS, DragInputError
+
+    if not handles:
+        raise DragInputError('give at least one handle: --handles "x,y" (image pixels) and a target for it in --targets')
+    if len(handles) > MAX_POINTS or len(targets) > MAX_POINTS:
+        raise DragInputError(f"at most {MAX_POINTS} handle/target pairs per drag, got {max(len(handles), len(targets))}")
+    if len(targets) != len(handles):
+        raise DragInputError(f"give one --targets point per --handles point: {len(handles)} handles, "
+                             f"{len(targets)} targets")
+
+
+def step_line(frame, learned: bool) -> str:
+    """One step on stderr: the loss of the optimizer's steps; a learned method's predicted steps have none."""
+    loss = "predicted  " if learned and not np.isfinite(frame.loss) else f"loss {frame.loss:.4f}"
+    return f"step {frame.step:4d}  mean distance {frame.mean_distance:7.2f} px  {loss}  {frame.ms:7.1f} ms"
+
+
 def run(args: argparse.Namespace) -> int:
     from draggan.config import parse_points
+    from draggan.methods import method_spec
     from stylegan2.checkpoints import resolve_device
 
     handles, targets = parse_points(args.handles, "--handles"), parse_points(args.targets, "--targets")
+    check_point_counts(handles, targets)
+    check_outputs(args)
     device = resolve_device(args.device)
     model, session = _session(args, device)
     if args.mask:
         session.set_mask(load_mask(args.mask, session.resolution))
     cfg = drag_config(args, model)
+    learned = method_spec(args.method).learned
     steps = []
     for frame in session.drag(handles, targets, cfg, method=args.method):
         if frame.done:
             break
         steps.append({"step": frame.step, "handles": frame.handles_xy, "distances": frame.distances,
-                      "loss": frame.loss, "ms": round(frame.ms, 3)})
-        print(f"step {frame.step:4d}  mean distance {frame.mean_distance:7.2f} px  loss {frame.loss:.4f}  "
-              f"{frame.ms:7.1f} ms", file=sys.stderr)
+                      "loss": frame.loss if np.isfinite(frame.loss) else None, "ms": round(frame.ms, 3)})
+        print(step_line(frame, learned), file=sys.stderr)
     Image.fromarray(frame.image).save(args.out)
     print(f"{frame.reason} after {frame.step} steps; mean distance {frame.mean_distance:.2f} px; saved {args.out}")
     if args.trace:

@@ -17,43 +17,34 @@ DEFAULT_PAIRS = {"landmarks": 100, "reconstruction": 100, "decay": 1, "nearest":
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from draggan.commands.drag import add_speed_arguments
+    from draggan.commands._args import count, finite, number, positive, seed
+    from draggan.commands._settings import add_setting_arguments, method_help
     parser.add_argument("protocol", choices=PROTOCOLS)
     parser.add_argument("--model", default="toyfaces-64", help="catalog name, Hub 'repo_id:filename' or a file")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or mps (default cpu)")
-    parser.add_argument("--pairs", type=int, default=None,
+    parser.add_argument("--pairs", type=count, default=None,
                         help="pairs (default 100; decay 1)")
     parser.add_argument("--methods", default="draggan",
                         help="comma-separated drag methods, e.g. draggan,straightforward,auto; "
-                             "'+nearest' after a name turns Nearest on (default draggan)")
+                             "'+nearest' after a name turns Nearest on (default draggan). " + method_help())
     parser.add_argument("--points", type=int, choices=[1, 5, 68], default=5,
                         help="landmarks per pair: 1 (nose tip), 5 or 68 (dlib); nearest always uses 1")
     parser.add_argument("--detector", choices=["toy", "dlib"], default="toy",
                         help="landmark detector: toy (exact, toy-faces model) or dlib (real faces)")
-    parser.add_argument("--max-steps", type=int, default=300, help="maximum steps per edit (default 300)")
-    parser.add_argument("--feature-block", type=int, default=None,
-                        help="synthesis block whose features drive the drag (4..7 on 512-px models); "
-                             "default: the model's")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the pair sampler (default 0)")
-    parser.add_argument("--psi", type=float, default=0.7, help="truncation of the seeds' latents (default 0.7)")
-    for name, what in (("lr", "Adam step size"), ("r1", "motion radius"), ("r2", "tracking radius"),
-                       ("r3", "Nearest radius")):
-        parser.add_argument(f"--{name}", type=float, default=None,
-                            help=f"{what}{'' if name == 'lr' else ', 512-px units'}; default: the model's")
-    parser.add_argument("--success-px", type=float, default=2.0,
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the pair sampler (default 0)")
+    parser.add_argument("--psi", type=finite, default=0.7, help="truncation of the seeds' latents (default 0.7)")
+    parser.add_argument("--success-px", type=positive, default=2.0,
                         help="landmarks: an edit succeeds within this mean distance, pixels (default 2)")
-    parser.add_argument("--lambda-mask", type=float, default=None, help="weight of the mask term (default: the model's)")
-    add_speed_arguments(parser)
-    parser.add_argument("--mask-margin", type=float, default=None,
+    parser.add_argument("--mask-margin", type=number(0), default=None,
                         help="landmarks: masked run, only the box around each pair's landmarks (this many px wider) "
                              "may change")
     parser.add_argument("--fid", action="store_true", help="landmarks: FID of the edited to the initial images")
     parser.add_argument("--r3-values", default="10,20,30,40,60", help="nearest: the R3 grid (512-px units)")
-    parser.add_argument("--vectors", type=int, default=32, help="reconstruction: flow vectors per pair")
-    parser.add_argument("--strength", type=float, default=0.5,
+    parser.add_argument("--vectors", type=count, default=32, help="reconstruction: flow vectors per pair")
+    parser.add_argument("--strength", type=number(0), default=0.5,
                         help="reconstruction: how far w2 moves towards another seed's latent (default 0.5)")
     parser.add_argument("--no-lpips", action="store_true", help="reconstruction: skip LPIPS")
-    parser.add_argument("--frame-every", type=int, default=1, help="decay: measure every n-th step (default 1)")
+    parser.add_argument("--frame-every", type=count, default=1, help="decay: measure every n-th step (default 1)")
     parser.add_argument("--plot", default=None, help="decay: PNG of the curves (default: beside --json)")
     parser.add_argument("--predictor", default=None, help="Auto DragGAN model file for the 'auto' methods")
     parser.add_argument("--ray", default=None, metavar="local|auto|ADDRESS",
@@ -61,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "cluster, or a cluster address")
     parser.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON")
     parser.add_argument("--csv", default=None, metavar="PATH", help="write the per-method summary as CSV")
+    # frame_every: --frame-every is decay's own (measure every n-th step); frames are not shown here
+    add_setting_arguments(parser, exclude=("frame_every", "frame_interval_s", "frame_share"),
+                          defaults={"max_steps": 300})
 
 
 def run_experiment(args: argparse.Namespace, quiet: bool = False):
@@ -71,6 +65,8 @@ def run_experiment(args: argparse.Namespace, quiet: bool = False):
     from draggan.experiments.report import ProgressBar
     from draggan.experiments.workbench import BenchSpec, check_methods, load_bench
 
+    from ._settings import setting_values
+
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     count = args.pairs or DEFAULT_PAIRS[args.protocol]
     if count < 1 or not methods:
@@ -78,9 +74,9 @@ def run_experiment(args: argparse.Namespace, quiet: bool = False):
     needs_detector = args.protocol != "reconstruction"
     bench = load_bench(BenchSpec(args.model, args.device, args.detector if needs_detector else None, args.predictor))
     check_methods(["draggan"] if args.protocol == "nearest" else methods, bench)
-    common = dict(max_steps=args.max_steps, feature_block=args.feature_block, psi=args.psi, seed=args.seed,
-                  drag={k: getattr(args, k) for k in ("lr", "r1", "r2", "r3", "lambda_mask", "precision", "local")
-                        if getattr(args, k, None) is not None})
+    drag = setting_values(args)
+    common = dict(max_steps=drag.pop("max_steps"), feature_block=drag.pop("feature_block", None), psi=args.psi,
+                  seed=args.seed, drag=drag)
     if args.protocol == "reconstruction":
         settings = reconstruction.ReconstructionSettings(**common, vectors=args.vectors, strength=args.strength,
                                                          lpips=not args.no_lpips)

@@ -1,0 +1,137 @@
+"""The small pieces of NVIDIA's StyleGAN2 in plain PyTorch: activation, FIR resampling, modulated convolution.
+
+No custom CUDA ops and nothing compiled. `stylegan2.networks` builds the layers from these and
+re-exports them under their old names.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+LRELU_GAIN = math.sqrt(2.0)  # NVIDIA's def_gain for 'lrelu' keeps the signal's magnitude
+LRELU_ALPHA = 0.2
+
+
+# ----------------------------------------------------------------------------
+# Small pieces.
+
+def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
+    return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
+
+
+def bias_act(x: torch.Tensor, b: torch.Tensor | None, act: str = "linear", gain: float | None = None,
+             clamp: float | None = None, inplace: bool = False) -> torch.Tensor:
+    """Add a per-channel bias (dim 1), apply the activation, scale by `gain`, clamp (NVIDIA's bias_act).
+
+    inplace: overwrite `x` (a fresh tensor the caller owns, outside autograd), which saves
+    allocating and first-touching a full-size buffer per operation at high resolutions.
+    """
+    if act not in ("linear", "lrelu"):
+        raise ValueError(f"unsupported activation {act!r}")
+    if act == "lrelu" and gain is None:
+        gain = LRELU_GAIN
+    if b is not None:
+        b = b.reshape([1, -1] + [1] * (x.ndim - 2))
+        x = x.add_(b) if inplace else x + b
+    if act == "lrelu":
+        x = F.leaky_relu(x, LRELU_ALPHA, inplace=inplace)
+    if gain is not None and gain != 1:
+        x = x.mul_(gain) if inplace else x * gain
+    if clamp is not None and clamp >= 0:
+        x = x.clamp_(-clamp, clamp) if inplace else x.clamp(-clamp, clamp)
+    return x
+
+
+def setup_filter(f: list[float]) -> torch.Tensor:
+    """The 2D FIR filter NVIDIA stores as `resample_filter`: outer product of `f`, normalized to sum 1."""
+    f1 = torch.as_tensor(f, dtype=torch.float32)
+    f2 = torch.outer(f1, f1)
+    return f2 / f2.sum()
+
+
+def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int = 1, pad: tuple[int, int, int, int] = (0, 0, 0, 0),
+              gain: float = 1.0) -> torch.Tensor:
+    """Upsample by zero insertion, pad (x0, x1, y0, y1), convolve with the 2D filter `f` scaled by `gain`.
+
+    The reference implementation of NVIDIA's op for the cases StyleGAN2's generator uses
+    (no downsampling, non-negative padding, filter not flipped).
+    """
+    n, c, h, w = x.shape
+    if up > 1:
+        x = x.reshape(n, c, h, 1, w, 1)
+        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
+        x = x.reshape(n, c, h * up, w * up)
+    f = (f * gain).to(x.dtype).flip([0, 1])  # true convolution, as NVIDIA's flip_filter=False
+    weight = f[None, None].expand(c, 1, *f.shape)
+    if len(set(pad)) == 1:  # symmetric: let the conv pad, saving a copy of the activations
+        return F.conv2d(x, weight, padding=pad[0], groups=c)
+    return F.conv2d(F.pad(x, list(pad)), weight, groups=c)
+
+
+def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
+    fw = f.shape[-1]
+    p0, p1 = (fw + up - 1) // 2, (fw - up) // 2
+    return upfirdn2d(x, f, up=up, pad=(p0, p1, p0, p1), gain=up * up)
+
+
+def _conv(x: torch.Tensor, w: torch.Tensor, groups: int, up: int, padding: int,
+          resample_filter: torch.Tensor | None) -> torch.Tensor:
+    """Grouped conv, or (up > 1) NVIDIA's conv2d_resample: transposed strided conv, then the FIR filter."""
+    if up == 1:
+        return F.conv2d(x, w, padding=padding, groups=groups)
+    assert resample_filter is not None
+    out_ch, in_ch, kh, kw = w.shape  # out_ch counts all groups
+    fw = resample_filter.shape[-1]
+    p0 = padding + (fw + up - 1) // 2 - (kw - 1)
+    p1 = padding + (fw - up) // 2 - (kw - up)
+    wt = w.reshape(groups, out_ch // groups, in_ch, kh, kw).transpose(1, 2).reshape(groups * in_ch, out_ch // groups, kh, kw)
+    x = F.conv_transpose2d(x, wt, stride=up, groups=groups)
+    return upfirdn2d(x, resample_filter, pad=(p0, p1, p0, p1), gain=up * up)
+
+
+def modulated_conv2d(
+    x: torch.Tensor,                    # [batch, in, h, w]
+    weight: torch.Tensor,               # [out, in, kh, kw]
+    styles: torch.Tensor,               # [batch, in]
+    noise: torch.Tensor | None = None,  # broadcastable to the output
+    up: int = 1,                        # 1 or 2
+    padding: int = 0,
+    resample_filter: torch.Tensor | None = None,
+    demodulate: bool = True,
+    fused: bool | None = None,          # None: decide by whether the styles need gradients
+) -> torch.Tensor:
+    """NVIDIA's modulated convolution (styles scale the weight's input channels, then demodulation).
+
+    Two equivalent ways to run it, chosen by what needs gradients: when the styles need
+    one (a drag, or training), scale the activations around one shared-weight conv, so
+    backward never forms per-sample weight gradients; otherwise fuse everything into one
+    grouped conv with per-sample weights (NVIDIA's inference path).
+    """
+    batch = x.shape[0]
+    out_ch, in_ch, kh, kw = weight.shape
+    if x.dtype == torch.float16 and demodulate:
+        # Pre-normalize to avoid float16 overflow; demodulation cancels the scale.
+        weight = weight * (1 / math.sqrt(in_ch * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+    if fused is None:
+        fused = not (torch.is_grad_enabled() and styles.requires_grad)
+    if not fused:
+        x = x * styles.to(x.dtype).reshape(batch, -1, 1, 1)
+        x = _conv(x, weight.to(x.dtype), 1, up, padding, resample_filter)
+        if demodulate:
+            # sum_{i,k} (W[o,i,k] s[i])^2 without forming the per-sample weights
+            dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [batch, out]
+            x = x * dcoefs.to(x.dtype).reshape(batch, -1, 1, 1)
+    else:
+        w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)  # [batch, out, in, kh, kw]
+        if demodulate:
+            dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [batch, out]
+            w = w * dcoefs.reshape(batch, -1, 1, 1, 1)
+        x = x.reshape(1, -1, *x.shape[2:])  # [1, batch*in, h, w]
+        x = _conv(x, w.reshape(-1, in_ch, kh, kw).to(x.dtype), batch, up, padding, resample_filter)
+        x = x.reshape(batch, -1, *x.shape[2:])
+    if noise is not None:
+        x = x.add_(noise.to(x.dtype)) if not x.requires_grad else x + noise.to(x.dtype)
+    return x
