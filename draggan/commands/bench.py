@@ -287,7 +287,7 @@ def bench_app(source: str | int, device: torch.device, steps: int, label: str, t
     import statistics
     import tempfile
 
-    import gradio_client
+    from gradio_client import Client  # the client package only: the engine never imports Gradio
     import httpx
 
     from draggan.config import DragConfig
@@ -319,7 +319,7 @@ def bench_app(source: str | int, device: torch.device, steps: int, label: str, t
         server, port = _start_app(spec, str(device), torch.get_num_threads())
         app_rates, engine_rates, app_steps, engine_steps, frames = [], [], 0, 0, 0
         try:
-            client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
+            client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
             client.predict(model=spec, seed=0, psi=0.7, api_name="/generate")
             with httpx.Client() as http:
                 for _ in range(trials):

@@ -20,17 +20,22 @@ def save_image(ctx: AppContext, request: gr.Request) -> str:
     return str(path)
 
 
-def export_video(ctx: AppContext, video_format: str, overlay: bool, request: gr.Request) -> str:
-    """The last drag as a video: video_format 'mp4' (H.264), 'webm' (VP9) or 'gif'; overlay draws the points."""
+def export_video(ctx: AppContext, video_format: str, overlay: bool, request: gr.Request, progress=gr.Progress()) -> str:
+    """The last drag as a video, every step of it: video_format 'mp4' (H.264), 'webm' (VP9) or 'gif'; overlay
+    draws the points."""
     if not isinstance(video_format, str) or video_format not in VIDEO_FORMATS:
         raise DragInputError(f"video_format must be mp4, webm or gif, got {str(video_format)[:20]!r}")
     sess = ctx.session(request)
     path = sess.workdir() / f"{ctx.file_stem(sess)}.{video_format}"
-    return str(sess.editor.export_video(path, overlay=bool(overlay)))
+
+    def rendered(done: int, total: int) -> None:
+        progress((done, total), desc="Rendering the video", unit="frames")
+
+    return str(sess.export_video(path, overlay=bool(overlay), progress=rendered))
 
 
-def export_and_play(ctx: AppContext, video_format: str, overlay: bool, request: gr.Request):
-    path = export_video(ctx, video_format, overlay, request)
+def export_and_play(ctx: AppContext, video_format: str, overlay: bool, request: gr.Request, progress=gr.Progress()):
+    path = export_video(ctx, video_format, overlay, request, progress)
     playable = video_format in ("mp4", "webm")
     return path, gr.Video(value=path if playable else None, visible=playable)
 
