@@ -1,0 +1,83 @@
+"""Issue 24, round two, in headless Chromium: what the result line says when Auto stops short (and Refine), while a
+drag waits for the device, and the smaller things a newcomer tripped over."""
+import dataclasses
+import re
+import threading
+import time
+
+import pytest
+
+from test_browser import app_tab, served, sync_api  # noqa: F401 (skips this module where test_browser skips)
+
+from draggan.methods import METHODS, MethodSpec, register_method, unregister_method  # noqa: E402
+
+expect = sync_api.expect
+
+
+@pytest.fixture
+def stops_short():
+    """A method offered in the app that, like Auto on a hard drag, ends with reason 'short' after two steps;
+    records which methods the drags ran."""
+    ran = []
+    real = METHODS["draggan"].run
+
+    def run(job):
+        ran.append("short-test")
+        frames = list(real(dataclasses.replace(job, config=dataclasses.replace(job.config,
+                                                                                                 max_steps=2))))
+        yield from frames[:-1]
+        yield dataclasses.replace(frames[-1], reason="short")
+
+    def draggan(job):
+        ran.append("draggan")
+        yield from real(job)
+
+    register_method(MethodSpec("short-test", "Stops short (test)", run, in_app=True))
+    METHODS["draggan"] = dataclasses.replace(METHODS["draggan"], run=draggan)
+    try:
+        yield ran
+    finally:
+        METHODS["draggan"] = dataclasses.replace(METHODS["draggan"], run=real)
+        unregister_method("short-test")
+
+
+def test_a_prediction_that_stops_short_says_so_and_refine_continues_with_the_optimizer(served, stops_short):
+    with app_tab(served) as tab:
+        page, info = tab.page, tab.info
+        refine = page.locator("#refine")
+        expect(refine).to_be_hidden()
+        page.get_by_text("Stops short (test)").click()
+        tab.add_pair((0.3, 0.4), (0.7, 0.4))
+        page.locator("#drag").click()
+        expect(info).to_contain_text(re.compile(r"Predicted, but a handle stopped \d+\.\d px short: press Refine "
+                                                r"to continue with the optimizer"))
+        expect(refine).to_be_visible()
+        sess = tab.session()
+        handles_after_auto = [list(h) for h in sess.handles_xy]
+        refine.click()
+        expect(info).to_contain_text(re.compile(r"(Reached the targets|Stopped at max steps|Stopped) after \d+ steps"))
+        expect(refine).to_be_hidden()
+        assert stops_short == ["short-test", "draggan"], stops_short   # one click: the optimizer, once
+        assert sess.handles_xy != handles_after_auto                    # ...from where Auto left the handles
+
+
+def test_a_drag_waiting_for_the_device_says_its_place_and_keeps_the_image(served):
+    """While the device is held (here by a test that takes the session's only device slot), the line says
+    "Waiting for the device: 1st in line", the image is untouched; once the slot is free the drag runs."""
+    with app_tab(served) as tab:
+        page, info = tab.page, tab.info
+        sess = tab.session()
+        tab.add_pair((0.35, 0.4), (0.45, 0.4))
+        src = tab.image.get_attribute("src")
+        holder = threading.Event()
+        sess.slots.join(holder)
+        assert sess.slots.take(holder)
+        try:
+            page.locator("#drag").click()
+            expect(info).to_contain_text(re.compile(r"Waiting for the device: 1st in line"))
+            time.sleep(1.5)  # more waiting reports arrive; the image stays as it was
+            assert tab.image.get_attribute("src") == src
+            assert "Waiting for the device" in info.inner_text()
+        finally:
+            sess.slots.release(holder)
+        expect(info).to_contain_text(re.compile(r"(Reached the targets|Stopped at max steps) after \d+ steps"))
