@@ -57,7 +57,9 @@ def drag(ctx: AppContext, *args, **kwargs) -> Iterator[tuple]:
     """Drag handles to targets, streaming frames at the frame rate: handles and targets are JSON lists of
     [x, y] image pixels (both empty: the points clicked in the UI); method: draggan, straightforward, auto,
     auto-refine. Yields the view, a progress line and the frame as JSON (step, handles, targets, distances,
-    mean_distance, ms_per_step, done, reason, nearest_moved). Views before the last come inline as JPEG data
+    mean_distance, ms_per_step, done, reason, nearest_moved). While the drag waits for the device, its frames
+    have reason 'waiting', no view (the image is left as it is) and queue {place: 1 = next, seconds: a rough wait
+    or null}. Views before the last come inline as JPEG data
     URLs ({"url": "data:image/jpeg;base64,..."}); the last view is a file (PNG)."""
     handles, targets, values, request = drag_arguments(args, kwargs)
     yield from drag_frames(ctx, handles, targets, values, request)
@@ -121,8 +123,9 @@ def waiting_text(queue: tuple[int, float | None] | None) -> str:
 
 def waiting_json(frame: DragFrame) -> dict[str, Any]:
     place, seconds = frame.queue or (1, None)
-    return {"step": 0, "handles": frame.handles_xy, "targets": frame.targets_xy, "done": False,
-            "reason": "waiting", "queue": {"place": place, "seconds": seconds}}
+    return {"step": 0, "handles": frame.handles_xy, "targets": frame.targets_xy, "distances": [],
+            "mean_distance": None, "ms_per_step": 0.0, "done": False, "reason": "waiting", "nearest_moved": [],
+            "queue": {"place": place, "seconds": seconds}}
 
 
 def done_text(frame: DragFrame) -> str:
