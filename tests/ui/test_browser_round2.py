@@ -81,3 +81,52 @@ def test_a_drag_waiting_for_the_device_says_its_place_and_keeps_the_image(served
         finally:
             sess.slots.release(holder)
         expect(info).to_contain_text(re.compile(r"(Reached the targets|Stopped at max steps) after \d+ steps"))
+
+
+def test_smaller_things_a_newcomer_tripped_over(served):
+    """A model that cannot load (offline) puts the Model choice back on the model shown; an empty seed says what
+    to type; Export with no drag says so on the page, beside the button."""
+    with app_tab(served) as tab:
+        page, info = tab.page, tab.info
+        model = page.get_by_label("Model")
+        shown = model.input_value()
+        model.fill("not-a-model-anywhere.safetensors")
+        model.press("Enter")
+        page.locator("#generate").click()
+        expect(info).to_contain_text("⚠️")
+        expect(model).to_have_value(shown)
+
+        seed = page.locator("input[type=number]").first
+        seed.fill("")
+        page.locator("#generate").click()
+        expect(info).to_contain_text("Seed is empty: type a whole number from 0 to")
+        assert "None" not in info.inner_text()
+
+        page.get_by_text("Save", exact=True).click()   # the accordion
+        page.locator("#export_video").click()
+        expect(page.locator("#save_note")).to_contain_text("No drag to export yet")
+
+
+def test_wait_for_the_drag_stays_in_the_line_while_the_drag_goes_on(served):
+    """Undo pressed during a drag is refused ("Wait for the drag to finish"); the drag's next frames keep that
+    line instead of overwriting it, until the drag ends."""
+    from gates import StepGate
+
+    with app_tab(served) as tab:
+        page, info = tab.page, tab.info
+        sess = tab.session()
+        gate = sess.runner = StepGate(sess.runner, at=1)
+        tab.add_pair((0.35, 0.4), (0.6, 0.4))
+        page.evaluate("""() => { window.infoTexts = []; const info = document.querySelector('#info');
+            new MutationObserver(() => window.infoTexts.push(info.innerText.trim()))
+            .observe(info, {subtree: true, childList: true, characterData: true}); }""")
+        page.locator("#drag").click()
+        assert gate.paused.wait(60)
+        page.get_by_text("Undo drag", exact=True).click()
+        expect(info).to_contain_text("Wait for the drag to finish")
+        gate.resume.set()
+        expect(info).to_contain_text(re.compile(r"(Reached the targets|Stopped at max steps) after \d+ steps"))
+        texts = page.evaluate("() => window.infoTexts")
+        later = texts[next(i for i, t in enumerate(texts) if "Wait for the drag" in t) + 1:]
+        steps = [t for t in later if t.startswith("Step ")]
+        assert steps and all("Wait for the drag to finish" in t for t in steps), texts

@@ -14,7 +14,7 @@ from draggan.sessions import stream_newest
 from ..context import AppContext
 from ..controls import OpenRadio, drag_config, drag_parameters
 from ..views import InlineFrame
-from ..wiring import Page, bind, keep_on_error
+from ..wiring import NOTICES, Page, bind, keep_on_error
 from . import history, points
 
 DONE_TEXT = {"reached": "Reached the targets", "stopped": "Stopped", "max_steps": "Stopped at max steps",
@@ -44,13 +44,16 @@ def drag_frames(ctx: AppContext, handles: str, targets: str, values: dict[str, A
     frames = sess.run_drag(h, t, cfg, method, report_wait=True)  # checks the method: nothing has changed if it is refused
     # The drag runs in its own thread and the stream shows its newest frame: encoding and sending a
     # frame never holds up the next step.
+    NOTICES.clear(request)
     for frame in stream_newest(frames, sess.stop):
+        # Something refused meanwhile ("Wait for the drag to finish ...") stays in the line until the drag ends.
+        notice = "" if frame.done or not NOTICES.get(request) else f"  \n⚠️ {NOTICES.get(request)}"
         if frame.reason == "waiting":  # in line for the device: the image stays as it is
-            yield gr.skip(), waiting_text(frame.queue), waiting_json(frame)
+            yield gr.skip(), waiting_text(frame.queue) + notice, waiting_json(frame)
             continue
         moved = [(i, a, b) for i, (a, b) in enumerate(zip(asked, frame.start_xy or asked)) if a != b]
         view = ctx.view(sess, frame)
-        yield view if frame.done else InlineFrame(view), frame_text(frame, moved), frame_json(frame, moved)
+        yield view if frame.done else InlineFrame(view), frame_text(frame, moved) + notice, frame_json(frame, moved)
 
 
 def drag(ctx: AppContext, *args, **kwargs) -> Iterator[tuple]:

@@ -5,13 +5,14 @@ import random
 
 import gradio as gr
 
+from draggan.config import DragInputError
 from draggan.sessions import SEED_MAX
 from stylegan2 import catalog
 from stylegan2.errors import UserError
 
 from ..context import HELP_TEXT, AppContext
 from ..controls import BoundedSlider
-from ..wiring import Page, bind, keep_on_error
+from ..wiring import NOTICES, Page, bind
 
 
 def generate_image(ctx: AppContext, model: str, seed: float, psi: float, latent_space: str, request: gr.Request,
@@ -20,10 +21,24 @@ def generate_image(ctx: AppContext, model: str, seed: float, psi: float, latent_
     server allows custom models), seed (0 to 2^32-1), truncation psi (0 to 1), latent space ('w' or 'w+').
     Returns the view, the status line and a hint."""
     model = (model or ctx.default_model).strip()
+    if seed is None or (isinstance(seed, str) and not seed.strip()):
+        raise DragInputError(f"Seed is empty: type a whole number from 0 to {SEED_MAX}, or press Random")
     progress(0, desc=f"Loading {ctx.model_label(model)}")
     sess = ctx.sessions.new_session(request.session_hash, model, seed, psi, latent_space,
                                     client=ctx.client(request))
     return ctx.view(sess), ctx.status(sess), HELP_TEXT
+
+
+def ui_generate_image(ctx: AppContext, model: str, seed: float, psi: float, latent_space: str, request: gr.Request,
+                      progress=gr.Progress()):
+    """Generate, for the page: a refusal (a model that cannot load, a bad seed) keeps the image, says why
+    beside it, and puts the Model choice back on the model shown."""
+    try:
+        return (*generate_image(ctx, model, seed, psi, latent_space, request, progress), gr.skip())
+    except UserError as e:
+        gr.Warning(str(e))
+        NOTICES.note(request, str(e))
+        return gr.skip(), gr.skip(), f"⚠️ {e}", ctx.model_of(request)
 
 
 def on_load(ctx: AppContext, model: str, seed: float, psi: float, latent_space: str, request: gr.Request):
@@ -61,12 +76,12 @@ def build(ctx: AppContext, page: Page) -> None:
     inputs = [page["model"], page["seed"], page["psi"], page["latent_space"]]
     outputs = [page["view"], page["status"], page["info"]]
     handler = bind(generate_image, ctx)
-    ui_generate = keep_on_error(3, 2)(handler)
-    page.new_image_events.append(generate.click(ui_generate, inputs, outputs, api_visibility="private",
+    ui_generate, ui_outputs = bind(ui_generate_image, ctx), [*outputs, page["model"]]
+    page.new_image_events.append(generate.click(ui_generate, inputs, ui_outputs, api_visibility="private",
                                                 concurrency_id="render", concurrency_limit=2))
     page.new_image_events.append(
         dice.click(random_seed, None, page["seed"], api_visibility="private", queue=False)
-        .then(ui_generate, inputs, outputs, api_visibility="private", concurrency_id="render"))
+        .then(ui_generate, inputs, ui_outputs, api_visibility="private", concurrency_id="render"))
     page.new_image_events.append(page.demo.load(bind(on_load, ctx), inputs, outputs, api_visibility="private",
                                                 concurrency_id="render"))
     page.api("generate", handler, inputs, outputs, concurrency_id="render")
