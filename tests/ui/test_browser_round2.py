@@ -85,7 +85,8 @@ def test_a_drag_waiting_for_the_device_says_its_place_and_keeps_the_image(served
 
 def test_smaller_things_a_newcomer_tripped_over(served):
     """A model that cannot load (offline) puts the Model choice back on the model shown; an empty seed says what
-    to type; Export with no drag says so on the page, beside the button."""
+    to type; Export with no drag says so on the page, beside the button; 68 landmarks with the toy detector is
+    answered in the page's words (it said "pick --points from those or another --detector" with a Python list)."""
     with app_tab(served) as tab:
         page, info = tab.page, tab.info
         model = page.get_by_label("Model")
@@ -105,6 +106,13 @@ def test_smaller_things_a_newcomer_tripped_over(served):
         page.get_by_text("Save", exact=True).click()   # the accordion
         page.locator("#export_video").click()
         expect(page.locator("#save_note")).to_contain_text("No drag to export yet")
+
+        page.get_by_role("tab", name="Experiment").click()   # 68 landmarks with the toy detector: the page's words
+        page.get_by_label("68").check()
+        page.locator("#exp_test").click()
+        line = page.locator("p", has_text="The toy-faces detector finds 1 or 5 landmarks, not 68")
+        expect(line).to_be_visible()
+        assert "--" not in line.inner_text() and "[" not in line.inner_text()
 
 
 def test_wait_for_the_drag_stays_in_the_line_while_the_drag_goes_on(served):

@@ -36,9 +36,11 @@ def single_test(ctx: AppContext, seed: float, n_points: int, detector_name: str,
         raise DragInputError(f"Landmarks must be one of {', '.join(map(str, LANDMARKS))}, got {str(n_points)[:20]!r}")
     if not isinstance(detector_name, str) or detector_name not in DETECTORS:
         raise DragInputError(f"Detector must be one of {', '.join(DETECTORS)}, got {str(detector_name)[:20]!r}")
+    detector = get_detector(detector_name)
+    check_landmarks(detector, int(n_points))
     sess = ctx.session(request)
     cfg, _ = drag_config(sess.model, {})
-    for item in single_pair(sess, get_detector(detector_name), target, int(n_points), cfg):
+    for item in single_pair(sess, detector, target, int(n_points), cfg):
         if isinstance(item, SinglePairResult):
             landed = item.found[np.isfinite(item.found).all(1)].tolist()
             yield (draw_points(sess.image(), landed, item.goal.tolist(), scale=view_scale(sess.resolution)),
@@ -46,6 +48,15 @@ def single_test(ctx: AppContext, seed: float, n_points: int, detector_name: str,
                    f"({item.last.reason}).")
         else:
             yield ctx.view(sess, item), frame_text(item, [])
+
+
+def check_landmarks(detector: Any, n_points: int) -> None:
+    """The detector finds that many landmarks, or one line in the page's words."""
+    if n_points not in detector.points_available:
+        found = " or ".join(map(str, sorted(detector.points_available)))
+        name = "toy-faces" if detector.name == "toy" else detector.name
+        raise DragInputError(f"The {name} detector finds {found} landmarks, not {n_points}: choose {found} under "
+                             "Landmarks" + (", or the dlib detector for 68" if detector.name == "toy" else ""))
 
 
 def rounded(value: Any, digits: int) -> Any:
@@ -91,6 +102,7 @@ def run(ctx: AppContext, runs: ExperimentRuns, protocol: str, pairs: float, max_
     sess = ctx.session(request)
     plan = ExperimentPlan(method_names(methods), check_whole(pairs, "pairs"), check_whole(max_steps, "max_steps"),
                           check_whole(points, "points"), check_whole(feature_block, "feature_block", 0, 18) or None)
+    check_landmarks(get_detector("toy"), plan.points)  # the multi-pair test measures with the toy detector
     check_plan(plan, max_experiment_pairs(ctx.settings.public), sess.editor.auto is not None)
     key = request.session_hash
     with runs.start(key, sess.line) as ticket:
