@@ -49,6 +49,15 @@ def on_load(ctx: AppContext, model: str, seed: float, psi: float, latent_space: 
         return None, f"⚠️ {e}  \nDevice **{ctx.device_label}**: pick another model and press Generate.", ""
 
 
+def licence_text(ctx: AppContext, model: str | None) -> str:
+    """The chosen model's licence, as its catalog entry states it (issue 22), shown under the Model choice."""
+    try:
+        entry = catalog.get_entry((model or ctx.default_model).strip())
+    except (KeyError, AttributeError):
+        return "Licence: as the file's own source states (not a catalog model)"
+    return f"Licence of {entry.label}: **{entry.licence}**"
+
+
 def random_seed() -> int:
     return random.randint(0, SEED_MAX)
 
@@ -66,6 +75,7 @@ def build(ctx: AppContext, page: Page) -> None:
     with gr.Group():
         page["model"] = gr.Dropdown(model_choices(ctx), value=ctx.default_model, label="Model",
                                     allow_custom_value=True, info=info)  # refused by our policy, one message
+        licence = gr.Markdown(licence_text(ctx, ctx.default_model), elem_id="model_licence", padding=True)
         with gr.Row(equal_height=True):
             page["seed"] = gr.Number(0, label="Seed", info=f"0 to {SEED_MAX}", scale=3)
             dice = gr.Button("Random", scale=1, min_width=90)  # no emoji: a browser without an emoji font shows a box
@@ -85,4 +95,6 @@ def build(ctx: AppContext, page: Page) -> None:
     page.new_image_events.append(page.demo.load(bind(on_load, ctx), inputs, outputs, api_visibility="private",
                                                 concurrency_id="render"))
     page.api("generate", handler, inputs, outputs, concurrency_id="render")
+    page["model"].change(bind(licence_text, ctx), page["model"], licence, queue=False, api_visibility="private",
+                         show_progress="hidden")
     ctx.on_load = bind(on_load, ctx)  # for tests: the first-load path without a browser
