@@ -138,3 +138,19 @@ def test_wait_for_the_drag_stays_in_the_line_while_the_drag_goes_on(served):
         later = texts[next(i for i, t in enumerate(texts) if "Wait for the drag" in t) + 1:]
         steps = [t for t in later if t.startswith("Step ")]
         assert steps and all("Wait for the drag to finish" in t for t in steps), texts
+
+
+def test_on_a_phone_the_mask_editors_label_is_not_covered(served):
+    """At 390x844 the Mask tab's instruction is drawn where it is: nothing (the editor's toolbar) lies over it."""
+    phone = dict(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
+    with app_tab(served, **phone) as tab:
+        page = tab.page
+        page.get_by_role("tab", name="Mask").click()
+        expect(page.locator("canvas").first).to_be_visible()
+        label = page.get_by_text("Paint the area the drag may change").first
+        expect(label).to_be_visible()
+        box = label.bounding_box()
+        covered = page.evaluate("""([el, box]) => [0.05, 0.25, 0.5, 0.75, 0.95].filter(f => {
+                const hit = document.elementFromPoint(box.x + f * box.width, box.y + box.height / 2);
+                return !(hit && (el.contains(hit) || hit.contains(el))); })""", [label.element_handle(), box])
+        assert not covered, (box, covered)
