@@ -5,12 +5,11 @@ import re
 
 import pytest
 
-from test_browser import app_tab, sync_api  # noqa: F401 (skips this module where test_browser skips)
+from test_browser import app_tab, export_video, serving, sync_api  # noqa: F401 (skips where test_browser skips)
 
 import app as draggan_app  # noqa: E402
 from stylegan2.checkpoints import save_generator  # noqa: E402
 from stylegan2.testing import tiny_generator  # noqa: E402
-from test_app import free_port  # noqa: E402
 
 RES = 32
 LICENCE = "Test licence (non-commercial, as its source states)"
@@ -23,11 +22,8 @@ def served(tmp_path_factory, extra_catalog):
     extra_catalog({"name": "tiny-human", "label": "Tiny human (test)", "path": str(model), "resolution": RES,
                    "height": RES, "width": RES // 2, "shows": "people", "licence": LICENCE, "source": "tests",
                    "drag_defaults": {"lr": 0.08, "r1": 48, "r2": 96}})
-    built = draggan_app.build_demo("tiny-human", "cpu")
-    port = free_port()
-    draggan_app.launch(built, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/", built.ctx.sessions
-    built.demo.close()
+    with serving(draggan_app.build_demo("tiny-human", "cpu")) as where:
+        yield where
 
 
 def test_a_non_square_model_clicks_drags_and_exports_its_own_aspect(served):
@@ -46,11 +42,6 @@ def test_a_non_square_model_clicks_drags_and_exports_its_own_aspect(served):
 
         page.locator("#drag").click()
         expect(tab.info).to_contain_text(re.compile(r"(Reached the targets|Stopped at max steps) after \d+ steps"))
-        page.get_by_text("Save", exact=True).click()   # the accordion
-        page.locator("#export_video").click()
-        video = page.locator("#drag_video video")
-        expect(video).to_be_attached()
-        page.wait_for_function("v => v.readyState >= 2 || v.error !== null", arg=video.element_handle())
-        state = video.evaluate("v => ({width: v.videoWidth, height: v.videoHeight, error: v.error && v.error.code})")
+        _, state = export_video(page)
         assert state["error"] is None and state["width"] > 0, state
         assert abs(state["height"] / state["width"] - 2) < 0.1, state   # the model's own 2:1, not the padded square
