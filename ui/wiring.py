@@ -103,7 +103,8 @@ def _guard(fn: Callable, on_error: Callable) -> Callable:
 
 def keep_on_error(n_outputs: int, message_at: int | None) -> Callable:
     """Turn a UserError into a warning beside the image: every output skipped (unchanged) except the
-    message output, which says what happened (and a drag running meanwhile keeps saying it). Wraps functions and generator functions."""
+    message output, which says what happened (and a drag running meanwhile keeps saying it). Wraps functions and
+    generator functions."""
     def failed(e: Exception, request: Any) -> Any:
         message = e.message if isinstance(e, gr.Error) else str(e)
         gr.Warning(message)

@@ -41,7 +41,8 @@ def drag_frames(ctx: AppContext, handles: str, targets: str, values: dict[str, A
     h, t = validate_points(h, t, sess.resolution)  # before any arithmetic on them
     cfg, method = drag_config(sess.model, values)
     asked = [[float(round(x)), float(round(y))] for x, y in h]
-    frames = sess.run_drag(h, t, cfg, method, report_wait=True)  # checks the method: nothing has changed if it is refused
+    # Checks the method (nothing has changed if it is refused); reports its place while it waits for the device.
+    frames = sess.run_drag(h, t, cfg, method, report_wait=True)
     # The drag runs in its own thread and the stream shows its newest frame: encoding and sending a
     # frame never holds up the next step.
     NOTICES.clear(request)
