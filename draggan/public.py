@@ -18,6 +18,13 @@ MAX_MASK_PX = 4096               # a mask layer larger than this per side is ref
 PUBLIC_EXPERIMENT_PAIRS = 8      # pairs an experiment may use on a public server
 TRUSTED_EXPERIMENT_PAIRS = 200   # and elsewhere
 
+# A public server's bounds on one visitor's work (README "Running it in public"); each has a flag and a variable.
+PUBLIC_DRAG_TIME_LIMIT_S = 80.0          # the official Space's cap on one drag
+PUBLIC_MAX_DRAG_BYTES = 2 << 30          # tracking + motion memory of one drag: ~95 points at default radii on a
+                                         # 1024-px model, so a 16 GB GPU keeps room for the generator's activations
+PUBLIC_PROTECT_RECENT_S = 300.0          # a session used this recently is never evicted for a newcomer
+PUBLIC_PHOTOS_PER_CLIENT = 1             # tuned generator copies one client (address) may hold
+
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
 
@@ -35,20 +42,74 @@ def is_public(host: str | None, share: bool, flag_public: bool, flag_trusted: bo
     return share or not loopback or bool(os.environ.get("SPACE_ID"))
 
 
+PRIVATE_NETWORKS = "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 def trusts_proxy() -> bool:
-    """Whether a proxy we trust sits in front (a Space, or DRAGGAN_TRUST_PROXY=1)."""
-    return bool(os.environ.get("SPACE_ID")) or os.environ.get("DRAGGAN_TRUST_PROXY") == "1"
+    """Whether a proxy we trust sits in front (a Space, DRAGGAN_TRUST_PROXY=1, or DRAGGAN_TRUSTED_PROXIES set)."""
+    env = os.environ.get
+    return bool(env("SPACE_ID")) or env("DRAGGAN_TRUST_PROXY") == "1" or bool(env("DRAGGAN_TRUSTED_PROXIES"))
 
 
-def client_address(request: Any) -> str | None:
-    """Who asks, for the per-client session bound: the IP address. Behind a proxy we trust, the address the
-    proxy saw: the last X-Forwarded-For entry (a visitor can forge the earlier ones, not the one the proxy
-    appends). `request` is a Gradio request, or anything with `headers` and `client.host`."""
+def trusted_proxies() -> list[Network]:
+    """The proxies whose X-Forwarded-For we believe: DRAGGAN_TRUSTED_PROXIES (addresses or networks, comma
+    separated), else loopback and the private networks when trusts_proxy() (a Space's proxy is on its private
+    network), else none. A malformed entry is a ValueError (the server refuses to start)."""
+    if not trusts_proxy():
+        return []
+    spec = os.environ.get("DRAGGAN_TRUSTED_PROXIES") or PRIVATE_NETWORKS
+    try:
+        return [ipaddress.ip_network(part.strip(), strict=False) for part in spec.split(",") if part.strip()]
+    except ValueError as e:
+        raise ValueError(f"DRAGGAN_TRUSTED_PROXIES: {e}") from None
+
+
+def _address(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        addr = ipaddress.ip_address((text or "").strip().strip("[]"))
+    except ValueError:
+        return None
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return mapped or addr
+
+
+def client_key(address: str | None) -> str | None:
+    """The per-client key of an address: an IPv4 address itself, an IPv6 address's /64 (one host or home
+    network holds millions of addresses of one /64), anything else as it is (cut to 64 characters)."""
+    addr = _address(address)
+    if addr is None:
+        return None if address is None else str(address)[:64]
+    if addr.version == 6:
+        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
+    return str(addr)
+
+
+def _through_proxy(peer: str | None, forwarded: str, proxies: list[Network]) -> str | None:
+    """The client's address from X-Forwarded-For, given the direct peer is a trusted proxy: the right-most
+    entry that is not itself a trusted proxy (each proxy appends whom it saw; the entries to the left of that
+    are whatever the visitor sent). None if no entry is a valid address."""
+    for entry in reversed(forwarded.split(",")[-32:]):
+        addr = _address(entry)
+        if addr is None:
+            return None
+        if not any(addr in net for net in proxies if net.version == addr.version):
+            return str(addr)
+    return peer
+
+
+def client_address(request: Any, proxies: list[Network] | None = None) -> str | None:
+    """Who asks, for the per-client bounds (client_key of the address). A request straight from its visitor:
+    its own address. X-Forwarded-For counts only when the direct peer is a trusted proxy (`proxies`, default
+    trusted_proxies()). `request` is a Gradio request, or anything with `headers` and `client.host`."""
+    peer = getattr(getattr(request, "client", None), "host", None)
     headers = getattr(request, "headers", None) or {}
     forwarded = headers.get("x-forwarded-for") if hasattr(headers, "get") else None
-    if forwarded and trusts_proxy():
-        return forwarded.split(",")[-1].strip()[:64]
-    return getattr(getattr(request, "client", None), "host", None)
+    proxies = trusted_proxies() if proxies is None else proxies
+    peer_addr = _address(peer)
+    if forwarded and peer_addr is not None and any(peer_addr in n for n in proxies if n.version == peer_addr.version):
+        peer = _through_proxy(peer, str(forwarded), proxies) or peer
+    return client_key(peer)
 
 
 def max_experiment_pairs(public: bool) -> int:

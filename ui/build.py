@@ -73,7 +73,8 @@ def make_context(model: str | None, device: str, perceptual_loader: PerceptualLo
     sessions = SessionManager(device=str(dev), load=load, max_sessions=settings.max_sessions,
                               ttl_s=settings.session_ttl_s, perceptual_loader=perceptual_loader,
                               max_photos=settings.max_photos, max_per_client=settings.max_per_client,
-                              device_slots=settings.concurrency, runner=device_drag, compute=ComputeThread())
+                              device_slots=settings.concurrency, runner=device_drag, compute=ComputeThread(),
+                              **settings.bounds())
     return AppContext(sessions, settings, settings.model or catalog.default_model(), device_label(dev), pti_presets)
 
 

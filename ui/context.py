@@ -10,7 +10,8 @@ import numpy as np
 from draggan.config import DragFrame
 from draggan.gpu import gpu_task
 from draggan.methods import METHODS, NO_PREDICTOR, available_methods, run_drag
-from draggan.public import client_address
+from draggan.public import (PUBLIC_DRAG_TIME_LIMIT_S, PUBLIC_MAX_DRAG_BYTES, PUBLIC_PHOTOS_PER_CLIENT,
+                            PUBLIC_PROTECT_RECENT_S, client_address)
 from draggan.sessions import EditSession, SessionManager
 from pti import PRESETS, PTIPreset
 from stylegan2 import catalog
@@ -33,6 +34,24 @@ class ServerSettings:
     concurrency: int = 1              # drags/inversions/experiments on the device at once
     max_photos: int = 4               # sessions that may hold a tuned generator copy at once
     max_per_client: int | None = None  # sessions one IP may hold (None: a quarter of max_sessions)
+    # Bounds on one visitor's work; None: the public default (draggan.public) in public mode, none elsewhere.
+    drag_time_limit_s: float | None = None   # every drag stops after this long (0: no limit)
+    max_drag_bytes: int | None = None        # a drag's tracking + motion memory (0: half the device's)
+    protect_recent_s: float | None = None    # a session used this recently is never evicted (0: any idle one may be)
+    photos_per_client: int | None = None     # tuned copies one client may hold (0: only max_photos bounds them)
+
+    def bounds(self) -> dict[str, Any]:
+        """The four bounds above as SessionManager keywords, the public defaults filled in and 0 meaning none."""
+        defaults = dict(drag_time_limit_s=PUBLIC_DRAG_TIME_LIMIT_S, max_drag_bytes=PUBLIC_MAX_DRAG_BYTES,
+                        protect_recent_s=PUBLIC_PROTECT_RECENT_S, photos_per_client=PUBLIC_PHOTOS_PER_CLIENT)
+        out: dict[str, Any] = {}
+        for name, public_default in defaults.items():
+            value = getattr(self, name)
+            if value is None:
+                value = public_default if self.public else 0
+            out[name] = value if value else None
+        out["protect_recent_s"] = out["protect_recent_s"] or 0.0
+        return out
 
 
 def _drag_seconds(method: str, job) -> int:

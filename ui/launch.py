@@ -10,7 +10,8 @@ from typing import Any
 
 import gradio as gr
 
-from draggan.public import MAX_UPLOAD, is_public
+from draggan.public import (MAX_UPLOAD, PUBLIC_DRAG_TIME_LIMIT_S, PUBLIC_MAX_DRAG_BYTES, PUBLIC_PHOTOS_PER_CLIENT,
+                            PUBLIC_PROTECT_RECENT_S, is_public, trusted_proxies)
 from stylegan2.errors import UserError
 
 from .build import BuiltApp, build_demo
@@ -90,7 +91,36 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-photos", type=int, default=int(env("DRAGGAN_MAX_PHOTOS", "4")),
                    help="sessions that may edit a photo (each holds its own tuned generator copy) at once "
                         "(env DRAGGAN_MAX_PHOTOS; default 4)")
+    bounds(p, env)
     return p
+
+
+def bounds(p: argparse.ArgumentParser, env: Any) -> None:
+    """The flags of the bounds on one visitor's work: unset, a public server uses draggan.public's defaults
+    and a trusted one none; 0 turns a bound off."""
+    def number(name: str, kind: type) -> Any:
+        value = env(name)
+        return None if value in (None, "") else kind(value)
+
+    p.add_argument("--drag-time-limit", type=float, default=number("DRAGGAN_DRAG_TIME_LIMIT", float),
+                   help=f"seconds after which a drag stops (env DRAGGAN_DRAG_TIME_LIMIT; public default "
+                        f"{PUBLIC_DRAG_TIME_LIMIT_S:g}, as the official Space; 0: none)")
+    p.add_argument("--max-drag-gb", type=float, default=number("DRAGGAN_MAX_DRAG_GB", float),
+                   help=f"GB a drag's point tracking and motion terms may take, refused above (env DRAGGAN_MAX_DRAG_GB; "
+                        f"public default {PUBLIC_MAX_DRAG_BYTES / 2**30:g}; 0: half the device's memory)")
+    p.add_argument("--protect-recent", type=float, default=number("DRAGGAN_PROTECT_RECENT", float),
+                   help=f"seconds a used session is safe from eviction: a newcomer is refused instead (env "
+                        f"DRAGGAN_PROTECT_RECENT; public default {PUBLIC_PROTECT_RECENT_S:g}; 0: none)")
+    p.add_argument("--photos-per-client", type=int, default=number("DRAGGAN_PHOTOS_PER_CLIENT", int),
+                   help=f"photos (tuned generator copies) one address may hold at once (env DRAGGAN_PHOTOS_PER_CLIENT; "
+                        f"public default {PUBLIC_PHOTOS_PER_CLIENT}; 0: only --max-photos bounds them)")
+
+
+def bound_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The bounds' flags as ServerSettings fields."""
+    gb = args.max_drag_gb
+    return dict(drag_time_limit_s=args.drag_time_limit, protect_recent_s=args.protect_recent,
+                photos_per_client=args.photos_per_client, max_drag_bytes=None if gb is None else int(gb * 2**30))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -98,8 +128,10 @@ def main(argv: list[str] | None = None) -> None:
     args = args_parser.parse_args(argv)
     public = is_public(args.host, args.share, args.public, args.trusted)
     try:
+        trusted_proxies()  # a malformed DRAGGAN_TRUSTED_PROXIES stops the server here
         built = build_demo(args.model, args.device, public=public, max_sessions=args.max_sessions,
-                           session_ttl_s=args.session_ttl, concurrency=args.concurrency, max_photos=args.max_photos)
+                           session_ttl_s=args.session_ttl, concurrency=args.concurrency, max_photos=args.max_photos,
+                           **bound_settings(args))
     except (ValueError, UserError) as e:  # a device that is not here, a model not allowed
         args_parser.error(str(e))
     launch(built, args.host, args.port, args.share, quiet=True, prevent_thread_lock=True)
