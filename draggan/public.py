@@ -6,11 +6,16 @@ twice MAX_IMAGE_PIXELS before it is decoded into memory); photos get pti's own, 
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 import ipaddress
 import os
 from typing import Any
 
 from PIL import Image
+
+from stylegan2.errors import UserError
 
 MAX_IMAGE_PIXELS = 40_000_000    # Pillow's bound (it refuses images over twice this many pixels)
 MAX_UPLOAD = "200mb"             # photos are refused above 40 MP anyway; a 1024-px model's embedding is ~120 MB
@@ -110,6 +115,45 @@ def client_address(request: Any, proxies: list[Network] | None = None) -> str | 
     if forwarded and peer_addr is not None and any(peer_addr in n for n in proxies if n.version == peer_addr.version):
         peer = _through_proxy(peer, str(forwarded), proxies) or peer
     return client_key(peer)
+
+
+class ImageBoundError(UserError, ValueError):
+    """An image (an upload, a mask layer) refused from its header, before its pixels are decoded."""
+
+
+def _image_bytes(source: Any, max_bytes: int) -> io.BytesIO | str:
+    """What Pillow may open: a path, or the bytes of raw data or of a base64 data URL (its length checked
+    before it is decoded)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    elif isinstance(source, str) and source.startswith("data:"):
+        encoded = source.partition(",")[2]
+        if len(encoded) > max_bytes * 4 // 3 + 4:
+            raise ImageBoundError(f"an image of at most {max_bytes >> 20} MB is allowed here")
+        try:
+            data = base64.b64decode(encoded, validate=False)
+        except (binascii.Error, ValueError):
+            raise ImageBoundError("an image's data URL is not valid base64") from None
+    else:
+        return str(source)
+    if len(data) > max_bytes:
+        raise ImageBoundError(f"an image of at most {max_bytes >> 20} MB is allowed here")
+    return io.BytesIO(data)
+
+
+def image_size(source: Any, max_side: int, what: str = "an image", max_bytes: int = 64 << 20) -> tuple[int, int]:
+    """(width, height) of an image read from its header only (Pillow's open decodes no pixels), or an
+    ImageBoundError when it is not an image or a side exceeds max_side. source: a path, bytes or a data URL."""
+    try:
+        with Image.open(_image_bytes(source, max_bytes)) as im:
+            width, height = im.size
+    except (OSError, Image.DecompressionBombError, SyntaxError, ValueError) as e:
+        if isinstance(e, ImageBoundError):
+            raise
+        raise ImageBoundError(f"{what} must be an image of at most {max_side}x{max_side} pixels") from None
+    if max(width, height) > max_side:
+        raise ImageBoundError(f"{what} must be at most {max_side}x{max_side} pixels, got {width}x{height}")
+    return width, height
 
 
 def max_experiment_pairs(public: bool) -> int:

@@ -4,10 +4,14 @@ from view pixels to image pixels in one place, `view_to_image_xy`."""
 from __future__ import annotations
 
 import base64
+import collections
 import hashlib
+import hmac
 import math
 import os
+import secrets
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,46 @@ VIEW_MIN_PX = 256                # small images are shown enlarged to at least t
 MASK_RGBA = (34, 197, 94, 128)   # how the editable area looks in the mask editor
 FRAME_JPEG_QUALITY = 95          # a drag's frames before the last (the last, and every other view, is a lossless PNG)
 MAX_MASK_LAYERS = 8
+MAX_VIEW_CACHE_BYTES = 256 << 20  # the views' PNGs kept in Gradio's cache; the least recently shown go first
+_NAME_KEY = secrets.token_bytes(32)  # this process's secret: a file's name says nothing about its content
+
+
+class ViewFiles:
+    """The PNG files cached_png wrote, least recently shown first, and their bytes: above `limit`, the oldest
+    are removed (a visitor's clicks each make a new picture; Gradio's own cleaner only ages them by time)."""
+
+    def __init__(self, limit: int = MAX_VIEW_CACHE_BYTES):
+        self.limit = limit
+        self.total = 0
+        self._sizes: collections.OrderedDict[Path, int] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def shown(self, path: Path, size: int | None = None) -> None:
+        """`path` was written (size: its bytes) or shown again (size None)."""
+        with self._lock:
+            if size is None:
+                if path in self._sizes:
+                    self._sizes.move_to_end(path)
+                return
+            self.total += size - self._sizes.pop(path, 0)
+            self._sizes[path] = size
+            while self.total > self.limit and len(self._sizes) > 1:
+                old, old_size = self._sizes.popitem(last=False)
+                self.total -= old_size
+                old.unlink(missing_ok=True)
+                try:
+                    old.parent.rmdir()
+                except OSError:
+                    pass  # a staging file of a writer beside it, or already gone
+
+
+VIEW_FILES = ViewFiles()
+
+
+def content_name(data: bytes) -> str:
+    """A cached file's name: an HMAC of its content under this process's secret (a plain hash would let a
+    visitor test whether another is looking at a picture they can predict, such as a seed's)."""
+    return hmac.new(_NAME_KEY, data, hashlib.sha256).hexdigest()
 
 
 def encode_image(image: np.ndarray, ext: str, params: list[int]) -> bytes:
@@ -41,10 +85,11 @@ def cached_png(image: np.ndarray, cache_dir: str | Path) -> str:
     background are the same picture after Generate, so the browser sometimes fetched the view's file while it
     was being rewritten (ERR_CONTENT_LENGTH_MISMATCH) and the first image never showed."""
     data = encode_image(image, ".png", [cv2.IMWRITE_PNG_COMPRESSION, 1])  # fast; our images are small
-    folder = Path(cache_dir) / hashlib.sha256(data).hexdigest()
+    folder = Path(cache_dir) / content_name(data)
     path = folder / "image.png"
     try:
         os.utime(path)  # already there: Gradio's delete_cache ages files by ctime, so one shown again is kept
+        VIEW_FILES.shown(path)
         return str(path)
     except FileNotFoundError:
         pass  # not written yet (or just deleted by that cleaner)
@@ -57,6 +102,7 @@ def cached_png(image: np.ndarray, cache_dir: str | Path) -> str:
     except BaseException:
         Path(staging).unlink(missing_ok=True)
         raise
+    VIEW_FILES.shown(path, len(data))
     return str(path)
 
 

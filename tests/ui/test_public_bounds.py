@@ -8,7 +8,7 @@ from draggan.public import client_address, client_key, trusted_proxies  # noqa: 
 from ui.build import make_context  # noqa: E402
 from ui.launch import bound_settings, parser  # noqa: E402
 
-MODEL = "stylegan2-toy"  # never loaded: make_context only names it
+MODEL = "toyfaces-64"  # never loaded: make_context only names it
 
 
 def manager_bounds(**settings) -> tuple:
