@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import io
 import ipaddress
+import json
 import os
+import shutil
+import threading
+import time
 from typing import Any
 
 from PIL import Image
@@ -29,6 +34,12 @@ PUBLIC_MAX_DRAG_BYTES = 2 << 30          # tracking + motion memory of one drag:
                                          # 1024-px model, so a 16 GB GPU keeps room for the generator's activations
 PUBLIC_PROTECT_RECENT_S = 300.0          # a session used this recently is never evicted for a newcomer
 PUBLIC_PHOTOS_PER_CLIENT = 1             # tuned generator copies one client (address) may hold
+PUBLIC_MAX_UPLOAD_BYTES = 128 << 20      # one uploaded file: a 1024-px model's embedding (~120 MB) still loads
+PUBLIC_CLIENT_UPLOAD_BYTES = 512 << 20   # what one client may upload in UPLOAD_WINDOW_S
+PUBLIC_MIN_FREE_BYTES = 2 << 30          # uploads and exports are refused when the cache disk has less free
+PUBLIC_DELETE_CACHE = (300, 900)         # Gradio's cleaner: every 5 minutes, files older than 15 (trusted: 30, 60)
+UPLOAD_WINDOW_S = 3600.0
+DISK_FULL = "The server's disk is nearly full; try again later"
 
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
@@ -154,6 +165,100 @@ def image_size(source: Any, max_side: int, what: str = "an image", max_bytes: in
     if max(width, height) > max_side:
         raise ImageBoundError(f"{what} must be at most {max_side}x{max_side} pixels, got {width}x{height}")
     return width, height
+
+
+class DiskFullError(UserError):
+    """The cache disk has less free space than the server keeps."""
+
+
+def check_free_disk(folder: str | os.PathLike, min_free: int | None) -> None:
+    """A DiskFullError when the disk holding `folder` (or its nearest existing parent) has under min_free bytes."""
+    if not min_free:
+        return
+    path = os.path.abspath(folder)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    if shutil.disk_usage(path).free < min_free:
+        raise DiskFullError(DISK_FULL)
+
+
+class UploadLedger:
+    """The bytes each client uploaded within the last `window_s` seconds, bounded by `limit` per client."""
+
+    def __init__(self, limit: int | None, window_s: float = UPLOAD_WINDOW_S, clock=time.monotonic):
+        self.limit, self.window_s, self._clock = limit, window_s, clock
+        self._spent: dict[str, collections.deque] = {}
+        self._lock = threading.Lock()
+
+    def spend(self, client: str | None, n: int) -> bool:
+        """Count n more bytes for `client`; False (nothing counted) when that would pass the limit."""
+        if not self.limit:
+            return True
+        now, key = self._clock(), client or "?"
+        with self._lock:
+            for k in list(self._spent):  # forget what left the window (and clients with nothing in it)
+                spent = self._spent[k]
+                while spent and spent[0][0] < now - self.window_s:
+                    spent.popleft()
+                if not spent:
+                    del self._spent[k]
+            spent = self._spent.setdefault(key, collections.deque())
+            if sum(b for _, b in spent) + n > self.limit:
+                if not spent:
+                    del self._spent[key]
+                return False
+            spent.append((now, n))
+            return True
+
+
+class _Scope:
+    """An ASGI scope as client_address reads a request."""
+
+    def __init__(self, scope: dict):
+        self.client = type("Peer", (), {"host": (scope.get("client") or (None,))[0]})()
+        self.headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+
+class UploadGuard:
+    """ASGI middleware before Gradio's upload route: refuses an upload in one line when the cache disk is
+    nearly full (507) or its client has used its upload bytes (429), counting the bytes as they arrive."""
+
+    def __init__(self, app: Any, ledger: UploadLedger, folder: str, min_free: int | None):
+        self.app, self.ledger, self.folder, self.min_free = app, ledger, folder, min_free
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope.get("type") != "http" or scope.get("method") != "POST" or not scope.get("path", "").endswith("/upload"):
+            return await self.app(scope, receive, send)
+        request = _Scope(scope)
+        client = client_address(request)
+        try:
+            check_free_disk(self.folder, self.min_free)
+        except DiskFullError as e:
+            return await _refuse(send, 507, str(e))
+        declared = int(request.headers.get("content-length") or 0)
+        if not self.ledger.spend(client, declared):
+            return await _refuse(send, 429, f"Upload limit reached: at most {self.ledger.limit >> 20} MB an hour "
+                                            "from one address")
+        counted = declared
+
+        async def counting_receive():
+            nonlocal counted
+            message = await receive()
+            body = len(message.get("body", b""))
+            if message.get("type") == "http.request" and body:
+                extra = max(0, body - counted)  # bytes beyond what Content-Length declared
+                counted = max(0, counted - body)
+                if extra and not self.ledger.spend(client, extra):
+                    raise ConnectionAbortedError("upload limit reached")
+            return message
+        return await self.app(scope, counting_receive, send)
+
+
+async def _refuse(send: Any, status: int, message: str) -> None:
+    body = json.dumps({"error": message, "detail": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def max_experiment_pairs(public: bool) -> int:

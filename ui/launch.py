@@ -9,9 +9,11 @@ import sys
 from typing import Any
 
 import gradio as gr
+from starlette.middleware import Middleware
 
-from draggan.public import (MAX_UPLOAD, PUBLIC_DRAG_TIME_LIMIT_S, PUBLIC_MAX_DRAG_BYTES, PUBLIC_PHOTOS_PER_CLIENT,
-                            PUBLIC_PROTECT_RECENT_S, is_public, trusted_proxies)
+from draggan.public import (MAX_UPLOAD, PUBLIC_CLIENT_UPLOAD_BYTES, PUBLIC_DRAG_TIME_LIMIT_S, PUBLIC_MAX_DRAG_BYTES,
+                            PUBLIC_MAX_UPLOAD_BYTES, PUBLIC_MIN_FREE_BYTES, PUBLIC_PHOTOS_PER_CLIENT,
+                            PUBLIC_PROTECT_RECENT_S, UploadGuard, UploadLedger, is_public, trusted_proxies)
 from stylegan2.errors import UserError
 
 from .build import BuiltApp, build_demo
@@ -58,7 +60,14 @@ def launch(built: BuiltApp, host: str | None = None, port: int | None = None, sh
     defaults or GRADIO_SERVER_NAME / GRADIO_SERVER_PORT."""
     if (warning := gradio_warning()) is not None:
         print(f"Warning: {warning}", file=sys.stderr)
-    kwargs.setdefault("max_file_size", MAX_UPLOAD)
+    settings = built.ctx.settings
+    kwargs.setdefault("max_file_size", settings.bound("max_upload_bytes") or MAX_UPLOAD)
+    ledger = UploadLedger(settings.bound("client_upload_bytes"))
+    guard = Middleware(UploadGuard, ledger=ledger, folder=gr.utils.get_upload_folder(),
+                       min_free=settings.bound("min_free_bytes"))
+    app_kwargs = dict(kwargs.pop("app_kwargs", None) or {})
+    app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), guard]
+    kwargs["app_kwargs"] = app_kwargs
     quiet_queue(built.demo)
     return built.demo.launch(server_name=host, server_port=port, share=share, css=CSS, theme=theme(),
                              ssr_mode=False, **kwargs)
@@ -114,13 +123,25 @@ def bounds(p: argparse.ArgumentParser, env: Any) -> None:
     p.add_argument("--photos-per-client", type=int, default=number("DRAGGAN_PHOTOS_PER_CLIENT", int),
                    help=f"photos (tuned generator copies) one address may hold at once (env DRAGGAN_PHOTOS_PER_CLIENT; "
                         f"public default {PUBLIC_PHOTOS_PER_CLIENT}; 0: only --max-photos bounds them)")
+    for flag, name, default, what in (
+            ("--max-upload-mb", "DRAGGAN_MAX_UPLOAD_MB", PUBLIC_MAX_UPLOAD_BYTES, "MB one uploaded file may have"),
+            ("--client-upload-mb", "DRAGGAN_CLIENT_UPLOAD_MB", PUBLIC_CLIENT_UPLOAD_BYTES,
+             "MB one address may upload an hour"),
+            ("--min-free-mb", "DRAGGAN_MIN_FREE_MB", PUBLIC_MIN_FREE_BYTES,
+             "MB of free cache disk below which uploads and exports are refused")):
+        p.add_argument(flag, type=float, default=number(name, float),
+                       help=f"{what} (env {name}; public default {default >> 20}; 0: no bound)")
 
 
 def bound_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The bounds' flags as ServerSettings fields."""
-    gb = args.max_drag_gb
+    def scaled(value: float | None, unit: int) -> int | None:
+        return None if value is None else int(value * unit)
     return dict(drag_time_limit_s=args.drag_time_limit, protect_recent_s=args.protect_recent,
-                photos_per_client=args.photos_per_client, max_drag_bytes=None if gb is None else int(gb * 2**30))
+                photos_per_client=args.photos_per_client, max_drag_bytes=scaled(args.max_drag_gb, 1 << 30),
+                max_upload_bytes=scaled(args.max_upload_mb, 1 << 20),
+                client_upload_bytes=scaled(args.client_upload_mb, 1 << 20),
+                min_free_bytes=scaled(args.min_free_mb, 1 << 20))
 
 
 def main(argv: list[str] | None = None) -> None:

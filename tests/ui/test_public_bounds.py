@@ -25,12 +25,20 @@ def test_each_bound_has_a_flag_and_a_variable_and_0_turns_it_off(monkeypatch):
     args = parser().parse_args(["--drag-time-limit", "30", "--max-drag-gb", "0.5", "--protect-recent", "0",
                                 "--photos-per-client", "2"])
     settings = bound_settings(args)
-    assert settings == dict(drag_time_limit_s=30.0, max_drag_bytes=1 << 29, protect_recent_s=0.0, photos_per_client=2)
+    assert settings == dict(drag_time_limit_s=30.0, max_drag_bytes=1 << 29, protect_recent_s=0.0, photos_per_client=2,
+                            max_upload_bytes=None, client_upload_bytes=None, min_free_bytes=None)
     assert manager_bounds(public=True, **settings) == (30.0, 1 << 29, 0.0, 2)
     monkeypatch.setenv("DRAGGAN_DRAG_TIME_LIMIT", "0")
     monkeypatch.setenv("DRAGGAN_PHOTOS_PER_CLIENT", "3")
     settings = bound_settings(parser().parse_args([]))
     assert manager_bounds(public=True, **settings) == (None, 2 << 30, 300.0, 3)
+    monkeypatch.setenv("DRAGGAN_MIN_FREE_MB", "0")
+    args = parser().parse_args(["--max-upload-mb", "16", "--client-upload-mb", "64"])
+    ctx = make_context(MODEL, "cpu", None, None, public=True, **bound_settings(args))
+    assert [ctx.settings.bound(n) for n in ("max_upload_bytes", "client_upload_bytes", "min_free_bytes")] == [
+        16 << 20, 64 << 20, None]
+    public = make_context(MODEL, "cpu", None, None, public=True).settings
+    assert public.bound("max_upload_bytes") == 128 << 20 and public.bound("min_free_bytes") == 2 << 30
 
 
 def request(peer: str, forwarded: str | None = None):

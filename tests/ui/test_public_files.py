@@ -93,3 +93,82 @@ def test_the_view_cache_keeps_to_its_bound(tmp_path, monkeypatch):
     assert on_disk <= 4 * 1024 and files.total == on_disk
     assert __import__("os").path.exists(paths[-1])                # the newest stays
     assert not __import__("os").path.exists(paths[0])             # the oldest went
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, extra_catalog):
+    import socket
+    import types
+    from stylegan2.checkpoints import save_generator
+    from stylegan2.testing import tiny_generator
+    folder = tmp_path_factory.mktemp("public-files")
+    model = save_generator(tiny_generator(32, seed=0), folder / "tiny.safetensors")
+    extra_catalog({"name": "tiny-files", "label": "Tiny", "path": str(model), "resolution": 32, "shows": "noise",
+                   "licence": "test", "source": "tests"})
+    built = draggan_app.build_demo("tiny-files", "cpu", public=True, max_per_client=10,
+                                   max_upload_bytes=2 << 20, client_upload_bytes=(5 << 20) // 2)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    draggan_app.launch(built, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    yield types.SimpleNamespace(url=f"http://127.0.0.1:{port}/", built=built)
+    built.demo.close()
+
+
+def upload(server, n_bytes: int):
+    import httpx
+    return httpx.post(server.url + "gradio_api/upload", files={"files": ("x.bin", b"\0" * n_bytes)}, timeout=60)
+
+
+def test_uploads_are_bounded_per_file_per_client_and_by_free_disk(server, monkeypatch):
+    from draggan import public
+    assert server.built.demo.max_file_size == 2 << 20             # public mode's per-file bound, far below 200 MB
+    assert upload(server, 1 << 20).status_code == 200
+    assert upload(server, 1 << 20).status_code == 200
+    refused = upload(server, 1 << 20)                             # 3 MB from one address in an hour: over 2.5
+    assert refused.status_code == 429 and "Upload limit" in refused.json()["error"]
+    full = type("Usage", (), {"free": 1 << 20})()
+    monkeypatch.setattr(public.shutil, "disk_usage", lambda path: full)
+    refused = upload(server, 10)
+    assert refused.status_code == 507 and refused.json()["error"] == public.DISK_FULL
+
+
+def test_exports_are_refused_on_a_full_disk(server, monkeypatch):
+    import gradio_client
+    from draggan import public
+    c = gradio_client.Client(server.url, verbose=False)
+    c.predict(api_name="/generate")
+    full = type("Usage", (), {"free": 1 << 20})()
+    monkeypatch.setattr(public.shutil, "disk_usage", lambda path: full)
+    for api in ("/save_image", "/export_video"):
+        with pytest.raises(gradio_client.exceptions.AppError, match="disk is nearly full"):
+            c.predict(api_name=api) if api == "/save_image" else c.predict("mp4", True, api_name=api)
+
+
+def test_a_line_of_exports_never_delays_generate(server, monkeypatch):
+    """Three visitors' exports are held inside their render (a gate); a newcomer's Generate still finishes."""
+    import threading
+    import gradio_client
+    from draggan.sessions import EditSession
+    gate, started = threading.Event(), threading.Semaphore(0)
+
+    def held_export(self, path, overlay=True, progress=None):
+        started.release()
+        assert gate.wait(120)
+        raise __import__("draggan.config", fromlist=["DragInputError"]).DragInputError("held export ended")
+    monkeypatch.setattr(EditSession, "export_video", held_export)
+    clients = [gradio_client.Client(server.url, verbose=False) for _ in range(3)]
+    try:
+        jobs = []
+        for c in clients:
+            c.predict(api_name="/generate")
+            jobs.append(c.submit("mp4", True, api_name="/export_video"))
+        assert started.acquire(timeout=60)                       # one export is running and held
+        newcomer = gradio_client.Client(server.url, verbose=False)
+        view = newcomer.submit(seed=5, api_name="/generate").result(timeout=120)[0]
+        assert view                                               # Generate did not wait for the exports
+    finally:
+        gate.set()
+    for job in jobs:
+        with pytest.raises(gradio_client.exceptions.AppError, match="held export"):
+            job.result(timeout=120)

@@ -16,6 +16,7 @@ EXPORT_GROUP = dict(concurrency_limit=1, concurrency_id="export")
 def save_image(ctx: AppContext, request: gr.Request) -> str:
     """The current image as a PNG at the model's resolution."""
     sess = ctx.session(request)
+    ctx.check_disk(sess.workdir())
     path = sess.workdir() / f"{ctx.file_stem(sess)}.png"
     Image.fromarray(sess.image()).save(path)
     return str(path)
@@ -27,6 +28,7 @@ def export_video(ctx: AppContext, video_format: str, overlay: bool, request: gr.
     if not isinstance(video_format, str) or video_format not in VIDEO_FORMATS:
         raise DragInputError(f"video_format must be mp4, webm or gif, got {str(video_format)[:20]!r}")
     sess = ctx.session(request)
+    ctx.check_disk(sess.workdir())
     path = sess.workdir() / f"{ctx.file_stem(sess)}.{video_format}"
 
     def rendered(done: int, total: int) -> None:
