@@ -27,6 +27,7 @@ MAX_UPLOAD = "200mb"             # photos are refused above 40 MP anyway; a 1024
 MAX_MASK_PX = 4096               # a mask layer larger than this per side is refused before it is read
 PUBLIC_EXPERIMENT_PAIRS = 8      # pairs an experiment may use on a public server
 TRUSTED_EXPERIMENT_PAIRS = 200   # and elsewhere
+PUBLIC_EXPERIMENT_BUDGET_S = 300.0  # one experiment's whole run on a public server (none elsewhere)
 
 # A public server's bounds on one visitor's work (README "Running it in public"); each has a flag and a variable.
 PUBLIC_DRAG_TIME_LIMIT_S = 80.0          # the official Space's cap on one drag
@@ -264,3 +265,8 @@ async def _refuse(send: Any, status: int, message: str) -> None:
 def max_experiment_pairs(public: bool) -> int:
     """How many pairs one experiment may use on this server."""
     return PUBLIC_EXPERIMENT_PAIRS if public else TRUSTED_EXPERIMENT_PAIRS
+
+
+def experiment_budget_s(public: bool) -> float | None:
+    """How long one experiment may run on this server (None: as long as it takes)."""
+    return PUBLIC_EXPERIMENT_BUDGET_S if public else None

@@ -12,9 +12,9 @@ from draggan.config import DragInputError
 from draggan.draw import draw_points
 from draggan.experiments.detectors import DETECTORS, get_detector
 from draggan.experiments.runner import (ExperimentPlan, ExperimentRuns, Finished, SinglePairResult, Stopped, Tick,
-                                        check_plan, landmark_experiment, single_pair)
+                                        check_detector, check_plan, landmark_experiment, single_pair)
 from draggan.methods import METHODS
-from draggan.public import max_experiment_pairs
+from draggan.public import experiment_budget_s, max_experiment_pairs
 from draggan.sessions import check_seed
 
 from ..context import AppContext
@@ -37,6 +37,7 @@ def single_test(ctx: AppContext, seed: float, n_points: int, detector_name: str,
     if not isinstance(detector_name, str) or detector_name not in DETECTORS:
         raise DragInputError(f"Detector must be one of {', '.join(DETECTORS)}, got {str(detector_name)[:20]!r}")
     sess = ctx.session(request)
+    check_detector(sess.model, detector_name)
     cfg, _ = drag_config(sess.model, {})
     for item in single_pair(sess, get_detector(detector_name), target, int(n_points), cfg):
         if isinstance(item, SinglePairResult):
@@ -66,7 +67,8 @@ def experiment_lines(events: Iterator[Tick | Stopped | Finished]) -> Iterator[tu
         if isinstance(event, Tick):
             yield f"Running: {event.done} of {event.total} edits · {event.seconds:.0f} s", *skips(3)
         elif isinstance(event, Stopped):
-            yield f"Stopped after {event.done} of {event.total} edits.", *skips(3)
+            why = ": an experiment's time on this server ran out" if event.reason == "budget" else ""
+            yield f"Stopped after {event.done} of {event.total} edits{why}.", *skips(3)
         elif isinstance(event, Finished):
             note = f" {event.note}" if event.note else ""
             yield (f"Done: {event.total} edits in {event.seconds:.0f} s.{note}", results_table(event.result),
@@ -89,8 +91,10 @@ def run(ctx: AppContext, runs: ExperimentRuns, protocol: str, pairs: float, max_
     if protocol != "landmarks":
         raise DragInputError("the app runs the 'landmarks' protocol; the others: `python -m draggan experiment`")
     sess = ctx.session(request)
+    check_detector(sess.model, "toy")
     plan = ExperimentPlan(method_names(methods), check_whole(pairs, "pairs"), check_whole(max_steps, "max_steps"),
-                          check_whole(points, "points"), check_whole(feature_block, "feature_block", 0, 18) or None)
+                          check_whole(points, "points"), check_whole(feature_block, "feature_block", 0, 18) or None,
+                          budget_s=experiment_budget_s(ctx.settings.public))
     check_plan(plan, max_experiment_pairs(ctx.settings.public), sess.editor.auto is not None)
     key = request.session_hash
     with runs.start(key, sess.line) as ticket:
