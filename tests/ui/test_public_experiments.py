@@ -75,3 +75,11 @@ def test_landmark_tests_run_only_where_a_detector_fits(built):
     ctx.sessions.get("A").model = "lhq-256"                            # landscapes: no detector at all
     with pytest.raises(DragInputError, match="no landmark detector"):
         next(experiment.single_test(ctx, 1, 5, "toy", request("A")))
+
+
+def test_the_tab_offers_only_the_detectors_that_fit(built):
+    radio, test_btn, run_btn, note = experiment.offer(built.ctx, request("A"))   # toy faces
+    assert [c[1] for c in radio.choices] == ["toy"] and run_btn.interactive and note == ""
+    built.ctx.sessions.get("A").model = "lhq-256"
+    radio, test_btn, run_btn, note = experiment.offer(built.ctx, request("A"))
+    assert radio.choices == [] and not test_btn.interactive and not run_btn.interactive and note == experiment.NO_FIT
