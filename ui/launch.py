@@ -104,44 +104,44 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+# The bounds on one visitor's work: flag, variable, type, unit (bytes per unit), ServerSettings field, help.
+BOUND_FLAGS = (
+    ("--drag-time-limit", "DRAGGAN_DRAG_TIME_LIMIT", float, None, "drag_time_limit_s",
+     f"seconds after which a drag stops (public default {PUBLIC_DRAG_TIME_LIMIT_S:g}, as the official Space)"),
+    ("--max-drag-gb", "DRAGGAN_MAX_DRAG_GB", float, 1 << 30, "max_drag_bytes",
+     f"GB a drag's point tracking and motion terms may take, refused above (public default "
+     f"{PUBLIC_MAX_DRAG_BYTES >> 30}; 0: half the device's memory)"),
+    ("--protect-recent", "DRAGGAN_PROTECT_RECENT", float, None, "protect_recent_s",
+     f"seconds a used session is safe from eviction: a newcomer is refused instead (public default "
+     f"{PUBLIC_PROTECT_RECENT_S:g})"),
+    ("--photos-per-client", "DRAGGAN_PHOTOS_PER_CLIENT", int, None, "photos_per_client",
+     f"photos (tuned generator copies) one address may hold at once (public default {PUBLIC_PHOTOS_PER_CLIENT})"),
+    ("--max-upload-mb", "DRAGGAN_MAX_UPLOAD_MB", float, 1 << 20, "max_upload_bytes",
+     f"MB one uploaded file may have (public default {PUBLIC_MAX_UPLOAD_BYTES >> 20}; 0: {MAX_UPLOAD})"),
+    ("--client-upload-mb", "DRAGGAN_CLIENT_UPLOAD_MB", float, 1 << 20, "client_upload_bytes",
+     f"MB one address may upload an hour (public default {PUBLIC_CLIENT_UPLOAD_BYTES >> 20})"),
+    ("--min-free-mb", "DRAGGAN_MIN_FREE_MB", float, 1 << 20, "min_free_bytes",
+     f"MB of free cache disk below which uploads and exports are refused (public default "
+     f"{PUBLIC_MIN_FREE_BYTES >> 20})"),
+)
+
+
 def bounds(p: argparse.ArgumentParser, env: Any) -> None:
     """The flags of the bounds on one visitor's work: unset, a public server uses draggan.public's defaults
     and a trusted one none; 0 turns a bound off."""
-    def number(name: str, kind: type) -> Any:
+    for flag, name, kind, _, _, what in BOUND_FLAGS:
         value = env(name)
-        return None if value in (None, "") else kind(value)
-
-    p.add_argument("--drag-time-limit", type=float, default=number("DRAGGAN_DRAG_TIME_LIMIT", float),
-                   help=f"seconds after which a drag stops (env DRAGGAN_DRAG_TIME_LIMIT; public default "
-                        f"{PUBLIC_DRAG_TIME_LIMIT_S:g}, as the official Space; 0: none)")
-    p.add_argument("--max-drag-gb", type=float, default=number("DRAGGAN_MAX_DRAG_GB", float),
-                   help=f"GB a drag's point tracking and motion terms may take, refused above (env DRAGGAN_MAX_DRAG_GB; "
-                        f"public default {PUBLIC_MAX_DRAG_BYTES / 2**30:g}; 0: half the device's memory)")
-    p.add_argument("--protect-recent", type=float, default=number("DRAGGAN_PROTECT_RECENT", float),
-                   help=f"seconds a used session is safe from eviction: a newcomer is refused instead (env "
-                        f"DRAGGAN_PROTECT_RECENT; public default {PUBLIC_PROTECT_RECENT_S:g}; 0: none)")
-    p.add_argument("--photos-per-client", type=int, default=number("DRAGGAN_PHOTOS_PER_CLIENT", int),
-                   help=f"photos (tuned generator copies) one address may hold at once (env DRAGGAN_PHOTOS_PER_CLIENT; "
-                        f"public default {PUBLIC_PHOTOS_PER_CLIENT}; 0: only --max-photos bounds them)")
-    for flag, name, default, what in (
-            ("--max-upload-mb", "DRAGGAN_MAX_UPLOAD_MB", PUBLIC_MAX_UPLOAD_BYTES, "MB one uploaded file may have"),
-            ("--client-upload-mb", "DRAGGAN_CLIENT_UPLOAD_MB", PUBLIC_CLIENT_UPLOAD_BYTES,
-             "MB one address may upload an hour"),
-            ("--min-free-mb", "DRAGGAN_MIN_FREE_MB", PUBLIC_MIN_FREE_BYTES,
-             "MB of free cache disk below which uploads and exports are refused")):
-        p.add_argument(flag, type=float, default=number(name, float),
-                       help=f"{what} (env {name}; public default {default >> 20}; 0: no bound)")
+        p.add_argument(flag, type=kind, default=None if value in (None, "") else kind(value),
+                       help=f"{what} (env {name}{'' if '0:' in what else '; 0: none'})")
 
 
 def bound_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The bounds' flags as ServerSettings fields."""
-    def scaled(value: float | None, unit: int) -> int | None:
-        return None if value is None else int(value * unit)
-    return dict(drag_time_limit_s=args.drag_time_limit, protect_recent_s=args.protect_recent,
-                photos_per_client=args.photos_per_client, max_drag_bytes=scaled(args.max_drag_gb, 1 << 30),
-                max_upload_bytes=scaled(args.max_upload_mb, 1 << 20),
-                client_upload_bytes=scaled(args.client_upload_mb, 1 << 20),
-                min_free_bytes=scaled(args.min_free_mb, 1 << 20))
+    """The bounds' flags as ServerSettings fields (None: unset)."""
+    out = {}
+    for flag, _, _, unit, field, _ in BOUND_FLAGS:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        out[field] = value if value is None or unit is None else int(value * unit)
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:

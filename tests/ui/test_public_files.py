@@ -58,7 +58,7 @@ def test_huge_mask_layers_are_refused_before_any_is_decoded(built, tmp_path, dec
     import base64
     url = "data:image/png;base64," + base64.b64encode(open(layer, "rb").read()).decode()
     with pytest.raises(Exception, match="at most 4096x4096"):
-        __import__("ui.sections.mask", fromlist=["check_layers"]).check_layers([url])
+        views.check_layers([url])
     assert decodes == []
 
 
