@@ -318,7 +318,7 @@ def parse_points(text: str | None, name: str) -> list[list[float]]:
         return [[float(x), float(y)] for x, y in points]
     except DragInputError:
         raise
-    except (ValueError, TypeError, OverflowError):
+    except (ValueError, TypeError, OverflowError, RecursionError):  # RecursionError: JSON nested too deep
         raise DragInputError(f"{name} must be points like {example}; got {_short(text)}") from None
 
 

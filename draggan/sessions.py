@@ -119,6 +119,11 @@ class Session:
         return self.line.running
 
     @property
+    def closed(self) -> bool:
+        """The session has ended (its tab left, it expired or was evicted): its jobs stop."""
+        return self._closed
+
+    @property
     def busy(self) -> bool:
         """A drag runs or waits for its turn."""
         return self.line.busy
@@ -220,7 +225,7 @@ class Session:
         ticket = self.line.join()  # this drag's Stop (if it was armed, maybe set already)
         started = False
         try:
-            waits = self.line.waiting(ticket, self.slots, lambda: self._closed)
+            waits = self.line.waiting(ticket, self.slots, lambda: self.closed)
             while True:
                 try:
                     place = next(waits)

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from stylegan2.errors import UserError
+from stylegan2.networks import content_width  # noqa: F401 (re-exported)
 
 MAX_PIXELS = 40_000_000  # refuse larger images before decoding: a 40 MP RGB image is 120 MB decoded
 EXIF_ORIENTATION = 0x0112
@@ -62,13 +63,6 @@ def _centre_box(x0: int, y0: int, x1: int, y1: int, aspect: float = 1.0) -> tupl
     w = max(1, int(round(h * aspect)))
     cx, cy = x0 + (x1 - x0 - w) // 2, y0 + (y1 - y0 - h) // 2
     return cx, cy, cx + w, cy + h
-
-
-def content_width(G) -> int:
-    """Columns of a generator's own picture within its square image: StyleGAN-Human's is half the side,
-    padded with white to the square the app shows (stylegan2.networks); other generators fill it."""
-    res = G.img_resolution
-    return res if getattr(G.synthesis, "square", True) else res // 2
 
 
 def _to_rgb(im: Image.Image, notes: list[str]) -> Image.Image:

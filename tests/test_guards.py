@@ -259,3 +259,8 @@ def test_auto_says_when_its_prediction_stops_short(G64, monkeypatch):
     assert list(methods.run_drag("auto", far))[-1].reason == "short"
     near = DragJob(G64, w_start, [[20.0, 30.0]], [[21.5, 30.0]], DragConfig(**FAST), auto=object())
     assert list(methods.run_drag("auto", near))[-1].reason == "predicted"   # within the arrival distance
+
+
+def test_points_nested_too_deep_get_one_line():
+    with pytest.raises(DragInputError, match="must be points like"):
+        parse_points("[" * 5000 + "]" * 5000, "handles")
