@@ -172,3 +172,9 @@ def test_a_line_of_exports_never_delays_generate(server, monkeypatch):
     for job in jobs:
         with pytest.raises(gradio_client.exceptions.AppError, match="held export"):
             job.result(timeout=120)
+
+
+def test_a_public_server_cleans_its_cache_sooner(built):
+    assert built.demo.delete_cache == (300, 900)     # every 5 minutes, files older than 15 (was 30 and 60)
+    trusted = draggan_app.build_demo("toyfaces-64", "cpu", public=False)
+    assert trusted.demo.delete_cache == (1800, 3600)
