@@ -205,7 +205,7 @@ def _work(sess: Any, plan: ExperimentPlan, stop: threading.Event, closed: Callab
                 raise ExperimentStopped()
             since[0] = time.monotonic()
             detector = _CheckedDetector(get_detector("toy"), check)
-            bench = Bench(sess.editor.G, detector, sess.editor.auto, BenchSpec(sess.model))
+            bench = Bench(sess.editor.G, detector, sess.editor.auto, BenchSpec(sess.model), stop=stop)
             settings = LandmarkSettings(max_steps=plan.max_steps, feature_block=plan.feature_block, points=plan.points)
             pairs = landmark_pairs(bench.G, bench.detector, plan.pairs, plan.points, settings.seed, settings.psi)
             result = run_landmarks(bench, plan.methods, settings, pairs, progress=progress)
