@@ -184,7 +184,7 @@ def test_bad_photos_get_a_clear_message_and_nothing_is_lost(server, connect, tmp
     image, text = preview_photo(server.app, str(huge), "", MODEL)
     assert image is None and text.startswith("⚠️ huge.png is 8000x6000")
     image, text = preview_photo(server.app, str(server.photos[5]), "0,0,16,16", MODEL)
-    assert image.shape == (256, 256, 3) and text == "The 16x16 part was enlarged to the model's 32x32 pixels; " \
+    assert image.shape == (256, 256, 3) and text == "The 16-pixel square was enlarged to the model's 32 pixels; " \
                                                     "expect a soft result."
 
 
