@@ -80,7 +80,11 @@ def experiment_lines(events: Iterator[Tick | Stopped | Finished]) -> Iterator[tu
             yield f"Running: {event.done} of {event.total} edits · {event.seconds:.0f} s", *skips(3)
         elif isinstance(event, Stopped):
             why = ": an experiment's time on this server ran out" if event.reason == "budget" else ""
-            yield f"Stopped after {event.done} of {event.total} edits{why}.", *skips(3)
+            line = f"Stopped after {event.done} of {event.total} edits{why}."
+            if event.result is not None and event.result.methods:  # the rows of the edits that finished
+                yield f"{line} The table shows those.", results_table(event.result), *skips(2)
+            else:
+                yield line, *skips(3)
         elif isinstance(event, Finished):
             note = f" {event.note}" if event.note else ""
             yield (f"Done: {event.total} edits in {event.seconds:.0f} s.{note}", results_table(event.result),
