@@ -4,7 +4,9 @@ One function per equation of the paper, then a loop that only schedules them:
   - `track_points`: each handle moves to the pixel within +-r2 whose feature is nearest to
     the handle's feature at the first step (paper eq. 2);
   - `motion_loss`: mean |sg(F(q)) - F(q + d)| over q within r1 of each handle, d the unit
-    vector towards its target (eq. 1), plus `mask_loss`, lambda * mean |(F - F0) * M_fixed|;
+    vector towards its target (eq. 1), plus a mask term: the paper's `mask_loss`, lambda * mean
+    |(F - F0) * M_fixed| (mask_term 'features'), or `image_mask_loss` on the image the latent draws
+    (mask_term 'image', the default: the tail then runs with autograd on every step of a masked drag);
   - `optimize_latent`: per step, synthesis up to the feature block with autograd, tracking,
     the loss, one Adam step on the first `rows` rows of W+ (the rest stay fixed); the image
     tail runs without autograd, only for frames that are shown (`FrameSchedule`).

@@ -52,12 +52,12 @@ def test_features_term_is_still_there_and_differs_from_the_image_term():
 
 @pytest.mark.skipif(not MODEL.is_file(), reason="models/toyfaces-64.safetensors is not there")
 def test_default_mask_on_the_toy_model_keeps_the_outside_far_closer_than_no_mask():
-    """Four oracle pairs (one landmark, the box around it + 8 px painted), the model's default settings."""
+    """Four oracle pairs that move the nose over 5 px (the box around it + 8 px painted), the model's defaults."""
     bench = load_bench(BenchSpec("toyfaces-64", "cpu", "toy", None))
     cfg = DragConfig.for_model("toyfaces-64", max_steps=300, precision="fp32")
     assert cfg.mask_term == "image"
     change = {False: [], True: []}
-    for pair in landmark_pairs(bench.G, bench.detector, 8, 1, 0, 0.7)[4:8]:  # pairs that move the nose 6-8 px
+    for pair in [p for p in landmark_pairs(bench.G, bench.detector, 12, 1, 0, 0.7) if p.md_before() > 5][:4]:
         box = landmark_box(pair, 8, 64)
         for masked in (False, True):
             s = DragSession.from_seed(bench.G, pair.seed_a, psi=0.7)
@@ -67,4 +67,4 @@ def test_default_mask_on_the_toy_model_keeps_the_outside_far_closer_than_no_mask
             list(s.drag(pair.handles_xy, pair.targets_xy, cfg))
             change[masked].append(np.abs(s.image() - start)[~box].mean())
     ratio = sum(change[True]) / sum(change[False])
-    assert ratio < 0.6, (ratio, change)  # measured: RATIO
+    assert ratio < 0.55, (ratio, change)  # measured 0.37; the old default over 100 pairs: 0.82
