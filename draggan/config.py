@@ -145,7 +145,7 @@ class DragConfig:
     lambda_mask: float = _setting(10.0, "λ: how strongly the unpainted area is kept fixed", "float", 0, 100, 0.5,
                                   section="mask", reset=True,
                                   help="weight of the term that keeps the area outside the mask fixed")
-    mask_term: str = _setting("image", "Mask term", "choice", section="advanced", reset=True,
+    mask_term: str = _setting("image", "Mask term", "choice",
                               choices=(("features (paper)", "features"), ("image", "image")),
                               help="what the mask term compares with the start outside the mask: the feature "
                                    "block's map (paper) or the image (lambda per handle, in feature units)")
