@@ -300,9 +300,8 @@ def optimize_latent(job: DragJob, latent: torch.Tensor, handles_xy: list[list[fl
     window = square_offsets(cfg.radius_px(cfg.r2, res), dev)
     fixed = None
     if job.editable is not None and bool(job.editable.any()) and not bool(job.editable.all()):
-        fixed = downsample_mask(~job.editable.to(dev), G.synthesis.blocks[block - 1].resolution)  # [1, 1, s, s]
-        if cfg.mask_term == "image":
-            fixed = downsample_mask(~job.editable.to(dev), res)  # [1, 1, H, W]
+        side = res if cfg.mask_term == "image" else G.synthesis.blocks[block - 1].resolution  # the term's map
+        fixed = downsample_mask(~job.editable.to(dev), side)  # [1, 1, side, side]
     low = cfg.compute_dtype(dev)
     local = fixed is None and cfg.local_steps(dev)  # the mask term reads the whole map
     size = G.synthesis.blocks[block - 1].resolution
