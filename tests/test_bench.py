@@ -162,3 +162,21 @@ def test_check_checkout_names_every_entry_point(tmp_path):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("")
     assert check_checkout(tmp_path) == str(tmp_path.resolve())
+
+
+def test_bench_profile_accounts_for_the_whole_step_by_part_and_block(model_path, capsys):
+    rc = main(["bench", "--profile", "--model", model_path, "--steps", "3", "--device", "cpu", "--json"])
+    assert rc == 0, capsys.readouterr().err
+    (p,) = json.loads(capsys.readouterr().out)["profiles"]
+    assert p["resolution"] == 64 and p["steps"] == 3 and p["frames"] >= 1
+    parts = p["parts"]
+    for name in ("forward to the feature block", "tracking", "loss", "backward", "optimizer", "frames: image"):
+        assert parts[name] > 0, name
+    assert sum(parts.values()) == pytest.approx(p["ms_per_step"], abs=0.05)  # the rest closes the sum
+    blocks = p["blocks"]
+    # A 64-px generator's feature block is its last (b64): every block runs forward and backward with autograd;
+    # only the optimized rows' layers need gradients, but every layer up to the features is on the loss's path.
+    for res in (4, 8, 16, 32, 64):
+        assert blocks[f"b{res} forward"] > 0 and blocks[f"b{res} backward"] > 0 and blocks[f"b{res} frame"] > 0
+    assert sum(v for k, v in blocks.items() if k.endswith("forward")) <= parts["forward to the feature block"]
+    assert sum(v for k, v in blocks.items() if k.endswith("backward")) <= parts["backward"]

@@ -7,6 +7,10 @@ from typing import Any, Callable
 
 import torch
 
+from draggan.config import APP_FRAME_RATE, APP_FRAME_SHARE
+
+APP_PACING = (1 / APP_FRAME_RATE, APP_FRAME_SHARE)  # (frame_interval_s, frame_share) as the app runs a drag
+
 
 class PeakMemory:
     """Peak memory above the starting point while the block runs: the allocator's on CUDA, RSS elsewhere."""
@@ -68,6 +72,12 @@ def make_generator(source: str | int, device: torch.device):
         torch.manual_seed(0)
         return Generator(GeneratorConfig(img_resolution=source)).eval().requires_grad_(False).to(device)
     return load_generator(source, device)
+
+
+def steps_done(frame) -> int:
+    """Steps computed when a drag method yields `frame`: a frame's image is of the latent before its step's
+    update, which is done by the time it is yielded (step + 1 steps); the last frame comes after `step` steps."""
+    return frame.step if frame.done else frame.step + 1
 
 
 def ms_per_step(marks: list[tuple[int, float]]) -> float:

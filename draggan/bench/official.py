@@ -17,12 +17,14 @@ there; on CUDA its fp16 blocks in fp16).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -129,36 +131,56 @@ def official_renderer(G, w0: torch.Tensor, device: torch.device, lr: float):
     return renderer, res
 
 
-def time_official(checkout: str, source: str | int, device: str, steps: int, threads: int) -> dict:
-    """ms per step and peak memory of the official drag step as its app runs it, in this (fresh) process.
+@dataclasses.dataclass
+class OfficialDrag:
+    """The official app's drag, set up: `drag()` one renderer step, `show()` the app's frame of its image."""
+    drag: Callable[[], None]
+    show: Callable[[], None]
+    renderer: object
+    points: list[list[int]]   # (row, col), updated by the renderer as it tracks
+    points_drawn: bool
 
-    Times steps 2..steps+1 (the first one sets up the handles' features), each with the app's frame.
-    """
+
+def official_drag(G, dev: torch.device) -> OfficialDrag:
+    """Our generator, latent, points and settings in the official renderer; call inside `from_checkout`."""
     from draggan.config import DragConfig
     from draggan.editor import seed_latent
 
-    torch.set_num_threads(threads)
-    dev = torch.device(device)
-    G = make_generator(source, torch.device("cpu"))
     cfg, res_px = DragConfig(), G.img_resolution
     feature_idx = min(cfg.feature_block, len(G.synthesis.blocks)) - 1  # as ours: small models have fewer blocks
     handles, targets = drag_points(res_px)
     points = [[round(y), round(x)] for x, y in handles]  # the app hands (row, col) whole pixels to the renderer
     goals = [[y, x] for x, y in targets]
+    pillow_compat()
+    renderer, res = official_renderer(G, seed_latent(G, 0), dev, cfg.lr)
+    frame, drawn = app_frame()
+    drag_mask = 1 - torch.ones(res_px, res_px)  # the app's mask with nothing painted: no mask term
+
+    def drag() -> None:
+        renderer._render_drag_impl(res, points, goals, drag_mask, APP_LAMBDA_MASK, reg=0, feature_idx=feature_idx,
+                                   r1=cfg.r1, r2=cfg.r2, trunc_psi=0.7, is_drag=True, to_pil=True)
+
+    return OfficialDrag(drag, lambda: frame(res.image, points, goals), renderer, points, drawn)
+
+
+def time_official(checkout: str, source: str | int, device: str, steps: int, threads: int) -> dict:
+    """ms per step and peak memory of the official drag step as its app runs it, in this (fresh) process.
+
+    Times steps 2..steps+1 (the first one sets up the handles' features), each with the app's frame.
+    """
+    torch.set_num_threads(threads)
+    dev = torch.device(device)
+    G = make_generator(source, torch.device("cpu"))
+    res_px = G.img_resolution
     with from_checkout(checkout):
-        pillow_compat()
-        renderer, res = official_renderer(G, seed_latent(G, 0), dev, cfg.lr)
+        run = official_drag(G, dev)
         del G
-        frame, drawn = app_frame()
-        drag_mask = 1 - torch.ones(res_px, res_px)  # the app's mask with nothing painted: no mask term
         marks = []
         with PeakMemory(dev) as mem:
             for step in range(steps + 1):
-                renderer._render_drag_impl(res, points, goals, drag_mask, APP_LAMBDA_MASK, reg=0,
-                                           feature_idx=feature_idx, r1=cfg.r1, r2=cfg.r2, trunc_psi=0.7,
-                                           is_drag=True, to_pil=True)
-                frame(res.image, points, goals)
+                run.drag()
+                run.show()
                 sync(dev)
                 marks.append((step + 1, time.perf_counter()))
     return {"resolution": res_px, "ms_per_step": ms_per_step(marks), "peak_mb": round(mem.peak_mb, 1),
-            "points_drawn": drawn, "tracked_rc": [list(map(int, p)) for p in points]}
+            "points_drawn": run.points_drawn, "tracked_rc": [list(map(int, p)) for p in run.points]}

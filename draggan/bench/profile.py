@@ -1,6 +1,196 @@
-"""Where one drag step's time goes (`python -m draggan bench --profile`)."""
+"""Where one drag step's time goes (`python -m draggan bench --profile [--official DIR]`).
+
+Wall-clock timers, in a fresh process per line, on the steps after the first (which sets up):
+  - each synthesis layer (`bN.conv0`, `bN.conv1`, `bN.torgb`) forward with autograd, its backward
+    (module backward hooks: from its output's gradient to its input's) and its forward without
+    autograd (the image tail of a frame), summed per block;
+  - ours (the app's line: paced frames, points drawn): the step's forward to the feature block
+    (`engine.step_features`), tracking (`engine.track_points`), the loss (`engine.motion_loss`),
+    the backward, the optimizer (Adam), the frames (image tail, uint8, points drawn);
+  - the official step (its app's line): the generator's forward (all blocks, image included, with
+    autograd), the feature map's resize (`F.interpolate`), the backward, Adam, the app's frame; the
+    rest of `_render_drag_impl` (tracking, the loss, the image to PIL) and Python is what is left.
+A category's "rest" is the step's wall time less every timed part: Python, glue, what no timer covers.
+"""
 from __future__ import annotations
 
+import json
+import re
+import time
+from collections import defaultdict
+from typing import Callable
 
-def run_profile(sources, device, steps, precision, official, as_json) -> int:
-    raise NotImplementedError
+import torch
+
+from .measure import APP_PACING, drag_points, in_fresh_process, make_generator, steps_done
+
+LAYER = re.compile(r"^b(\d+)\.(conv0|conv1|torgb)$")
+BLOCK_PART = re.compile(r"^b\d+ ")
+
+
+class Timers:
+    """Seconds per named part; `wrap` times a callable, `hook_layers` a synthesis network's layers."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def reset(self) -> None:
+        self.seconds.clear()
+
+    def wrap(self, fn: Callable, name: str) -> Callable:
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[name] += time.perf_counter() - t0
+        return timed
+
+    def hook_layers(self, synthesis: torch.nn.Module) -> None:
+        starts: dict[int, float] = {}
+
+        def begin(module, *_):
+            starts[id(module)] = time.perf_counter()
+
+        def end_forward(module, *_):
+            kind = "forward" if torch.is_grad_enabled() else "frame"
+            self.seconds[f"b{module._bench_res} {kind}"] += time.perf_counter() - starts.pop(id(module))
+
+        def end_backward(module, *_):
+            self.seconds[f"b{module._bench_res} backward"] += time.perf_counter() - starts.pop(id(module))
+
+        for name, module in synthesis.named_modules():
+            m = LAYER.match(name)
+            if not m:
+                continue
+            module._bench_res = int(m.group(1))
+            module.register_forward_pre_hook(begin)
+            module.register_forward_hook(end_forward)
+            if m.group(2) != "torgb":  # no toRGB is on the loss's path: it has no backward
+                module.register_full_backward_pre_hook(begin)
+                module.register_full_backward_hook(end_backward)
+
+    def patch(self, owner, attr: str, name: str) -> None:
+        setattr(owner, attr, self.wrap(getattr(owner, attr), name))
+
+
+def _common(timers: Timers) -> None:
+    timers.patch(torch.Tensor, "backward", "backward")
+    timers.patch(torch.optim.Adam, "step", "optimizer")
+
+
+def profile_ours(source: str | int, device: str, steps: int, threads: int, precision: str = "auto") -> dict:
+    """Our step as the app runs it (paced frames, points drawn), timed by part, in this (fresh) process."""
+    from draggan import engine
+    from draggan.config import DragConfig
+    from draggan.draw import draw_points
+    from draggan.editor import seed_latent
+    from draggan.methods import DragJob, run_drag
+
+    torch.set_num_threads(threads)
+    dev = torch.device(device)
+    G = make_generator(source, dev)
+    timers = Timers()
+    timers.hook_layers(G.synthesis)
+    _common(timers)
+    for attr, name in (("step_features", "forward to the feature block"), ("track_points", "tracking"),
+                       ("motion_loss", "loss"), ("render", "frames: image"), ("image_to_uint8", "frames: uint8")):
+        timers.patch(engine, attr, name)
+    timers.patch(G.synthesis, "image_from_features", "frames: image")
+    draw = timers.wrap(draw_points, "frames: points drawn")
+    handles, targets = drag_points(G.img_resolution)
+    cfg = DragConfig(max_steps=steps + 1, frame_interval_s=APP_PACING[0], frame_share=APP_PACING[1],
+                     check_every=10, precision=precision)
+    marks, frames = [], 0
+    for frame in run_drag("draggan", DragJob(G, seed_latent(G, 0), handles, targets, cfg)):
+        if not frame.done:
+            draw(frame.image, frame.handles_xy, frame.targets_xy, scale=1)
+        marks.append((steps_done(frame), time.perf_counter()))
+        if len(marks) == 1:
+            timers.reset()
+        else:
+            frames += 1
+    return _summary("ours, as the app", G.img_resolution, marks, timers, frames)
+
+
+def profile_official(checkout: str, source: str | int, device: str, steps: int, threads: int) -> dict:
+    """The official step as its app runs it (a frame every step), timed by part, in this (fresh) process."""
+    import torch.nn.functional as F
+
+    from .official import from_checkout, official_drag
+
+    torch.set_num_threads(threads)
+    dev = torch.device(device)
+    G = make_generator(source, torch.device("cpu"))
+    res_px = G.img_resolution
+    timers = Timers()
+    _common(timers)
+    timers.patch(F, "interpolate", "resize the feature map")
+    with from_checkout(checkout):
+        run = official_drag(G, dev)
+        del G
+        official_G = run.renderer.G
+        timers.hook_layers(official_G.synthesis)
+        official_G.register_forward_pre_hook(lambda *_: timers.seconds.__setitem__("_t0", time.perf_counter()))
+        official_G.register_forward_hook(lambda *_: timers.seconds.__setitem__(
+            "generator forward (every block, image too)",
+            timers.seconds["generator forward (every block, image too)"] + time.perf_counter() - timers.seconds["_t0"]))
+        show = timers.wrap(run.show, "frames: points drawn, watermark")
+        marks = []
+        for step in range(steps + 1):
+            run.drag()
+            show()
+            marks.append((step + 1, time.perf_counter()))
+            if step == 0:
+                timers.reset()
+    timers.seconds.pop("_t0", None)
+    return _summary("official, as its app", res_px, marks, timers, steps)
+
+
+TOP = ("forward to the feature block", "generator forward (every block, image too)", "resize the feature map",
+       "tracking", "loss", "backward", "optimizer", "frames: image", "frames: uint8", "frames: points drawn",
+       "frames: points drawn, watermark")
+
+
+def _summary(line: str, res: int, marks: list, timers: Timers, frames: int) -> dict:
+    """ms per step of each part; `rest` is the step's wall time less the top-level parts."""
+    (s0, t0), (s1, t1) = marks[0], marks[-1]
+    n = s1 - s0
+    per_step = {k: round(1000 * v / n, 2) for k, v in timers.seconds.items()}
+    total = round(1000 * (t1 - t0) / n, 2)
+    top = {k: per_step[k] for k in TOP if k in per_step}
+    top["rest (Python, glue, untimed)"] = round(total - sum(top.values()), 2)
+    blocks = {k: v for k, v in per_step.items() if BLOCK_PART.match(k)}
+    return {"line": line, "resolution": res, "ms_per_step": total, "steps": n, "frames": frames, "parts": top,
+            "blocks": dict(sorted(blocks.items(), key=lambda kv: (int(kv[0][1:].split()[0]), kv[0])))}
+
+
+def table(profiles: list[dict]) -> str:
+    """A markdown table: one column per profile, parts then blocks, ms per step."""
+    head = "| ms per step | " + " | ".join(f"{p['line']}, {p['resolution']} px" for p in profiles) + " |"
+    rows = [head, "|---" * (len(profiles) + 1) + "|",
+            "| **whole step** | " + " | ".join(f"**{p['ms_per_step']:.1f}**" for p in profiles) + " |"]
+    for section in ("parts", "blocks"):
+        names = list(dict.fromkeys(k for p in profiles for k in p[section]))
+        for name in names:
+            cells = [f"{p[section][name]:.1f}" if name in p[section] else "" for p in profiles]
+            rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def run_profile(sources, device: torch.device, steps: int, precision: str, official: str | None,
+                as_json: bool) -> int:
+    """Profile ours (and the official step, given a checkout) on each source; print a table or JSON."""
+    threads = torch.get_num_threads()
+    profiles = []
+    for _label, source in sources:
+        if official:
+            profiles.append(in_fresh_process(profile_official, official, source, str(device), steps, threads))
+        profiles.append(in_fresh_process(profile_ours, source, str(device), steps, threads, precision))
+    if as_json:
+        print(json.dumps({"torch": torch.__version__, "device": str(device), "threads": threads,
+                          "profiles": profiles}, indent=1))
+    else:
+        print(f"torch {torch.__version__}, {device}, {threads} threads, {steps} steps after the first")
+        print(table(profiles))
+    return 0

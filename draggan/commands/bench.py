@@ -28,9 +28,9 @@ import time
 
 import torch
 
-from draggan.bench.measure import PeakMemory, drag_points, in_fresh_process, make_generator, ms_per_step  # noqa: F401
+from draggan.bench.measure import APP_PACING, PeakMemory, drag_points, in_fresh_process, make_generator  # noqa: F401
+from draggan.bench.measure import ms_per_step, steps_done
 from draggan.bench.measure import sync as _sync
-from draggan.config import APP_FRAME_RATE, APP_FRAME_SHARE
 
 HELP = "measure ms per drag step and peak memory: ours vs the official code (--official DIR)"
 
@@ -58,7 +58,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-APP_PACING = (1 / APP_FRAME_RATE, APP_FRAME_SHARE)  # (frame_interval_s, frame_share) as the app runs a drag
 SLOW_LR = 0.002              # the official step size: the app line's drags run all their steps
 OFFICIAL_LABEL = "official DragGAN, as its app"
 
@@ -87,7 +86,7 @@ def time_method(source: str | int, device: str, line: Line, steps: int, threads:
     """ms per step and peak memory of one line, in this (fresh) process.
 
     Times the steps after the first frame (which pays for set-up) up to the last frame (the drag's end,
-    whose image every method renders): steps * every steps, frames as the line shows them.
+    whose image every method shows): steps * every steps, frames as the line shows them.
     """
     from draggan.config import DragConfig
     from draggan.draw import draw_points
@@ -110,7 +109,7 @@ def time_method(source: str | int, device: str, line: Line, steps: int, threads:
             if line.points_drawn and not frame.done:  # the app's view of a frame (at 256 px and up, not enlarged)
                 draw_points(frame.image, frame.handles_xy, frame.targets_xy, scale=1)
             _sync(device)
-            marks.append((frame.step, time.perf_counter()))
+            marks.append((steps_done(frame), time.perf_counter()))
     return {"resolution": G.img_resolution, "ms_per_step": ms_per_step(marks), "peak_mb": round(mem.peak_mb, 1)}
 
 
