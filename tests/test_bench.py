@@ -167,7 +167,8 @@ def test_check_checkout_names_every_entry_point(tmp_path):
 def test_bench_profile_accounts_for_the_whole_step_by_part_and_block(model_path, capsys):
     rc = main(["bench", "--profile", "--model", model_path, "--steps", "3", "--device", "cpu", "--json"])
     assert rc == 0, capsys.readouterr().err
-    (p,) = json.loads(capsys.readouterr().out)["profiles"]
+    p, stand_in = json.loads(capsys.readouterr().out)["profiles"]
+    assert (p["line"], stand_in["line"]) == ("ours, as the app", "straightforward (stand-in)")
     assert p["resolution"] == 64 and p["steps"] == 3 and p["frames"] >= 1
     parts = p["parts"]
     for name in ("forward to the feature block", "tracking", "loss", "backward", "optimizer", "frames: image"):
@@ -180,3 +181,10 @@ def test_bench_profile_accounts_for_the_whole_step_by_part_and_block(model_path,
         assert blocks[f"b{res} forward"] > 0 and blocks[f"b{res} backward"] > 0 and blocks[f"b{res} frame"] > 0
     assert sum(v for k, v in blocks.items() if k.endswith("forward")) <= parts["forward to the feature block"]
     assert sum(v for k, v in blocks.items() if k.endswith("backward")) <= parts["backward"]
+    assert "generator forward (every block, image too)" not in parts   # ours never runs the whole generator with autograd
+    whole = stand_in["parts"]
+    for name in ("generator forward (every block, image too)", "resize the feature map", "backward", "optimizer",
+                 "frames: uint8"):
+        assert whole[name] > 0, name
+    assert stand_in["frames"] == 3 + 1 and sum(whole.values()) == pytest.approx(stand_in["ms_per_step"], abs=0.05)
+    assert not any(k.endswith(" frame") for k in stand_in["blocks"])  # its image comes with the step's forward

@@ -7,6 +7,8 @@ Wall-clock timers, in a fresh process per line, on the steps after the first (wh
   - ours (the app's line: paced frames, points drawn): the step's forward to the feature block
     (`engine.step_features`), tracking (`engine.track_points`), the loss (`engine.motion_loss`),
     the backward, the optimizer (Adam), the frames (image tail, uint8, points drawn);
+  - the stand-in `straightforward` (a frame every step): the synthesis forward with autograd, the
+    feature map's resize, the backward, Adam, the image to uint8; its tracking and loss are the rest;
   - the official step (its app's line): the generator's forward (all blocks, image included, with
     autograd), the feature map's resize (`F.interpolate`), the backward, Adam, the app's frame; the
     rest of `_render_drag_impl` (tracking, the loss, the image to PIL) and Python is what is left.
@@ -26,6 +28,7 @@ from .measure import APP_PACING, drag_points, in_fresh_process, make_generator, 
 
 LAYER = re.compile(r"^b(\d+)\.(conv0|conv1|torgb)$")
 BLOCK_PART = re.compile(r"^b\d+ ")
+GENERATOR_FORWARD = "generator forward (every block, image too)"
 
 
 class Timers:
@@ -70,6 +73,17 @@ class Timers:
                 module.register_full_backward_pre_hook(begin)
                 module.register_full_backward_hook(end_backward)
 
+    def time_module(self, module: torch.nn.Module, name: str) -> None:
+        """Time `module`'s calls with autograd on (a frame's calls without it are the frame's)."""
+        starts: list[float] = []
+        module.register_forward_pre_hook(lambda *_: starts.append(time.perf_counter()))
+
+        def done(*_):
+            start = starts.pop()
+            if torch.is_grad_enabled():
+                self.seconds[name] += time.perf_counter() - start
+        module.register_forward_hook(done)
+
     def patch(self, owner, attr: str, name: str) -> None:
         setattr(owner, attr, self.wrap(getattr(owner, attr), name))
 
@@ -79,17 +93,22 @@ def _common(timers: Timers) -> None:
     timers.patch(torch.optim.Adam, "step", "optimizer")
 
 
-def profile_ours(source: str | int, device: str, steps: int, threads: int, precision: str = "auto") -> dict:
-    """Our step as the app runs it (paced frames, points drawn), timed by part, in this (fresh) process."""
-    from draggan import engine
+def profile_method(source: str | int, device: str, steps: int, threads: int, method: str = "draggan",
+                   precision: str = "auto") -> dict:
+    """One of our methods' steps, timed by part, in this (fresh) process, as the bench runs it: `draggan` as the
+    app runs it (paced frames, points drawn), `straightforward` (the stand-in: fp32, weight gradients, a frame
+    every step)."""
+    import torch.nn.functional as F
+
+    from draggan import baseline, engine
     from draggan.config import DragConfig
     from draggan.draw import draw_points
     from draggan.editor import seed_latent
     from draggan.methods import DragJob, run_drag
 
     torch.set_num_threads(threads)
-    dev = torch.device(device)
-    G = make_generator(source, dev)
+    stand_in = method == "straightforward"
+    G = make_generator(source, torch.device(device)).requires_grad_(stand_in)  # as the bench's lines
     timers = Timers()
     timers.hook_layers(G.synthesis)
     _common(timers)
@@ -97,20 +116,25 @@ def profile_ours(source: str | int, device: str, steps: int, threads: int, preci
                        ("motion_loss", "loss"), ("render", "frames: image"), ("image_to_uint8", "frames: uint8")):
         timers.patch(engine, attr, name)
     timers.patch(G.synthesis, "image_from_features", "frames: image")
+    timers.patch(baseline, "image_to_uint8", "frames: uint8")
+    timers.patch(F, "interpolate", "resize the feature map")
+    timers.time_module(G.synthesis, GENERATOR_FORWARD)
     draw = timers.wrap(draw_points, "frames: points drawn")
+    pacing = (0.0, 0.0) if stand_in else APP_PACING
+    cfg = DragConfig(max_steps=steps + 1, frame_interval_s=pacing[0], frame_share=pacing[1], check_every=10,
+                     precision="fp32" if stand_in else precision)
     handles, targets = drag_points(G.img_resolution)
-    cfg = DragConfig(max_steps=steps + 1, frame_interval_s=APP_PACING[0], frame_share=APP_PACING[1],
-                     check_every=10, precision=precision)
     marks, frames = [], 0
-    for frame in run_drag("draggan", DragJob(G, seed_latent(G, 0), handles, targets, cfg)):
-        if not frame.done:
+    for frame in run_drag(method, DragJob(G, seed_latent(G, 0), handles, targets, cfg)):
+        if not frame.done and not stand_in:
             draw(frame.image, frame.handles_xy, frame.targets_xy, scale=1)
         marks.append((steps_done(frame), time.perf_counter()))
         if len(marks) == 1:
             timers.reset()
         else:
             frames += 1
-    return _summary("ours, as the app", G.img_resolution, marks, timers, frames)
+    return _summary("straightforward (stand-in)" if stand_in else "ours, as the app", G.img_resolution, marks,
+                    timers, frames)
 
 
 def profile_official(checkout: str, source: str | int, device: str, steps: int, threads: int) -> dict:
@@ -131,10 +155,7 @@ def profile_official(checkout: str, source: str | int, device: str, steps: int, 
         del G
         official_G = run.renderer.G
         timers.hook_layers(official_G.synthesis)
-        official_G.register_forward_pre_hook(lambda *_: timers.seconds.__setitem__("_t0", time.perf_counter()))
-        official_G.register_forward_hook(lambda *_: timers.seconds.__setitem__(
-            "generator forward (every block, image too)",
-            timers.seconds["generator forward (every block, image too)"] + time.perf_counter() - timers.seconds["_t0"]))
+        timers.time_module(official_G, GENERATOR_FORWARD)
         show = timers.wrap(run.show, "frames: points drawn, watermark")
         marks = []
         for step in range(steps + 1):
@@ -143,11 +164,10 @@ def profile_official(checkout: str, source: str | int, device: str, steps: int, 
             marks.append((step + 1, time.perf_counter()))
             if step == 0:
                 timers.reset()
-    timers.seconds.pop("_t0", None)
     return _summary("official, as its app", res_px, marks, timers, steps)
 
 
-TOP = ("forward to the feature block", "generator forward (every block, image too)", "resize the feature map",
+TOP = ("forward to the feature block", GENERATOR_FORWARD, "resize the feature map",
        "tracking", "loss", "backward", "optimizer", "frames: image", "frames: uint8", "frames: points drawn",
        "frames: points drawn, watermark")
 
@@ -186,7 +206,8 @@ def run_profile(sources, device: torch.device, steps: int, precision: str, offic
     for _label, source in sources:
         if official:
             profiles.append(in_fresh_process(profile_official, official, source, str(device), steps, threads))
-        profiles.append(in_fresh_process(profile_ours, source, str(device), steps, threads, precision))
+        for method in ("draggan", "straightforward"):
+            profiles.append(in_fresh_process(profile_method, source, str(device), steps, threads, method, precision))
     if as_json:
         print(json.dumps({"torch": torch.__version__, "device": str(device), "threads": threads,
                           "profiles": profiles}, indent=1))
