@@ -174,6 +174,7 @@ def test_bench_profile_accounts_for_the_whole_step_by_part_and_block(model_path,
     for name in ("forward to the feature block", "tracking", "loss", "backward", "optimizer", "frames: image"):
         assert parts[name] > 0, name
     assert sum(parts.values()) == pytest.approx(p["ms_per_step"], abs=0.05)  # the rest closes the sum
+    assert all(v >= 0 for v in parts.values())                            # parts do not overlap
     blocks = p["blocks"]
     # A 64-px generator's feature block is its last (b64): every block runs forward and backward with autograd;
     # only the optimized rows' layers need gradients, but every layer up to the features is on the loss's path.
@@ -189,3 +190,14 @@ def test_bench_profile_accounts_for_the_whole_step_by_part_and_block(model_path,
     assert stand_in["frames"] == 3 + 1 and sum(whole.values()) == pytest.approx(stand_in["ms_per_step"], abs=0.05)
     forwards = sum(v for k, v in stand_in["blocks"].items() if k.endswith(" forward"))
     assert 0 < forwards <= whole["generator forward (every block, image too)"]  # its image comes with the step's forward
+
+
+def test_profile_timers_count_a_part_without_the_parts_it_calls():
+    from draggan.bench.profile import Timers
+
+    ticks = iter(range(100))
+    timers = Timers(clock=lambda: float(next(ticks)))
+    inner = timers.wrap(lambda: None, "inner")                 # 1 tick
+    outer = timers.wrap(lambda: (inner(), inner()), "outer")  # 5 ticks, 2 of them inside `inner`
+    outer()
+    assert dict(timers.seconds) == {"inner": 2.0, "outer": 3.0}

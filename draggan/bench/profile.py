@@ -34,19 +34,26 @@ GENERATOR_FORWARD = "generator forward (every block, image too)"
 class Timers:
     """Seconds per named part; `wrap` times a callable, `hook_layers` a synthesis network's layers."""
 
-    def __init__(self):
+    def __init__(self, clock: Callable[[], float] = time.perf_counter):
+        self.clock = clock
         self.seconds: dict[str, float] = defaultdict(float)
+        self._inner: list[float] = []  # per open wrapped call: the seconds of the wrapped calls inside it
 
     def reset(self) -> None:
         self.seconds.clear()
 
     def wrap(self, fn: Callable, name: str) -> Callable:
+        """`fn` timed under `name`, exclusive of any wrapped part it calls (that part has its own line)."""
         def timed(*args, **kwargs):
-            t0 = time.perf_counter()
+            self._inner.append(0.0)
+            t0 = self.clock()
             try:
                 return fn(*args, **kwargs)
             finally:
-                self.seconds[name] += time.perf_counter() - t0
+                elapsed = self.clock() - t0
+                self.seconds[name] += elapsed - self._inner.pop()
+                if self._inner:
+                    self._inner[-1] += elapsed
         return timed
 
     def hook_layers(self, synthesis: torch.nn.Module) -> None:
