@@ -16,6 +16,7 @@ A category's "rest" is the step's wall time less every timed part: Python, glue,
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -23,6 +24,7 @@ from collections import defaultdict
 from typing import Callable
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from .measure import APP_PACING, drag_points, in_fresh_process, make_generator, steps_done
 
@@ -95,6 +97,13 @@ class Timers:
         setattr(owner, attr, self.wrap(getattr(owner, attr), name))
 
 
+def gflop(fn: Callable[[], object]) -> float:
+    """Billions of floating-point operations (convolutions, matrix products: what dominates) that `fn()` runs."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
 def _common(timers: Timers) -> None:
     timers.patch(torch.Tensor, "backward", "backward")
     timers.patch(torch.optim.Adam, "step", "optimizer")
@@ -140,11 +149,27 @@ def profile_method(source: str | int, device: str, steps: int, threads: int, met
             timers.reset()
         else:
             frames += 1
-    return _summary("straightforward (stand-in)" if stand_in else "ours, as the app", G.img_resolution, marks,
-                    timers, frames)
+    out = _summary("straightforward (stand-in)" if stand_in else "ours, as the app", G.img_resolution, marks,
+                   timers, frames)
+    # Arithmetic, counted apart (the counter slows what it counts): a step without ours' frames, and a whole image.
+    # (The counter cannot see a no-grad call of weights that require grad: the stand-in's last frame is left out.)
+    job = DragJob(G, seed_latent(G, 0), handles, targets, dataclasses.replace(cfg, frame_every=steps + 2))
+    G.requires_grad_(False)
+    image = gflop(lambda: engine.render(G, job.w_start, job.noise_mode, cfg.compute_dtype(torch.device(device))))
+    G.requires_grad_(stand_in)
+    counts = []
+    with FlopCounterMode(display=False) as counter:
+        for f in run_drag(method, dataclasses.replace(job, config=cfg) if stand_in else job):
+            counts.append((steps_done(f), counter.get_total_flops() / 1e9))
+            if stand_in and f.step >= steps:  # its last step's frame: its image came with the step
+                break
+    (s0, f0), (s1, f1) = counts[0], counts[-1]
+    per_step = (f1 - f0 - (0 if stand_in else image)) / (s1 - s0)  # ours: less the last frame's image
+    return {**out, "gflop_per_step": round(per_step, 2), "gflop_per_image": round(image, 2)}
 
 
-def profile_official(checkout: str, source: str | int, device: str, steps: int, threads: int) -> dict:
+def profile_official(checkout: str, source: str | int, device: str, steps: int, threads: int,
+                     count: bool = True) -> dict:
     """The official step as its app runs it (a frame every step), timed by part, in this (fresh) process."""
     import torch.nn.functional as F
 
@@ -171,7 +196,9 @@ def profile_official(checkout: str, source: str | int, device: str, steps: int, 
             marks.append((step + 1, time.perf_counter()))
             if step == 0:
                 timers.reset()
-    return _summary("official, as its app", res_px, marks, timers, steps)
+        out = _summary("official, as its app", res_px, marks, timers, steps)
+        per_step = gflop(run.drag) if count else None  # its image comes with every step
+    return {**out, "gflop_per_step": round(per_step, 2)} if count else out
 
 
 TOP = ("forward to the feature block", GENERATOR_FORWARD, "resize the feature map",
@@ -197,6 +224,9 @@ def table(profiles: list[dict]) -> str:
     head = "| ms per step | " + " | ".join(f"{p['line']}, {p['resolution']} px" for p in profiles) + " |"
     rows = [head, "|---" * (len(profiles) + 1) + "|",
             "| **whole step** | " + " | ".join(f"**{p['ms_per_step']:.1f}**" for p in profiles) + " |"]
+    for key, name in (("gflop_per_step", "GFLOP per step (frames apart)"), ("gflop_per_image", "GFLOP per whole image")):
+        if any(key in p for p in profiles):
+            rows.append(f"| {name} | " + " | ".join(f"{p[key]:.1f}" if key in p else "" for p in profiles) + " |")
     for section in ("parts", "blocks"):
         names = list(dict.fromkeys(k for p in profiles for k in p[section]))
         for name in names:
