@@ -235,6 +235,20 @@ def table(profiles: list[dict]) -> str:
     return "\n".join(rows)
 
 
+def conv_throughput(threads: int, dtype: str, repeats: int = 5) -> float:
+    """GFLOP/s this machine sustains on one 512-channel 3x3 convolution of a 64x64 map (the bulk of a step)."""
+    import torch.nn.functional as F
+
+    torch.set_num_threads(threads)
+    x = torch.randn(1, 512, 64, 64, dtype=getattr(torch, dtype))
+    w = torch.randn(512, 512, 3, 3, dtype=x.dtype)
+    F.conv2d(x, w, padding=1)  # warm up
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        F.conv2d(x, w, padding=1)
+    return round(2 * w.numel() * 64 * 64 * repeats / (time.perf_counter() - t0) / 1e9, 1)
+
+
 def run_profile(sources, device: torch.device, steps: int, precision: str, official: str | None,
                 as_json: bool) -> int:
     """Profile ours (and the official step, given a checkout) on each source; print a table or JSON."""
@@ -245,10 +259,13 @@ def run_profile(sources, device: torch.device, steps: int, precision: str, offic
             profiles.append(in_fresh_process(profile_official, official, source, str(device), steps, threads))
         for method in ("draggan", "straightforward"):
             profiles.append(in_fresh_process(profile_method, source, str(device), steps, threads, method, precision))
+    conv = {d: in_fresh_process(conv_throughput, threads, d) if device.type == "cpu" else None
+            for d in ("float32", "bfloat16")}
     if as_json:
         print(json.dumps({"torch": torch.__version__, "device": str(device), "threads": threads,
-                          "profiles": profiles}, indent=1))
+                          "conv_gflop_per_s": conv, "profiles": profiles}, indent=1))
     else:
-        print(f"torch {torch.__version__}, {device}, {threads} threads, {steps} steps after the first")
+        print(f"torch {torch.__version__}, {device}, {threads} threads, {steps} steps after the first; one 512-channel "
+              f"3x3 conv of a 64x64 map: {conv['float32']} GFLOP/s float32, {conv['bfloat16']} bfloat16")
         print(table(profiles))
     return 0
