@@ -57,17 +57,6 @@ def test_drag_missing_model_exits_2(tmp_path, capsys):
     assert rc == 2 and "nope.safetensors" in capsys.readouterr().err
 
 
-def test_bench_reports_engine_and_straightforward_step(model_path, capsys):
-    rc = main(["bench", "--model", model_path, "--steps", "2", "--device", "cpu", "--json"])
-    assert rc == 0
-    rows = json.loads(capsys.readouterr().out)["results"]
-    methods = [r["method"] for r in rows]
-    assert methods[0].startswith("straightforward") and any(m.startswith("draggan") for m in methods)
-    assert rows[0]["speedup"] == 1.0
-    for r in rows:
-        assert r["ms_per_step"] > 0 and r["resolution"] == 64
-
-
 def test_bench_app_line_streams_the_same_drag_through_the_app(model_path, capsys):
     """--app serves the app in a process of its own and drags through /drag as a client: same steps as the engine."""
     rc = main(["bench", "--model", model_path, "--steps", "2", "--device", "cpu", "--app", "--app-trials", "2", "--json"])

@@ -1,22 +1,27 @@
-"""`python -m draggan bench`: ms per drag step and peak memory, ours vs the official approach.
+"""`python -m draggan bench`: ms per drag step and peak memory, ours against the official code itself.
 
-Every line runs in one invocation on the same generator, latent and points, each method in a
-fresh process (peak memory above that process's starting point: the allocator's on CUDA,
-the resident set elsewhere). The straightforward step is the official code's approach as it
-ships (`draggan/baseline.py`): a full synthesis with autograd and weight gradients (the
-official generator's parameters require grad), the feature map resized to the image,
-host-side tracking, a frame every step. Ours runs as the app runs it (frames paced at the
-app's rate, the precision and local steps `auto` picks), with a frame every step, and as
-the CLI and scripts run it (a frame every 10 steps).
+Every line runs in one invocation on the same generator, latent and points, each in a fresh
+process (peak memory above that process's starting point: the allocator's on CUDA, the resident
+set elsewhere). With `--official DIR` (a DragGAN checkout the user has: `draggan/bench/official.py`)
+the first line is the official implementation's own drag step as its Gradio app runs it (the
+renderer's `_render_drag_impl` per step, a frame with the points and watermark after every step),
+on our generator's weights; every ratio is against it. Ours runs as the app runs it (frames paced:
+the precision and local steps `auto` picks, the points drawn on each frame), with a frame every
+step, and as scripts run it (a frame every 10 steps). `straightforward` (`draggan/baseline.py`)
+is our stand-in of the official step, a method and a correctness yardstick: it is timed, but no
+ratio is taken against it.
 
 `--app`: steps per second of the same drag through the running app (its `/drag` endpoint,
 streamed to a client) against the engine alone. `--edits N`: time per edit and mean distance
-after, ours vs the official approach, on N pairs of the toy-faces oracle (`quality`).
+after on N pairs of the toy-faces oracle (`quality`), each comparison at equal settings: ours and
+the stand-in at the official step size, then ours at the model's own step size (its own line).
+`--profile`: where one step's milliseconds go (`draggan/bench/profile.py`).
 """
 from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import json
 import os
 import subprocess
@@ -25,16 +30,21 @@ import time
 
 import torch
 
-from draggan.config import APP_FRAME_RATE, APP_FRAME_SHARE
+from draggan.bench.measure import APP_PACING, PeakMemory, drag_points, in_fresh_process, make_generator  # noqa: F401
+from draggan.bench.measure import ms_per_step, steps_done
+from draggan.bench.measure import sync as _sync
 
-HELP = "measure ms per drag step and peak memory: engine vs the straightforward full-resolution step"
+HELP = "measure ms per drag step and peak memory: ours vs the official code (--official DIR)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group()
     src.add_argument("--model", help="catalog name, Hub 'repo_id:filename' or a local file")
     src.add_argument("--random-res", type=int, nargs="+", default=None,
-                     help="random-weight generators of these resolutions, full StyleGAN2 width (default 256 512)")
+                     help="random-weight generators of these resolutions, full StyleGAN2 width "
+                          "(default 256 512; with --official 256 512 1024)")
+    parser.add_argument("--official", metavar="DIR",
+                        help="a DragGAN checkout (github.com/XingangPan/DragGAN): time its own drag step too")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per method (default 10)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
@@ -44,170 +54,124 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--app-trials", type=int, default=7, metavar="N",
                         help="with --app: runs of each, app and engine alternating (default 7)")
     parser.add_argument("--edits", type=int, default=0, metavar="N",
-                        help="also: seconds per edit and distance after on N toy-faces oracle pairs, ours vs official")
+                        help="also: seconds per edit and distance after on N toy-faces oracle pairs, at equal settings")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead: where one step's time goes (blocks forward and backward, tracking, ...)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-class PeakMemory:
-    """Peak memory above the starting point while the block runs: the allocator's on CUDA, RSS elsewhere."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.peak_mb = 0.0
-
-    @staticmethod
-    def _rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._start = torch.cuda.memory_allocated(self.device)
-        else:
-            self._start = self._peak = self._rss()
-            self._done = threading.Event()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self):
-        while not self._done.wait(0.002):
-            self._peak = max(self._peak, self._rss())
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            peak = torch.cuda.max_memory_allocated(self.device)
-        else:
-            self._done.set()
-            self._thread.join()
-            peak = max(self._peak, self._rss())
-        self.peak_mb = (peak - self._start) / 2 ** 20
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
-def _points(res: int) -> tuple[list[list[float]], list[list[float]]]:
-    # Far from their targets, so no handle arrives within the timed steps.
-    return [[0.3 * res, 0.4 * res], [0.6 * res, 0.5 * res]], [[0.7 * res, 0.4 * res], [0.2 * res, 0.9 * res]]
-
-
-APP_PACING = (1 / APP_FRAME_RATE, APP_FRAME_SHARE)  # (frame_interval_s, frame_share) as the app runs a drag
 SLOW_LR = 0.002              # the official step size: the app line's drags run all their steps
+OFFICIAL_LABEL = "official DragGAN, as its app"
 
-# (label, method, frame_every, (frame_interval_s, frame_share)): the official approach, then ours as the app
-# and the CLI run it.
-METHODS = [("straightforward (official approach)", "straightforward", 1, (0.0, 0.0)),
-           ("draggan, as the app (paced frames)", "draggan", 1, APP_PACING),
-           ("draggan, frame every step", "draggan", 1, (0.0, 0.0)),
-           ("draggan, frame every 10 steps", "draggan", 10, (0.0, 0.0))]
+
+@dataclasses.dataclass(frozen=True)
+class Line:
+    """One timed line: a method with its frames as shown (every `every`-th step, paced, points drawn or not)."""
+    label: str
+    method: str
+    every: int = 1
+    pacing: tuple[float, float] = (0.0, 0.0)  # (frame_interval_s, frame_share)
+    points_drawn: bool = False                # the app draws the points on each frame it shows
+
+
+LINES = [Line("draggan, as the app (paced frames)", "draggan", 1, APP_PACING, True),
+         Line("draggan, frame every step", "draggan", 1),
+         Line("draggan, as scripts (frame every 10)", "draggan", 10),
+         Line("straightforward (our stand-in)", "straightforward", 1)]
 
 GPU_HINT = ("on a GPU: python -m draggan bench --device cuda (or mps) --steps 20; add --precision fp32 to "
             "compare with half precision, and --app --edits 30 for the app and per-edit lines")
 
 
-def make_generator(source: str | int, device: torch.device):
-    """A catalog name / Hub file / path, or a resolution for a random-weight generator of full StyleGAN2 width."""
-    from stylegan2 import Generator, GeneratorConfig
-    from stylegan2.checkpoints import load_generator
-
-    if isinstance(source, int):
-        torch.manual_seed(0)
-        return Generator(GeneratorConfig(img_resolution=source)).eval().requires_grad_(False).to(device)
-    return load_generator(source, device)
-
-
-def time_method(source: str | int, device: str, method: str, every: int, pacing: tuple[float, float], steps: int,
-                threads: int, precision: str = "auto") -> dict:
-    """ms per step and peak memory of one method, in this (fresh) process.
+def time_method(source: str | int, device: str, line: Line, steps: int, threads: int,
+                precision: str = "auto") -> dict:
+    """ms per step and peak memory of one line, in this (fresh) process.
 
     Times the steps after the first frame (which pays for set-up) up to the last frame (the drag's end,
-    whose image every method renders): steps * frame_every steps, frames as the method shows them.
+    whose image every method shows): steps * every steps, frames as the line shows them.
     """
     from draggan.config import DragConfig
+    from draggan.draw import draw_points
     from draggan.editor import seed_latent
     from draggan.methods import DragJob, run_drag
 
     torch.set_num_threads(threads)
     device = torch.device(device)
     G = make_generator(source, device)
-    if method == "straightforward":
+    if line.method == "straightforward":
         G.requires_grad_(True)  # the official generator's weights require grad: it pays for weight gradients too
-    handles, targets = _points(G.img_resolution)
-    cfg = DragConfig(max_steps=steps * every + 1, frame_every=every, frame_interval_s=pacing[0],
-                     frame_share=pacing[1], check_every=10,
-                     precision=precision if method == "draggan" else "fp32")
+    handles, targets = drag_points(G.img_resolution)
+    cfg = DragConfig(max_steps=steps * line.every + 1, frame_every=line.every, frame_interval_s=line.pacing[0],
+                     frame_share=line.pacing[1], check_every=10,
+                     precision=precision if line.method == "draggan" else "fp32")
     job = DragJob(G, seed_latent(G, 0), handles, targets, cfg)
     marks = []  # (steps done, time)
     with PeakMemory(device) as mem:
-        for frame in run_drag(method, job):
+        for frame in run_drag(line.method, job):
+            if line.points_drawn and not frame.done:  # the app's view of a frame (at 256 px and up, not enlarged)
+                draw_points(frame.image, frame.handles_xy, frame.targets_xy, scale=1)
             _sync(device)
-            marks.append((frame.step, time.perf_counter()))
-    (s0, t0), (s1, t1) = marks[0], marks[-1]
-    return {"resolution": G.img_resolution, "ms_per_step": round(1000 * (t1 - t0) / (s1 - s0), 2),
-            "peak_mb": round(mem.peak_mb, 1)}
-
-
-def _child(queue, *args) -> None:
-    try:
-        queue.put(time_method(*args))
-    except BaseException as e:  # reported by the parent
-        queue.put(e)
+            marks.append((steps_done(frame), time.perf_counter()))
+    return {"resolution": G.img_resolution, "ms_per_step": ms_per_step(marks), "peak_mb": round(mem.peak_mb, 1)}
 
 
 def bench_generator(source: str | int, device: torch.device, steps: int, label: str,
-                    precision: str = "auto") -> list[dict]:
-    """Every method on the same generator, latent and points, each in a fresh process so that
-    one method's memory high-water mark does not hide another's."""
-    import multiprocessing as mp
+                    precision: str = "auto", official: str | None = None) -> list[dict]:
+    """Every line on the same generator, latent and points, each in a fresh process so that one line's memory
+    high-water mark does not hide another's. With `official` (a checkout) its step comes first and every
+    ratio (`speedup`, `memory_ratio`) is against it; without it there are no ratios."""
+    from draggan.bench.official import time_official
 
-    ctx = mp.get_context("spawn")
+    threads = torch.get_num_threads()
     rows = []
-    for label_, method, every, pacing in METHODS:
-        queue = ctx.Queue()
-        proc = ctx.Process(target=_child, args=(queue, source, str(device), method, every, pacing, steps,
-                                                 torch.get_num_threads(), precision))
-        proc.start()
-        result = queue.get()
-        proc.join()
-        if isinstance(result, BaseException):
-            raise result
-        rows.append({"model": label, "device": str(device), "method": label_, **result})
-    base = rows[0]
-    for r in rows:
-        r["speedup"] = round(base["ms_per_step"] / r["ms_per_step"], 2)
-        r["memory_ratio"] = round(base["peak_mb"] / max(r["peak_mb"], 1e-6), 2)
+    if official:
+        result = in_fresh_process(time_official, official, source, str(device), steps, threads)
+        rows.append({"model": label, "device": str(device), "method": OFFICIAL_LABEL,
+                     **{k: result[k] for k in ("resolution", "ms_per_step", "peak_mb", "points_drawn")}})
+    for line in LINES:
+        result = in_fresh_process(time_method, source, str(device), line, steps, threads, precision)
+        rows.append({"model": label, "device": str(device), "method": line.label, **result})
+    if official:
+        base = rows[0]
+        for r in rows:
+            r["speedup"] = round(base["ms_per_step"] / r["ms_per_step"], 2)
+            r["memory_ratio"] = round(base["peak_mb"] / max(r["peak_mb"], 1e-6), 2)
     return rows
 
 
+def format_row(r: dict) -> str:
+    ratios = f"  x{r['speedup']:.2f} speed  x{r['memory_ratio']:.2f} memory" if "speedup" in r else ""
+    return (f"{r['model']:>12}  {r['resolution']:4d}px  {r['method']:<36} {r['ms_per_step']:9.1f} ms/step"
+            f"  {r['peak_mb']:8.1f} MB peak{ratios}")
+
+
 def run(args: argparse.Namespace) -> int:
+    from draggan.bench.official import HOW_TO_GET, check_checkout
     from stylegan2.checkpoints import resolve_device
 
     device = resolve_device(args.device)
+    official = check_checkout(args.official) if args.official else None
     if args.model:
         make_generator(args.model, torch.device("cpu"))  # fail early, with the loader's message
         sources = [(args.model, args.model)]
     else:
-        sources = [(f"random-{r}", r) for r in (args.random_res or [256, 512])]
+        sources = [(f"random-{r}", r) for r in (args.random_res or ([256, 512, 1024] if official else [256, 512]))]
+    if args.profile:
+        from draggan.bench.profile import run_profile
+        return run_profile(sources, device, max(args.steps, 2), args.precision, official, args.json)
     out: dict = {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
-                 "precision": args.precision, "results": [], "app": [], "edits": []}
+                 "precision": args.precision, "official": official, "results": [], "app": [], "edits": []}
     say = (lambda *a, **k: None) if args.json else print
     say(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, precision {args.precision}")
+    if not official:
+        say(f"no ratios without the official code: {HOW_TO_GET}")
     if device.type == "cpu":
         say(GPU_HINT)
     for label, source in sources:
-        rows = bench_generator(source, device, max(args.steps, 2), label, args.precision)
+        rows = bench_generator(source, device, max(args.steps, 2), label, args.precision, official)
         out["results"].extend(rows)
         for r in rows:
-            say(f"{r['model']:>12}  {r['resolution']:4d}px  {r['method']:<36} {r['ms_per_step']:9.1f} ms/step"
-                f"  {r['peak_mb']:8.1f} MB peak  x{r['speedup']:.2f} speed  x{r['memory_ratio']:.2f} memory", flush=True)
+            say(format_row(r), flush=True)
     if args.app:
         app_sources = [("toyfaces-64", "toyfaces-64", 200)] + [(label, source, 10) for label, source in sources
                                                                if source != "toyfaces-64"
@@ -222,9 +186,10 @@ def run(args: argparse.Namespace) -> int:
     if args.edits:
         for r in bench_edits(args.edits, device, args.precision):
             out["edits"].append(r)
-            say(f" toyfaces-64    64px  per edit, {r['method']:<16} {r['seconds_per_edit']:7.3f} s/edit  "
-                f"{r['steps']:6.1f} steps  MD {r['md_before']:.2f} -> {r['md_after']:.2f} px  "
-                f"success {100 * r['success_rate']:.0f}%" + (f"  x{r['speedup']:.2f} per edit" if "speedup" in r else ""),
+            gain = r.get("step_size_gain")
+            say(f" toyfaces-64    64px  per edit, {r['method']:<16} lr {r['lr']:<8} {r['seconds_per_edit']:7.3f} s/edit"
+                f"  {r['steps']:6.1f} steps  MD {r['md_before']:.2f} -> {r['md_after']:.2f} px  success "
+                f"{100 * r['success_rate']:.0f}%" + (f"  x{gain:.2f} per edit from the step size alone" if gain else ""),
                 flush=True)
     if args.json:
         print(json.dumps(out, indent=1))
@@ -348,20 +313,22 @@ def bench_app(source: str | int, device: torch.device, steps: int, label: str, t
 
 
 def bench_edits(pairs: int, device: torch.device, precision: str) -> list[dict]:
-    """Seconds per edit and mean distance after on the toy-faces oracle (`quality`, 5 landmarks per pair):
-    the official approach with the official schedule, then ours as it ships (the model's settings)."""
+    """Seconds per edit and mean distance after on the toy-faces oracle (`quality`, 5 landmarks per pair), each
+    comparison at equal settings: the stand-in and ours at the official step size (same stopping rule), then ours
+    at the model's own step size, whose gain over ours at the official one is its own ratio (`step_size_gain`)."""
     from draggan.commands.experiment import run_experiment
 
     rows = []
-    for method, drag in (("straightforward", {"lr": 0.002, "precision": None}), ("draggan", {"lr": None,
-                                                                                         "precision": precision})):
+    for method, lr, prec in (("straightforward", SLOW_LR, None), ("draggan", SLOW_LR, precision),
+                             ("draggan", None, precision)):
         args = argparse.Namespace(
             protocol="landmarks", model="toyfaces-64", device=str(device), pairs=pairs, methods=method, points=5,
             detector="toy", max_steps=200, feature_block=None, seed=0, psi=0.7, r1=None, r2=None, r3=None,
             success_px=2.0, fid=False, predictor=None, ray=None, lambda_mask=None, mask_margin=None, local=None,
-            **drag)
+            lr=lr, precision=prec)
         summary = run_experiment(args, quiet=True).methods[method]
-        rows.append({"method": method, "pairs": pairs, **{k: summary.get(k) for k in
-                                                         ("md_before", "md_after", "success_rate", "steps", "seconds_per_edit")}})
-    rows[1]["speedup"] = round(rows[0]["seconds_per_edit"] / rows[1]["seconds_per_edit"], 2)
+        rows.append({"method": method, "lr": lr if lr is not None else "model's", "pairs": pairs,
+                     **{k: summary.get(k) for k in ("md_before", "md_after", "success_rate", "steps",
+                                                    "seconds_per_edit")}})
+    rows[2]["step_size_gain"] = round(rows[1]["seconds_per_edit"] / rows[2]["seconds_per_edit"], 2)
     return rows
