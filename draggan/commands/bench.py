@@ -25,7 +25,6 @@ import dataclasses
 import json
 import os
 import subprocess
-import threading
 import time
 
 import torch
