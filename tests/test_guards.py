@@ -259,3 +259,38 @@ def test_auto_says_when_its_prediction_stops_short(G64, monkeypatch):
     assert list(methods.run_drag("auto", far))[-1].reason == "short"
     near = DragJob(G64, w_start, [[20.0, 30.0]], [[21.5, 30.0]], DragConfig(**FAST), auto=object())
     assert list(methods.run_drag("auto", near))[-1].reason == "predicted"   # within the arrival distance
+
+
+# -- settings: radii, a model's defaults, coercion, psi (planted bugs slipped past these) -------------------
+
+def test_a_radius_scales_with_resolution_and_is_at_least_one_pixel():
+    cfg = DragConfig()
+    assert [cfg.radius_px(3, res) for res in (64, 256, 512, 1024)] == [1, 2, 3, 6]
+    assert cfg.radius_px(1, 64) == 1  # 0.125 px rounds to 0: at least one pixel
+
+
+def test_a_catalog_models_drag_defaults_apply_and_overrides_win():
+    from stylegan2.catalog import drag_defaults
+    defaults = drag_defaults("toyfaces-64")
+    assert defaults, "the toy model's catalog entry has drag_defaults"
+    cfg = DragConfig.for_model("toyfaces-64")
+    assert all(getattr(cfg, k) == pytest.approx(v) for k, v in defaults.items())
+    assert DragConfig.for_model("toyfaces-64", lr=0.03, r1=None).lr == 0.03
+    assert DragConfig.for_model("toyfaces-64", r1=None).r1 == pytest.approx(defaults["r1"])
+
+
+def test_validate_coerces_whole_numbers_of_int_settings():
+    cfg = DragConfig(max_steps=np.int64(5), feature_block=4.0, lr=np.float32(0.01))
+    cfg.validate()
+    assert type(cfg.max_steps) is int and type(cfg.feature_block) is int and type(cfg.lr) is float
+
+
+@pytest.mark.parametrize("psi,ok", [(0, True), (0.7, True), (1, True), (1.01, False), (-0.01, False),
+                                    (float("nan"), False), ("x", False), (None, False)])
+def test_truncation_psi_is_between_zero_and_one(psi, ok):
+    from draggan.sessions import check_psi
+    if ok:
+        assert check_psi(psi) == psi
+    else:
+        with pytest.raises(DragInputError, match="Truncation ψ must be a number from 0 to 1"):
+            check_psi(psi)

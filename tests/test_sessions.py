@@ -156,6 +156,21 @@ def test_a_stop_pressed_before_the_drag_reaches_the_session_still_stops_it(manag
     assert list(a.run_drag([[4, 4]], [[28, 28]], DragConfig(max_steps=2)))[-1].reason == "max_steps"  # unarmed
 
 
+def test_a_stop_spent_on_a_drag_that_never_came_does_not_stop_the_next_one():
+    """Drag pressed (armed), Stop pressed, but that drag never reached the line (refused on its way): the next
+    press arms afresh."""
+    from draggan.scheduling import DragLine
+    line = DragLine()
+    line.arm()
+    assert line.stop()
+    line.arm()
+    assert not line.join().is_set()
+    line2 = DragLine()
+    line2.arm()
+    line2.arm()  # pressed twice, nothing stopped: still one armed ticket, which a Stop reaches
+    assert line2.stop() and line2.join().is_set()
+
+
 @pytest.mark.parametrize("method,config,message", [
     ("warp", DragConfig(max_steps=2), "unknown drag method"),
     ("auto", DragConfig(max_steps=2), "no Auto DragGAN predictor"),
