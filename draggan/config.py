@@ -20,6 +20,7 @@ from stylegan2.errors import UserError
 if TYPE_CHECKING:
     from stylegan2.networks import Generator
 
+SEED_MAX = 2**32 - 1    # numpy RandomState seeds, as the official app
 MAX_POINTS = 100        # handle/target pairs per drag: the 68-landmark protocol needs 68
 MAX_POINTS_TEXT = 16_384  # characters of a point list (100 pairs of coordinates need ~2,500)
 TRACKING = ("l1", "l2")
@@ -234,6 +235,7 @@ class DragFrame:
                                      # 'predicted' (every handle arrived) or 'short' (one did not)
     latent: torch.Tensor | None = None  # [1, num_ws, w_dim] at this frame; always set when done
     start_xy: list[list[float]] | None = None  # where the handles started (after Nearest and rounding)
+    queue: tuple[int, float | None] | None = None  # reason 'waiting': (place in line, rough seconds) for the device
 
     @property
     def mean_distance(self) -> float:
@@ -270,6 +272,27 @@ def validate_points(handles_xy: Sequence, targets_xy: Sequence, resolution: int,
             [check_point(p, resolution, f"target {i + 1}") for i, p in enumerate(targets_xy)])
 
 
+def check_seed(seed: float) -> int:
+    """A seed as the official app takes it: a whole number in [0, 2^32 - 1]."""
+    try:
+        value = float(seed)
+    except (TypeError, ValueError):
+        raise DragInputError(f"Seed must be a whole number from 0 to {SEED_MAX}, got {seed!r}") from None
+    if not (value == value and value.is_integer() and 0 <= value <= SEED_MAX):
+        raise DragInputError(f"Seed must be a whole number from 0 to {SEED_MAX}, got {seed!r}")
+    return int(value)
+
+
+def check_psi(psi: float) -> float:
+    """Truncation psi: a number in [0, 1] (the slider's range)."""
+    try:
+        value = float(psi)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0 <= value <= 1:
+        raise DragInputError(f"Truncation ψ must be a number from 0 to 1, got {psi!r}")
+    return value
+
 def parse_points(text: str | None, name: str) -> list[list[float]]:
     """Points as text, in either form people type: JSON `[[x, y], ...]` or `x,y;x,y`. Empty: no points.
 
@@ -295,7 +318,7 @@ def parse_points(text: str | None, name: str) -> list[list[float]]:
         return [[float(x), float(y)] for x, y in points]
     except DragInputError:
         raise
-    except (ValueError, TypeError, OverflowError):
+    except (ValueError, TypeError, OverflowError, RecursionError):  # RecursionError: JSON nested too deep
         raise DragInputError(f"{name} must be points like {example}; got {_short(text)}") from None
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from stylegan2.networks import Generator, image_to_uint8, seed_to_z
+from stylegan2.networks import Generator, content_width, image_to_uint8, seed_to_z
 
 from .config import DragConfig, DragFrame, DragInputError, DragJob
 from .methods import check_method, run_drag
@@ -188,11 +188,14 @@ class Editor:
                 raise DragInputError("No drag to export yet: press Drag first")
             return self.recorder.export(path, overlay=overlay, fps=fps or 15.0)
         records, handles = [], self.steps.start_xy
+        width = content_width(self.G)     # a non-square model's video shows its own picture, not the white pad
+        side = (self.resolution - width) // 2
+        shift = lambda points: [[x - side, y] for x, y in points]
         for i, (latent, tracked) in enumerate(steps):
             handles = tracked if tracked is not None else handles
             with torch.no_grad():
                 image = image_to_uint8(self.G.synthesis(latent.to(self.device), noise_mode=self.noise_mode))
-            records.append((image, handles, self.steps.targets_xy))
+            records.append((image[:, side:side + width], shift(handles), shift(self.steps.targets_xy)))
             if progress is not None:
                 progress(i + 1, len(steps))
         fps = fps or steady_fps(len(records))

@@ -18,7 +18,8 @@ from typing import Any, Callable
 import numpy as np
 
 from pti import (EmbeddingError, ImageInputError, InversionResult, PerceptualDistance, PTIPreset, StageMetrics,
-                 embedding_info, invert, load_embedding, load_image, load_perceptual, save_embedding)
+                 embedding_info, invert, load_embedding, load_image, load_inversion_loss, save_embedding)
+from pti.image_io import content_width
 from pti.inversion import Progress
 from stylegan2.checkpoints import CheckpointError, portable_spec
 
@@ -33,10 +34,11 @@ def _short_names(message: str, path: str | os.PathLike) -> str:
 
 
 def read_photo(path: str | os.PathLike, resolution: int, crop: tuple[int, int, int, int] | None = None,
+               width: int | None = None,
                ) -> tuple[np.ndarray, list[str]]:
     """pti.load_image with its errors as DragInputErrors that name the file, not its temporary path."""
     try:
-        return load_image(path, resolution, crop)
+        return load_image(path, resolution, crop, width=width)
     except ImageInputError as e:
         raise DragInputError(_short_names(str(e), path)) from None
 
@@ -131,7 +133,7 @@ class PhotoSessions:
     def _init_photos(self, max_photos: int, perceptual_loader: PerceptualLoader | None,
                      photos_per_client: int | None = None) -> None:
         self.photos = PhotoSlots(max_photos, self._photo_keys, photos_per_client)
-        self._load_perceptual = perceptual_loader or load_perceptual
+        self._load_perceptual = perceptual_loader or load_inversion_loss  # LPIPS, else the offline pixel loss
         self._perceptual: dict[str, PerceptualDistance] = {}
         self._perceptual_lock = threading.Lock()
 
@@ -140,11 +142,9 @@ class PhotoSessions:
         return self.photos.limit
 
     def perceptual(self) -> PerceptualDistance:
-        """The perceptual network on this manager's device, loaded on first use and shared read-only.
-
-        A failed load (PerceptualWeightsError, e.g. offline with nothing cached) is not remembered:
-        the next inversion tries again.
-        """
+        """The inversion loss on this manager's device, loaded on first use and shared read-only: LPIPS, or
+        offline (no perceptual weights and no Hub) the labelled pixel loss (`pti.load_inversion_loss`), which is
+        then kept for the process. A damaged weights file (PerceptualWeightsError) is not remembered."""
         with self._perceptual_lock:
             net = self._perceptual.get(self.device)
             if net is None:
@@ -199,16 +199,16 @@ class PhotoSessions:
         slot = False
         try:
             G = self.generator(model)
-            target, notes = read_photo(photo, G.img_resolution, crop)
+            target, notes = read_photo(photo, G.img_resolution, crop, content_width(G))
             perceptual = self.perceptual()
-            slot = self.slots.acquire(cancel)
+            slot = self.slots.acquire(cancel, who=cancel)
             result = invert(G, target, perceptual, preset, progress=progress, cancel=cancel)
             session = self._photo_session(key, model, result, latent_space, client)
             self._install(session, "inverting a photo")
             return session, notes
         finally:
             if slot:
-                self.slots.release()
+                self.slots.release(cancel)
             self.photos.release(key)
 
     def load_photo(self, key: str, path: str | os.PathLike, latent_space: str = "w+",
@@ -237,7 +237,8 @@ class PhotoSessions:
             try:
                 result = InversionResult(G, pivot, info.target, PTIPreset(**info.preset),
                                          StageMetrics(**info.metrics["projection"]),
-                                         StageMetrics(**info.metrics["tuning"]))
+                                         StageMetrics(**info.metrics["tuning"]),
+                                         loss=info.metrics.get("loss", "the perceptual loss"))
             except (TypeError, KeyError):
                 raise EmbeddingError(f"{name}: its metadata does not fit this version of the app; make it "
                                      "again with `python -m draggan invert`") from None

@@ -8,6 +8,7 @@ Imports nothing from Gradio or from the rest of the app.
 """
 from __future__ import annotations
 
+import collections
 import contextvars
 import threading
 import time
@@ -64,29 +65,87 @@ def stream_newest(items: Iterator[T], stop: Callable[[], Any]) -> Iterator[T]:
 
 
 class DeviceSlots:
-    """At most `n` long jobs on the device at once (drags, inversions, experiments); the rest wait their turn.
+    """At most `n` long jobs on the device at once (drags, inversions, experiments); the rest wait their turn,
+    first come first served.
 
-    Waiting happens in our code, not in the web framework's queue, so a waiting job can still be
-    stopped (its session's Stop) and reports that it waits.
+    Waiting happens in our code, not in the web framework's queue, so a waiting job can still be stopped
+    (its session's Stop) and can say where it stands: `position` (1 = next) and `estimate_wait_s` (from how
+    long recent jobs held a slot).
     """
 
-    def __init__(self, n: int = 1):
+    def __init__(self, n: int = 1, clock: Callable[[], float] = time.monotonic):
         assert n >= 1
         self.n = n
-        self._sem = threading.BoundedSemaphore(n)
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._held: dict[object, float] = {}            # holder -> when it took its slot
+        self._waiting: list[object] = []                # who waits, in order of arrival
+        self._durations: collections.deque = collections.deque(maxlen=16)  # seconds recent jobs held a slot
 
-    def try_acquire(self) -> bool:
-        return self._sem.acquire(blocking=False)
+    def join(self, who: object) -> None:
+        """`who` starts waiting for a slot (at the end of the line)."""
+        with self._cond:
+            if who not in self._waiting and who not in self._held:
+                self._waiting.append(who)
 
-    def release(self) -> None:
-        self._sem.release()
-
-    def acquire(self, cancelled: threading.Event | None = None, poll_s: float = 0.05) -> bool:
-        """Wait for a slot; False if `cancelled` was set first."""
-        while cancelled is None or not cancelled.is_set():
-            if self._sem.acquire(timeout=poll_s):
+    def take(self, who: object) -> bool:
+        """Take a slot for `who` if one is free and nobody who came earlier still waits for it."""
+        with self._cond:
+            if who in self._held:
                 return True
-        return False
+            free = self.n - len(self._held)
+            if who in self._waiting and self._waiting.index(who) < free:
+                self._waiting.remove(who)
+                self._held[who] = self._clock()
+                return True
+            return False
+
+    def leave(self, who: object) -> None:
+        """`who` gives up waiting (stopped, or its session ended)."""
+        with self._cond:
+            if who in self._waiting:
+                self._waiting.remove(who)
+                self._cond.notify_all()
+
+    def position(self, who: object) -> int:
+        """`who`'s place among those waiting: 1 = next; 0 = it holds a slot or is not waiting."""
+        with self._cond:
+            return self._waiting.index(who) + 1 if who in self._waiting else 0
+
+    def estimate_wait_s(self, position: int) -> float | None:
+        """A rough wait for the `position`-th in line: the mean hold of recent jobs per round of n slots,
+        less what the current holders have already used; None before any job has finished."""
+        with self._cond:
+            if not self._durations:
+                return None
+            mean = sum(self._durations) / len(self._durations)
+            now = self._clock()
+            used = sorted(now - t for t in self._held.values())
+            first = max(0.0, mean - used[-1]) if len(self._held) >= self.n and used else 0.0
+            return first + mean * ((position - 1) // self.n)
+
+    def release(self, who: object) -> None:
+        """`who` is done with its slot."""
+        with self._cond:
+            start = self._held.pop(who, None)
+            if start is not None:
+                self._durations.append(self._clock() - start)
+            self._cond.notify_all()
+
+    def acquire(self, cancelled: threading.Event | None = None, poll_s: float = 0.05, who: object = None) -> bool:
+        """Wait in line for a slot (as `who`, default: the calling thread); False if `cancelled` was set first.
+        Give it back with `release(who)`."""
+        who = threading.current_thread() if who is None else who
+        self.join(who)
+        try:
+            while cancelled is None or not cancelled.is_set():
+                if self.take(who):
+                    return True
+                with self._cond:
+                    self._cond.wait(poll_s)
+            return False
+        finally:
+            self.leave(who)
 
 
 class LineFullError(UserError, ValueError):
@@ -147,19 +206,40 @@ class DragLine:
             self._tickets.append(ticket)
             return ticket
 
+    def waiting(self, ticket: threading.Event, slots: DeviceSlots, closed: Callable[[], bool],
+                poll_s: float = 0.02) -> Iterator[tuple[int, float | None]]:
+        """Wait until `ticket` is first in line and holds a device slot, yielding (position among those waiting
+        for the device, rough seconds to wait) whenever the position changes and about every second.
+        Returns True when the turn is taken, False if stopped (or closed) first."""
+        last, told = None, 0.0
+        slots.join(ticket)
+        try:
+            while not ticket.is_set():
+                with self._lock:
+                    if closed():
+                        return False
+                    if not self.running and self._tickets[0] is ticket and slots.take(ticket):
+                        self.running = True
+                        self._idle.clear()
+                        return True
+                position = slots.position(ticket)
+                if position and (position != last or time.monotonic() - told >= 1.0):
+                    last, told = position, time.monotonic()
+                    yield position, slots.estimate_wait_s(position)
+                time.sleep(poll_s)
+            return False
+        finally:
+            slots.leave(ticket)
+
     def wait_turn(self, ticket: threading.Event, slots: DeviceSlots, closed: Callable[[], bool],
                   poll_s: float = 0.02) -> bool:
-        """Wait until `ticket` is first in line and holds a device slot; False if stopped (or closed) first."""
-        while not ticket.is_set():
-            with self._lock:
-                if closed():
-                    return False
-                if not self.running and self._tickets[0] is ticket and slots.try_acquire():
-                    self.running = True
-                    self._idle.clear()
-                    return True
-            time.sleep(poll_s)
-        return False
+        """`waiting`, without the reports: True when the turn is taken, False if stopped (or closed) first."""
+        steps = self.waiting(ticket, slots, closed, poll_s)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return bool(done.value)
 
     def leave(self, ticket: threading.Event, started: bool, slots: DeviceSlots) -> None:
         """`ticket`'s drag is over (started: it held the turn and a slot, both given back now)."""
@@ -167,7 +247,7 @@ class DragLine:
             self._tickets.remove(ticket)
             if started:
                 self.running = False
-                slots.release()
+                slots.release(ticket)
                 self._idle.set()
 
     def wait_idle(self, timeout: float | None = None) -> bool:

@@ -35,7 +35,8 @@ from pti import InversionResult
 from stylegan2.networks import Generator
 
 from .compute import ComputeThread, Inline
-from .config import MAX_POINTS, DragConfig, DragFrame, DragInputError, check_point, validate_points
+from .config import (MAX_POINTS, SEED_MAX, DragConfig, DragFrame, DragInputError, check_point,  # noqa: F401
+                     check_psi, check_seed, validate_points)
 from .editor import Editor, Runner, seed_latent
 from .engine import check_drag_memory
 from .methods import check_method
@@ -44,7 +45,6 @@ from .scheduling import DeviceSlots, DragLine, stream_newest  # noqa: F401 (re-e
 
 Loader = Callable[[str, str], Generator]  # (model spec, device) -> generator, one shared copy per model
 PredictorLoader = Callable[[str, Generator], object]  # (model spec, its generator) -> AutoDragModel or None
-SEED_MAX = 2**32 - 1  # numpy RandomState seeds, as the official app
 STOP_GRACE_S = 3.0    # a drag that has not ended this long after its Stop is cut off at its last frame
 
 
@@ -117,6 +117,11 @@ class Session:
     @property
     def running(self) -> bool:
         return self.line.running
+
+    @property
+    def closed(self) -> bool:
+        """The session has ended (its tab left, it expired or was evicted): its jobs stop."""
+        return self._closed
 
     @property
     def busy(self) -> bool:
@@ -192,11 +197,14 @@ class Session:
         """Block until no drag runs; False on timeout."""
         return self.line.wait_idle(timeout)
 
-    def run_drag(self, handles_xy, targets_xy, config: DragConfig, method: str = "draggan") -> Iterator[DragFrame]:
+    def run_drag(self, handles_xy, targets_xy, config: DragConfig, method: str = "draggan",
+                 report_wait: bool = False) -> Iterator[DragFrame]:
         """A drag over this session: it waits its turn (one drag at a time per session, one device slot),
         and a Stop meanwhile cancels it before it starts.
 
         Points, settings and method are checked when called, before it waits in line or changes anything.
+        report_wait: while it waits for the device, yield frames with reason 'waiting', no image, and `queue` =
+        (place in line, rough seconds to wait or None), when the place changes and about every second.
         If the caller abandons the iterator (a client disconnects or cancels), the drag is
         stopped and run to its end, so the latent and points stay consistent.
         """
@@ -210,14 +218,23 @@ class Session:
             raise NoSessionError("This session has ended: press Generate to start again")
         if self.line.busy:
             raise DragInputError("A drag is already running or waiting here: wait for it, or press Stop")
-        return self._drag_in_line(handles_xy, targets_xy, config, method)
+        return self._drag_in_line(handles_xy, targets_xy, config, method, report_wait)
 
     def _drag_in_line(self, handles_xy: list[list[float]], targets_xy: list[list[float]],
-                      config: DragConfig, method: str) -> Iterator[DragFrame]:
+                      config: DragConfig, method: str, report_wait: bool) -> Iterator[DragFrame]:
         ticket = self.line.join()  # this drag's Stop (if it was armed, maybe set already)
         started = False
         try:
-            started = self.line.wait_turn(ticket, self.slots, lambda: self._closed)
+            waits = self.line.waiting(ticket, self.slots, lambda: self.closed)
+            while True:
+                try:
+                    place = next(waits)
+                except StopIteration as turn:
+                    started = bool(turn.value)
+                    break
+                if report_wait:
+                    yield DragFrame(0, handles_xy, targets_xy, [], float("nan"), 0.0, None, reason="waiting",
+                                    queue=place)
             if not started:
                 yield self._unchanged_frame(handles_xy, targets_xy)
                 return
@@ -476,25 +493,3 @@ class SessionManager(PhotoSessions):
             if now - s.last_used > self.ttl_s and not self._busy(s):
                 out.append(self._sessions.pop(key))
         return out
-
-
-def check_seed(seed: float) -> int:
-    """A seed as the official app takes it: a whole number in [0, 2^32 - 1]."""
-    try:
-        value = float(seed)
-    except (TypeError, ValueError):
-        raise DragInputError(f"Seed must be a whole number from 0 to {SEED_MAX}, got {seed!r}") from None
-    if not (value == value and value.is_integer() and 0 <= value <= SEED_MAX):
-        raise DragInputError(f"Seed must be a whole number from 0 to {SEED_MAX}, got {seed!r}")
-    return int(value)
-
-
-def check_psi(psi: float) -> float:
-    """Truncation psi: a number in [0, 1] (the slider's range)."""
-    try:
-        value = float(psi)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not 0 <= value <= 1:
-        raise DragInputError(f"Truncation ψ must be a number from 0 to 1, got {psi!r}")
-    return value

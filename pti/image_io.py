@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from stylegan2.errors import UserError
+from stylegan2.networks import content_width  # noqa: F401 (re-exported)
 
 MAX_PIXELS = 40_000_000  # refuse larger images before decoding: a 40 MP RGB image is 120 MB decoded
 EXIF_ORIENTATION = 0x0112
@@ -56,10 +57,12 @@ def check_crop(box: Sequence[int], width: int, height: int) -> tuple[int, int, i
     return x0, y0, x1, y1
 
 
-def _centre_square(x0: int, y0: int, x1: int, y1: int) -> tuple[int, int, int, int]:
-    side = min(x1 - x0, y1 - y0)
-    cx, cy = x0 + (x1 - x0 - side) // 2, y0 + (y1 - y0 - side) // 2
-    return cx, cy, cx + side, cy + side
+def _centre_box(x0: int, y0: int, x1: int, y1: int, aspect: float = 1.0) -> tuple[int, int, int, int]:
+    """The largest box of width / height = `aspect` centred in (x0, y0, x1, y1)."""
+    h = min(y1 - y0, int((x1 - x0) / aspect))
+    w = max(1, int(round(h * aspect)))
+    cx, cy = x0 + (x1 - x0 - w) // 2, y0 + (y1 - y0 - h) // 2
+    return cx, cy, cx + w, cy + h
 
 
 def _to_rgb(im: Image.Image, notes: list[str]) -> Image.Image:
@@ -79,11 +82,14 @@ def _to_rgb(im: Image.Image, notes: list[str]) -> Image.Image:
 
 
 def prepare_image(im: Image.Image | np.ndarray, resolution: int, crop: Sequence[int] | None = None,
-                  ) -> tuple[np.ndarray, list[str]]:
+                  width: int | None = None) -> tuple[np.ndarray, list[str]]:
     """An already-decoded image -> ([resolution, resolution, 3] uint8, notes).
 
     `im` is a PIL image (its EXIF orientation is applied) or an [H, W] / [H, W, 3|4] uint8 array
-    such as an image component hands over. crop: (x0, y0, x1, y1) or None for the centre square.
+    such as an image component hands over. crop: (x0, y0, x1, y1) or None for the centre of the photo.
+    width: the model's picture is `width` x `resolution` (StyleGAN-Human: half as wide as tall; see
+    `content_width`): the photo is cropped to that shape and padded with white to the square, as the
+    generator pads its own images. None: a square model.
     """
     notes: list[str] = []
     if isinstance(im, np.ndarray):
@@ -95,30 +101,31 @@ def prepare_image(im: Image.Image | np.ndarray, resolution: int, crop: Sequence[
             notes.append("The photo was turned upright as its EXIF orientation tag says.")
         im = ImageOps.exif_transpose(im)
     im = _to_rgb(im, notes)
+    width = width or resolution
+    shape = "square" if width == resolution else f"the model's {width}x{resolution} shape"
     w, h = im.size
-    if crop is not None:
-        box = check_crop(crop, w, h)
-        square = _centre_square(*box)
-        if square != box:
-            notes.append(f"The crop box is {box[2] - box[0]}x{box[3] - box[1]}, not square: "
-                         f"its centre {square[2] - square[0]}x{square[3] - square[1]} square is used.")
-    else:
-        square = _centre_square(0, 0, w, h)
-        if w != h:
-            notes.append(f"The {w}x{h} photo was cropped to its centre {square[2] - square[0]}-pixel square; "
-                         f"pass a crop box to choose another part.")
-    im = im.crop(square)
-    side = square[2] - square[0]
-    if side != resolution:
-        im = im.resize((resolution, resolution), Image.Resampling.LANCZOS, reducing_gap=3.0)
-        if side < resolution:
-            notes.append(f"The {side}-pixel square was enlarged to the model's {resolution} pixels; "
-                         f"expect a soft result.")
-    return np.asarray(im, dtype=np.uint8).copy(), notes
+    outer = check_crop(crop, w, h) if crop is not None else (0, 0, w, h)
+    box = _centre_box(*outer, aspect=width / resolution)
+    if box != outer:
+        what = f"crop box is {outer[2] - outer[0]}x{outer[3] - outer[1]}" if crop is not None else f"photo is {w}x{h}"
+        notes.append(f"The {what}, not {shape}: its centre {box[2] - box[0]}x{box[3] - box[1]} part is used"
+                     + ("; pass a crop box to choose another part." if crop is None else "."))
+    im = im.crop(box)
+    if im.size != (width, resolution):
+        small = im.size[1] < resolution
+        im = im.resize((width, resolution), Image.Resampling.LANCZOS, reducing_gap=3.0)
+        if small:
+            notes.append(f"The {box[2] - box[0]}x{box[3] - box[1]} part was enlarged to the model's {width}x"
+                         f"{resolution} pixels; expect a soft result.")
+    out = np.asarray(im, dtype=np.uint8)
+    side = (resolution - width) // 2
+    if side:
+        out = np.pad(out, ((0, 0), (side, resolution - width - side), (0, 0)), constant_values=255)
+    return out.copy(), notes
 
 
 def load_image(source: str | os.PathLike | BinaryIO, resolution: int, crop: Sequence[int] | None = None,
-               max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, list[str]]:
+               max_pixels: int = MAX_PIXELS, width: int | None = None) -> tuple[np.ndarray, list[str]]:
     """Read a photo (JPEG, PNG, WebP, ... anything Pillow reads) -> ([res, res, 3] uint8, notes).
 
     Raises ImageInputError for a missing, unreadable, damaged or too large file, or a bad crop box.
@@ -146,4 +153,4 @@ def load_image(source: str | os.PathLike | BinaryIO, resolution: int, crop: Sequ
             im.load()
         except (OSError, SyntaxError, ValueError) as e:
             raise ImageInputError(f"{name} is damaged or truncated and cannot be decoded ({e})") from None
-        return prepare_image(im, resolution, crop)
+        return prepare_image(im, resolution, crop, width)

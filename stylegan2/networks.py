@@ -433,6 +433,13 @@ class Generator(torch.nn.Module):
         return self.synthesis(ws, noise_mode=noise_mode, use_fp16=use_fp16)
 
 
+def content_width(G: Any) -> int:
+    """Columns of a generator's own picture within its square image: StyleGAN-Human's is half the side,
+    padded with white to the square the app shows; other generators fill it."""
+    res = G.img_resolution
+    return res if getattr(G.synthesis, "square", True) else res // 2
+
+
 def seed_to_z(seed: int, z_dim: int) -> torch.Tensor:
     """The official app's seed -> z: numpy RandomState(seed).randn(1, z_dim), as float32 [1, z_dim]."""
     return torch.from_numpy(np.random.RandomState(seed).randn(1, z_dim)).to(torch.float32)

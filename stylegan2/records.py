@@ -191,10 +191,11 @@ def describe_mismatch(shapes: dict[str, tuple[int, ...]], expected: dict[str, tu
     return f"weights do not fit a {family} generator built from the file's own config (" + "; ".join(parts) + ")"
 
 
-def config_from_dict(d: Any, where: str) -> GeneratorConfig:
-    """`GeneratorConfig.from_dict(d)`, validated; CheckpointError (one line) for anything malformed or out of bounds."""
+def config_from_dict(d: Any, where: str, kind: type = GeneratorConfig) -> Any:
+    """`kind.from_dict(d)` (a GeneratorConfig, or another family's config class), validated; a one-line
+    UnsupportedCheckpointError for anything malformed or out of bounds."""
     try:
-        cfg = GeneratorConfig.from_dict(d)
+        cfg = kind.from_dict(d)
     except (TypeError, ValueError, AttributeError) as e:
         raise UnsupportedCheckpointError(f"{where}: malformed generator arguments ({shorten(e)})") from None
     try:

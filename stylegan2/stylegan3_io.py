@@ -23,7 +23,8 @@ from safetensors import safe_open
 
 from .model_files import register_file_format
 from .safe_pickle import (CheckpointError, PickledObject, PickleReader, UnsupportedCheckpointError, WalkBudget,
-                          _find_generator, generator_kwargs, module_state_dict, register_reader, shorten)
+                          _find_generator, config_from_dict, generator_kwargs, module_state_dict, register_reader,
+                          shorten)
 from .stylegan3 import Generator, StyleGAN3Config, geometry, state_shapes
 
 FORMAT = Generator.FORMAT
@@ -45,14 +46,7 @@ def is_stylegan3_record(net: PickledObject) -> bool:
 
 def config_from_kwargs(d: Any, where: str) -> StyleGAN3Config:
     """`StyleGAN3Config.from_dict(d)`, validated; UnsupportedCheckpointError (one line) for anything wrong."""
-    try:
-        cfg = StyleGAN3Config.from_dict(d)
-    except (TypeError, ValueError, AttributeError) as e:
-        raise UnsupportedCheckpointError(f"{where}: malformed StyleGAN3 generator arguments ({shorten(e)})") from None
-    try:
-        return cfg.validate()
-    except CheckpointError as e:
-        raise UnsupportedCheckpointError(f"{where}: {e}") from None
+    return config_from_dict(d, where, StyleGAN3Config)
 
 
 def shape_problem(shapes: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]) -> str | None:
@@ -156,7 +150,6 @@ def is_stylegan3_config(d: Any) -> bool:
 
 def any_config_from_dict(d: Any, where: str):
     """The validated StyleGAN3Config or GeneratorConfig a config dict describes; one-line CheckpointError otherwise."""
-    from .safe_pickle import config_from_dict
     return config_from_kwargs(d, where) if is_stylegan3_config(d) else config_from_dict(d, where)
 
 

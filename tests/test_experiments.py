@@ -221,3 +221,36 @@ def test_quality_alias_keeps_its_flags_and_writes_json_to_a_path(tmp_path, capsy
     s = data["methods"]["engine"]
     assert s["pairs"] == 1 and s["mean_distance_before"] == s["md_before"] and "landmarks_found_after" in s
     assert data["pairs"][0]["method"] == "engine"
+
+
+def test_a_registered_protocol_is_a_command_line_experiment(capsys):
+    """A new protocol is one register_protocol call: the command offers it, with its own flags, and runs it."""
+    import argparse
+
+    from draggan.experiments.protocols import PROTOCOLS, Protocol, register_protocol, unregister_protocol
+
+    seen = {}
+
+    def run(bench, methods, common, args, count, quiet):
+        seen.update(model=bench.G.img_resolution, methods=methods, count=count, knob=args.knob,
+                    max_steps=common["max_steps"])
+        return ExperimentResult("dummy", {}, {"draggan": {"pairs": count}}, [])
+
+    def options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--knob", type=int, default=3)
+
+    register_protocol(Protocol("dummy", "a test protocol", run, default_pairs=7, needs_detector=False,
+                               options=options))
+    try:
+        with pytest.raises(ValueError):
+            register_protocol(Protocol("dummy", "again", run))
+        assert main(["experiment", "dummy", "--knob", "5", "--steps", "9"]) == 0
+        assert seen == {"model": 64, "methods": ["draggan"], "count": 7, "knob": 5, "max_steps": 9}
+        try:
+            main(["experiment", "--help"])
+        except SystemExit:
+            pass
+        assert "dummy: a test protocol" in capsys.readouterr().out
+    finally:
+        unregister_protocol("dummy")
+    assert "dummy" not in PROTOCOLS

@@ -261,6 +261,11 @@ def test_auto_says_when_its_prediction_stops_short(G64, monkeypatch):
     assert list(methods.run_drag("auto", near))[-1].reason == "predicted"   # within the arrival distance
 
 
+def test_points_nested_too_deep_get_one_line():
+    with pytest.raises(DragInputError, match="must be points like"):
+        parse_points("[" * 5000 + "]" * 5000, "handles")
+
+
 # -- settings: radii, a model's defaults, coercion, psi (planted bugs slipped past these) -------------------
 
 def test_a_radius_scales_with_resolution_and_is_at_least_one_pixel():
@@ -288,7 +293,7 @@ def test_validate_coerces_whole_numbers_of_int_settings():
 @pytest.mark.parametrize("psi,ok", [(0, True), (0.7, True), (1, True), (1.01, False), (-0.01, False),
                                     (float("nan"), False), ("x", False), (None, False)])
 def test_truncation_psi_is_between_zero_and_one(psi, ok):
-    from draggan.sessions import check_psi
+    from draggan.config import check_psi
     if ok:
         assert check_psi(psi) == psi
     else:

@@ -441,3 +441,23 @@ def test_invert_command(G, tmp_path, capsys, monkeypatch):
     assert err.startswith("error: Photo inversion needs the VGG16 weights (timm/vgg16.tv_in1k)") and err.count("\n") == 1
     assert "or pass local copies with --vgg PATH;" in err, err
     clear_memory_cache()
+
+
+def test_a_photo_for_a_non_square_model_is_cropped_to_its_shape_and_padded_white(tmp_path):
+    """StyleGAN-Human's pictures are half as wide as tall, shown padded with white to a square: a photo is cropped
+    to that shape (its centre), resized, and padded the same way, so inversion compares like with like."""
+    from pti.image_io import content_width
+    from stylegan2.testing import tiny_generator
+
+    G = tiny_generator(32, square=False)
+    assert content_width(G) == 16 and content_width(tiny_generator(32)) == 32
+    photo = np.zeros((40, 60, 3), np.uint8)
+    photo[:, 20:40] = (0, 0, 255)                    # a blue 20x40 portrait band in the middle of a red photo
+    photo[:, :20] = photo[:, 40:] = (255, 0, 0)
+    path = tmp_path / "wide.png"
+    Image.fromarray(photo).save(path)
+    img, notes = load_image(path, 32, width=16)
+    assert img.shape == (32, 32, 3)
+    assert (img[:, :8] == 255).all() and (img[:, 24:] == 255).all()   # the pad, as the generator's
+    assert img[16, 10, 2] > 200 and img[16, 10, 0] < 60                # the blue centre band fills the picture
+    assert any("16x32 shape" in n for n in notes)

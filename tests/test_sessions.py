@@ -672,3 +672,72 @@ def test_with_a_compute_thread_every_session_loads_renders_and_drags_there(loads
         u.join()
     assert set(results) == {"a", "b"} and all(f.done for f in results.values())
     assert threads == {compute.thread.ident}
+
+
+def test_device_slots_serve_in_order_and_estimate_the_wait():
+    from draggan.scheduling import DeviceSlots
+
+    clock = Clock()
+    slots = DeviceSlots(1, clock=clock)
+    assert slots.acquire(who="a")
+    for who in ("b", "c"):
+        slots.join(who)
+    assert [slots.position(w) for w in "abc"] == [0, 1, 2]
+    assert slots.estimate_wait_s(1) is None          # no job has finished yet: no guess
+    assert not slots.take("c")                       # c came after b: it waits even when asked first
+    clock.t = 30
+    slots.release("a")                               # a held its slot 30 s
+    assert not slots.take("c") and slots.take("b") and slots.position("c") == 1
+    clock.t = 40                                     # b has used 10 s of the ~30 s a job takes
+    assert slots.estimate_wait_s(1) == pytest.approx(20)
+    assert slots.estimate_wait_s(2) == pytest.approx(50)
+    slots.leave("c")
+    assert slots.position("c") == 0
+
+
+def test_a_waiting_drag_reports_its_place_in_line(loads):
+    manager = SessionManager(device="cpu", load=caching_loader(loads), max_sessions=4, ttl_s=100.0, clock=Clock(),
+                             device_slots=1)
+    a, b, c = (manager.new_session(k, "tiny", seed=i) for i, k in enumerate("abc"))
+    running = b.run_drag([[4, 4]], [[28, 28]], FAR)
+    next(running)                                    # b holds the only slot
+    seen, order = {"a": [], "c": []}, []
+
+    def drag(sess, key):
+        for f in sess.run_drag([[4, 4]], [[28, 28]], DragConfig(max_steps=2), report_wait=True):
+            if f.reason != "waiting" and key not in order:
+                order.append(key)
+            seen[key].append(f)
+    threads = [threading.Thread(target=drag, args=(a, "a"))]
+    threads[0].start()
+    wait_until(lambda: any(f.reason == "waiting" for f in seen["a"]))
+    threads.append(threading.Thread(target=drag, args=(c, "c")))
+    threads[1].start()
+    wait_until(lambda: any(f.reason == "waiting" for f in seen["c"]))
+    first_a = next(f for f in seen["a"] if f.reason == "waiting")
+    assert first_a.queue == (1, None) and first_a.image is None and not first_a.done
+    assert next(f for f in seen["c"] if f.reason == "waiting").queue[0] == 2
+    b.stop()
+    assert list(running)[-1].reason == "stopped"
+    for t in threads:
+        t.join(30)
+    assert seen["a"][-1].reason == "max_steps" and seen["c"][-1].reason == "max_steps"
+    assert order == ["a", "c"]                       # first come, first served
+    assert all(f.image is not None for f in seen["a"] if f.reason != "waiting")
+
+
+def test_a_photo_inverts_into_a_non_square_model(perceptual, tmp_path):
+    """StyleGAN-Human-shaped generator: the photo is cropped to its shape and padded as it pads, then inverted."""
+    G = tiny_generator(32, seed=0, square=False)
+    with torch.no_grad():
+        picture = image_to_uint8(G.synthesis(G.mapping(seed_to_z(9, G.z_dim)), noise_mode="const"))[:, 8:24]
+    path = tmp_path / "person.png"
+    Image.fromarray(picture).save(path)              # the generator's own 16x32 picture, without its pad
+    manager = SessionManager(device="cpu", load=lambda spec, device: G, clock=Clock(),
+                             perceptual_loader=lambda device: perceptual)
+    start = manager.new_session("a", "tiny", seed=1).image()
+    sess, notes = manager.invert_photo("a", "tiny", path, get_preset("fast", w_steps=30, tune_steps=20))
+    image = sess.image()
+    assert image.shape == (32, 32, 3) and (image[:, :8] == 255).all() and (image[:, 24:] == 255).all()
+    error = lambda im: np.abs(im[:, 8:24].astype(int) - picture.astype(int)).mean()
+    assert error(image) < 0.5 * error(start)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from draggan.__main__ import main
-from draggan.engine import DragConfig, DragSession
+from draggan import DragConfig, DragSession
 from draggan.toyfaces import detect_landmarks
 from stylegan2 import image_to_uint8, seed_to_z
 from stylegan2.catalog import drag_defaults

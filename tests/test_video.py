@@ -252,3 +252,19 @@ def test_a_refused_export_name_renders_nothing(tmp_path):
     with pytest.raises(VideoError, match="mp4, .webm or .gif"):
         s.export_video(tmp_path / "drag.avi", progress=lambda i, n: rendered.append(i))
     assert not rendered
+
+
+def test_a_non_square_models_video_has_its_own_aspect(tmp_path):
+    """StyleGAN-Human-shaped generator (pictures half as wide as tall, shown padded): the video is the picture."""
+    from draggan import DragConfig, Editor
+    from stylegan2.testing import tiny_generator
+
+    s = Editor.from_seed(tiny_generator(32, seed=0, square=False), 2)
+    list(s.drag([[14, 10]], [[18, 20]], DragConfig(max_steps=3, lr=0.05, r1=24, r2=64, feature_block=4)))
+    path = s.export_video(tmp_path / "person.mp4", overlay=False)
+    with av.open(str(path)) as container:
+        frame = next(container.decode(container.streams.video[0])).to_ndarray(format="rgb24")
+    assert frame.shape[0] == 2 * frame.shape[1]
+    picture = np.kron(s.image()[:, 8:24], np.ones((8, 8, 1), np.uint8))     # 32x16 enlarged 8x to >= 256
+    last = list(av.open(str(path)).decode(video=0))[-1].to_ndarray(format="rgb24")
+    assert np.abs(last.astype(int) - picture.astype(int)).mean() < 4

@@ -11,11 +11,8 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+from draggan.config import SEED_MAX  # numpy's RandomState takes seeds 0 .. 2**32 - 1, as the app's Seed box
 from stylegan2.errors import UserError
-
-# numpy's RandomState takes seeds 0 .. 2**32 - 1; the app's Seed box has the same bound
-# (draggan.sessions.SEED_MAX). Kept here so that the command line does not import the app's sessions.
-SEED_MAX = 2**32 - 1
 
 
 class OutputPathError(UserError):

@@ -19,6 +19,7 @@ import argparse
 import base64
 import json
 import os
+import subprocess
 import threading
 import time
 
@@ -237,21 +238,36 @@ def _app_source(source: str | int, folder: str) -> str:
     return str(save_generator(make_generator(source, torch.device("cpu")), os.path.join(folder, f"random-{source}.safetensors")))
 
 
-def _serve_app(spec: str, device: str, threads: int, ready, done) -> None:
-    """Child process: serve the app on a free loopback port, say which, and serve until `done`."""
+def _start_app(spec: str, device: str, threads: int, timeout_s: float = 300) -> tuple["subprocess.Popen", int]:
+    """Serve the app (`python -m app`, as a person starts it) on a free loopback port in a process of its own;
+    returns the process and the port once the app answers. The engine never imports the app."""
     import socket
+    import sys
+    import tempfile
+    from pathlib import Path
 
-    import app as draggan_app
+    import httpx
 
-    torch.set_num_threads(threads)
-    built = draggan_app.build_demo(spec, device)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    draggan_app.launch(built, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
-    ready.put(port)
-    done.wait()
-    built.demo.close()
+    root = Path(__file__).resolve().parents[2]
+    log = tempfile.TemporaryFile(mode="w+")
+    server = subprocess.Popen([sys.executable, "-m", "app", "--model", spec, "--device", device, "--host", "127.0.0.1",
+                               "--port", str(port)], cwd=root if (root / "app.py").is_file() else None,
+                              env={**os.environ, "OMP_NUM_THREADS": str(threads)}, stdout=log,
+                              stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/config", timeout=5).status_code == 200:
+                return server, port
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    server.kill()
+    log.seek(0)
+    raise RuntimeError(f"the app did not start on port {port}:\n{log.read()[-2000:]}")
 
 
 def load_view(http, url: str) -> bytes:
@@ -268,11 +284,10 @@ def bench_app(source: str | int, device: torch.device, steps: int, label: str, t
     event stream and each frame's image, decoded where it comes inline, fetched where it is a file) and of the same drag through the engine alone (frames
     paced as the app paces them), alternating, `trials` times each. The ratio is the median of each app run's
     rate over the engine run right after it (the machine's own drift cancels); the rates are medians."""
-    import multiprocessing as mp
     import statistics
     import tempfile
 
-    import gradio_client
+    from gradio_client import Client  # the client package only: the engine never imports Gradio
     import httpx
 
     from draggan.config import DragConfig
@@ -301,14 +316,10 @@ def bench_app(source: str | int, device: torch.device, steps: int, label: str, t
             return marks
 
         # The app serves from a process of its own, as it does for a browser: the client's work is not the app's.
-        ctx = mp.get_context("spawn")
-        ready, done = ctx.Queue(), ctx.Event()
-        server = ctx.Process(target=_serve_app, args=(spec, str(device), torch.get_num_threads(), ready, done))
-        server.start()
-        port = ready.get(timeout=300)
+        server, port = _start_app(spec, str(device), torch.get_num_threads())
         app_rates, engine_rates, app_steps, engine_steps, frames = [], [], 0, 0, 0
         try:
-            client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
+            client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
             client.predict(model=spec, seed=0, psi=0.7, api_name="/generate")
             with httpx.Client() as http:
                 for _ in range(trials):
@@ -326,8 +337,8 @@ def bench_app(source: str | int, device: torch.device, steps: int, label: str, t
                     engine_rates.append(rate(marks))
                     engine_steps = marks[-1][0]
         finally:
-            done.set()
-            server.join(60)
+            server.terminate()
+            server.wait(60)
 
     app_rate, engine_rate = statistics.median(app_rates), statistics.median(engine_rates)
     ratio = statistics.median(a / e for a, e in zip(app_rates, engine_rates))

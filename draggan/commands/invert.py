@@ -81,7 +81,7 @@ def _load_loss(args: argparse.Namespace, device, size: int):
 
 def run(args: argparse.Namespace) -> int:
     from pti.embedding import save_embedding
-    from pti.image_io import load_image, parse_crop
+    from pti.image_io import content_width, load_image, parse_crop
     from pti.inversion import InversionCancelled, get_preset, invert, stage_text
     from stylegan2.catalog import default_model
     from stylegan2.checkpoints import CheckpointError, load_generator, portable_spec, resolve_device
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         crop = parse_crop(args.crop) if args.crop else None
         device = resolve_device(args.device)
         G = load_generator(model, device)
-        target, notes = load_image(args.image, G.img_resolution, crop)
+        target, notes = load_image(args.image, G.img_resolution, crop, width=content_width(G))
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
         loss = _load_loss(args, device, preset.perceptual_size)

@@ -13,6 +13,10 @@ from PIL import Image
 
 gradio_client = pytest.importorskip("gradio_client")
 import app as draggan_app  # noqa: E402
+import gradio as gr  # noqa: E402
+from ui.build import follow_model  # noqa: E402
+from ui.build import RESETTABLE  # noqa: E402
+from ui.sections.photo import preview_photo  # noqa: E402
 from pti import PerceptualDistance, VGG16Features, get_preset, invert, save_embedding  # noqa: E402
 from stylegan2.checkpoints import generator_hash  # noqa: E402
 from stylegan2 import image_to_uint8  # noqa: E402
@@ -177,9 +181,9 @@ def test_bad_photos_get_a_clear_message_and_nothing_is_lost(server, connect, tmp
     assert np.array_equal(load(c.predict(api_name="/save_image")), before)
     assert server.app.sessions.photo_count() == 0
     # the preview says the same without an error dialog
-    image, text = draggan_app.preview_photo(server.app, str(huge), "", MODEL)
+    image, text = preview_photo(server.app, str(huge), "", MODEL)
     assert image is None and text.startswith("⚠️ huge.png is 8000x6000")
-    image, text = draggan_app.preview_photo(server.app, str(server.photos[5]), "0,0,16,16", MODEL)
+    image, text = preview_photo(server.app, str(server.photos[5]), "0,0,16,16", MODEL)
     assert image.shape == (256, 256, 3) and text == "The 16-pixel square was enlarged to the model's 32 pixels; " \
                                                     "expect a soft result."
 
@@ -221,14 +225,14 @@ def test_drag_settings_follow_the_model(server, connect):
     assert c.predict(api_name="/drag_defaults") == (0.05, 40, 90, 40, 3, 300)  # r3, max_steps: DragConfig's
 
     ctx, request = server.app, types.SimpleNamespace(session_hash=c.session_hash, client=None)
-    names = [n for n, control in draggan_app.DRAG_CONTROLS.items() if control.reset]
+    names = RESETTABLE
     keys = ("lr", "r1", "r2", "r3", "feature_block", "max_steps")
 
     def follow(applied):
-        out = draggan_app.follow_model(ctx, applied, request)
+        out = follow_model(ctx, applied, request)
         return out[0], dict(zip(names, out[1:1 + len(names)]))
 
-    assert follow(MODEL) == (draggan_app.gr.skip(), {n: draggan_app.gr.skip() for n in names})  # the user's values stay
+    assert follow(MODEL) == (gr.skip(), {n: gr.skip() for n in names})  # the user's values stay
     ctx.sessions.new_session(c.session_hash, server.model_path, 0)  # a model outside the catalog
     model, values = follow(MODEL)
     assert model == server.model_path and tuple(values[k] for k in keys) == (0.002, 3, 13, 40, 6, 300)

@@ -32,7 +32,7 @@ from pti import PerceptualDistance, VGG16Features, get_preset  # noqa: E402
 from stylegan2.testing import tiny_generator  # noqa: E402
 from stylegan2.checkpoints import save_generator  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TOYFACES = ROOT / "models" / "toyfaces-64.safetensors"  # our small model, nicer to look at when present
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -319,3 +319,42 @@ def test_a_painted_mask_drag_reaches_its_target_and_keeps_the_rest(served):
         change = np.abs(after - before).mean(axis=2)
         assert change[~editable].mean() < change[editable].mean(), (change[~editable].mean(),
                                                                      change[editable].mean())
+
+
+def test_the_drags_result_line_stays_after_the_mask_tab_was_opened(served):
+    """Once the Mask tab had been opened, the drag's result line ("Reached the targets after ...") was replaced
+    within a second by the points' hint, and "Undone." alike: after the app refreshes the mask editor, the
+    editor reports its content, and that answer rewrote the line. Every text the line shows is recorded; once
+    the editor's report has reached the server (a hook on the session) and been answered, the line still says
+    what the drag (and then Undo) did."""
+    expect = sync_api.expect
+    with app_tab(served) as tab:
+        page, info = tab.page, tab.info
+        sess = tab.session()
+        reports = []
+        set_mask = sess.set_mask
+        sess.set_mask = lambda editable: (set_mask(editable), reports.append(len(reports)))[0]
+        page.get_by_role("tab", name="Mask").click()
+        expect(page.locator("canvas").first).to_be_visible()
+        page.get_by_role("tab", name="Points").click()
+        page.evaluate("""() => { window.infoTexts = []; const info = document.querySelector('#info');
+            new MutationObserver(() => window.infoTexts.push(info.innerText.trim()))
+            .observe(info, {subtree: true, childList: true, characterData: true}); }""")
+        tab.add_pair((0.35, 0.4), (0.45, 0.4))
+
+        def settled(action, text: str) -> str:
+            """Do `action`, wait for `text`, then for the editor's report and its answer; the line's last text."""
+            seen = len(reports)
+            action()
+            expect(info).to_contain_text(text)
+            deadline = time.monotonic() + 60
+            while len(reports) == seen:          # the editor reported its refreshed content
+                assert time.monotonic() < deadline, "the mask editor never reported after the refresh"
+                time.sleep(0.05)
+            time.sleep(1.0)                      # its answer arrives (localhost)
+            return page.evaluate("() => window.infoTexts.at(-1)")
+
+        last = settled(lambda: page.locator("#drag").click(), " after ")
+        assert re.match(r"(Reached the targets|Stopped at max steps) after \d+ steps · mean distance", last), last
+        last = settled(lambda: page.get_by_text("Undo drag", exact=True).click(), "Undone.")
+        assert last == "Undone.", last

@@ -15,6 +15,11 @@ from PIL import Image
 
 gradio_client = pytest.importorskip("gradio_client")
 import app as draggan_app  # noqa: E402
+from draggan.config import DragConfig, DragInputError, parse_points  # noqa: E402
+from ui import controls, launch, views  # noqa: E402
+from ui.sections import drag as drag_section, history, points as points_section  # noqa: E402
+from ui.wiring import bind, keep_on_error  # noqa: E402
+from gates import gate_session  # noqa: E402
 from stylegan2.testing import tiny_generator  # noqa: E402
 from stylegan2.checkpoints import save_generator  # noqa: E402
 
@@ -116,19 +121,23 @@ def test_a_drags_frames_come_inline_and_its_last_view_is_a_file(server):
 def test_gradio_queue_polls_at_our_interval(server):
     """Gradio's queue loop looks for events every 1 ms by default, costing a drag its steps on a small
     machine; the app slows it to QUEUE_POLL_S. Fails if a Gradio upgrade renames what we set."""
-    assert server.built.demo._queue.sleep_when_free == draggan_app.QUEUE_POLL_S
+    assert server.built.demo._queue.sleep_when_free == launch.QUEUE_POLL_S
 
 
 def test_stop_ends_a_long_drag_within_a_step(server):
+    """The drag is held at a known step (a step hook, not the clock) while Stop is pressed: it ends there or
+    one step later, stopped, with the frames before it all shown."""
     c = client(server)
     c.predict(api_name="/generate")
-    job = c.submit(handles="[[2, 2]]", targets="[[29, 29]]", lr=0.0005, r1=48, r2=96, max_steps=2000,
+    gate = gate_session(server.built.ctx.sessions, c.session_hash, at=3)
+    job = c.submit(handles="[[2, 2]]", targets="[[29, 29]]", lr=0.0005, r1=48, r2=96, max_steps=2000, frame_rate=0,
                    api_name="/drag")
-    seen = len(wait_frames(job, 3))
+    assert gate.paused.wait(60), "the drag never reached step 3"
     c.predict(api_name="/stop")
+    gate.resume.set()
     last = job.result(timeout=60)[2]
     assert last["done"] and last["reason"] == "stopped"
-    assert last["step"] < min(200, seen + 50)  # the steps run while the Stop request travelled
+    assert gate.paused_step <= last["step"] <= gate.paused_step + 1
 
 
 def test_two_clients_do_not_disturb_each_other(server):
@@ -195,12 +204,11 @@ def test_out_of_range_settings_are_refused_naming_the_field(server):
 
     # The UI's Drag (the browser clamps its sliders, but whatever arrives is checked the same way): the
     # message goes beside the image, which stays as it was (every other output skipped).
-    built = server.built
-    ui_drag = next(f.fn for f in built.demo.fns.values() if f.name == "ui_drag")
+    ui_drag = keep_on_error(3, 1)(bind(drag_section.drag, server.built.ctx))  # as the Drag button wires it
     request = types.SimpleNamespace(session_hash=c.session_hash, client=None)
-    values = dict(draggan_app.control_defaults(server.model), lr=5.0)
+    values = dict(controls.control_defaults(server.model), lr=5.0)
     with pytest.warns(UserWarning, match="Step size must be"):  # gr.Warning outside a request: the toast's text
-        out = list(ui_drag("[[5, 5]]", "[[9, 9]]", *[values[n] for n in draggan_app.DRAG_CONTROLS], request))
+        out = list(ui_drag("[[5, 5]]", "[[9, 9]]", *[values[n] for n in controls.drag_parameters()], request))
     assert len(out) == 1 and out[0][1] == "⚠️ Step size must be between 0.0005 and 0.1, got 5"
     assert all(isinstance(o, dict) and o.get("__type__") == "update" and len(o) == 1 for o in out[0][::2])
 
@@ -215,19 +223,19 @@ def test_a_model_that_cannot_load_leaves_the_app_usable(server):
 
 
 def test_clicks_on_the_view_become_image_pixels_and_masks_round_trip():
-    assert draggan_app.view_scale(32) == 8 and draggan_app.view_scale(512) == 1 and draggan_app.view_scale(1024) == 1
-    assert draggan_app.view_to_image_xy([0, 255], 32) == [0.0, 31.0]
-    assert draggan_app.view_to_image_xy([8 * 5 + 7, 8 * 7], 32) == [5.0, 7.0]
-    assert draggan_app.view_to_image_xy([300, 20], 512) == [300.0, 20.0]
+    assert views.view_scale(32) == 8 and views.view_scale(512) == 1 and views.view_scale(1024) == 1
+    assert views.view_to_image_xy([0, 255], 32) == [0.0, 31.0]
+    assert views.view_to_image_xy([8 * 5 + 7, 8 * 7], 32) == [5.0, 7.0]
+    assert views.view_to_image_xy([300, 20], 512) == [300.0, 20.0]
     editable = np.zeros((32, 32), bool)
     editable[4:10, 20:30] = True
-    layer = draggan_app.mask_layer(editable, 32)
+    layer = views.mask_layer(editable, 32)
     assert layer.shape == (256, 256, 4)
-    assert np.array_equal(draggan_app.mask_from_layers([layer], 32), editable)
-    assert draggan_app.mask_from_layers([np.zeros((256, 256, 4), np.uint8)], 32) is None
-    assert draggan_app.parse_points(" ", "handles") == []
-    assert json.dumps(draggan_app.parse_points("[[1, 2.5]]", "handles")) == "[[1.0, 2.5]]"
-    assert draggan_app.parse_points("1,2.5;3,4", "handles") == [[1.0, 2.5], [3.0, 4.0]]
+    assert np.array_equal(views.mask_from_layers([layer], 32), editable)
+    assert views.mask_from_layers([np.zeros((256, 256, 4), np.uint8)], 32) is None
+    assert parse_points(" ", "handles") == []
+    assert json.dumps(parse_points("[[1, 2.5]]", "handles")) == "[[1.0, 2.5]]"
+    assert parse_points("1,2.5;3,4", "handles") == [[1.0, 2.5], [3.0, 4.0]]
 
 
 def test_a_picture_shown_again_is_never_rewritten_under_a_reader(tmp_path):
@@ -235,7 +243,7 @@ def test_a_picture_shown_again_is_never_rewritten_under_a_reader(tmp_path):
     file is produced twice. cached_png writes it once, whole: a reader reading it all the while only ever gets
     the complete PNG, which decodes to the picture (RGB and RGBA), and no staging file is left behind."""
     rgb = np.random.default_rng(0).integers(0, 256, (256, 256, 3), np.uint8)
-    path = draggan_app.cached_png(rgb, tmp_path)
+    path = views.cached_png(rgb, tmp_path)
     whole = Path(path).read_bytes()
     reads, stop = [], threading.Event()
 
@@ -247,26 +255,26 @@ def test_a_picture_shown_again_is_never_rewritten_under_a_reader(tmp_path):
     thread.start()
     try:
         for _ in range(200):
-            assert draggan_app.cached_png(rgb.copy(), tmp_path) == path
+            assert views.cached_png(rgb.copy(), tmp_path) == path
     finally:
         stop.set()
         thread.join()
     assert reads and all(r == whole for r in reads)
     assert np.array_equal(np.asarray(Image.open(path)), rgb)
     rgba = np.dstack([rgb, np.full((256, 256), 128, np.uint8)])
-    path_rgba = draggan_app.cached_png(rgba, tmp_path)
+    path_rgba = views.cached_png(rgba, tmp_path)
     assert path_rgba != path and np.array_equal(np.asarray(Image.open(path_rgba)), rgba)
     assert sorted(os.listdir(Path(path).parent)) == ["image.png"]
 
 
 def test_an_older_gradio_is_named_at_launch_and_requirements_agree():
     """Below MIN_GRADIO the launch prints what to install; requirements.txt asks for the same minimum."""
-    assert draggan_app.gradio_warning("6.31.0") is None and draggan_app.gradio_warning("7.0.1") is None
-    line = draggan_app.gradio_warning("6.16.0")
-    assert line and "6.16.0" in line and f"pip install -U 'gradio>={draggan_app.MIN_GRADIO},<7'" in line
-    assert draggan_app.gradio_warning("6.0.2") and draggan_app.gradio_warning("5.50.0")
+    assert launch.gradio_warning("6.31.0") is None and launch.gradio_warning("7.0.1") is None
+    line = launch.gradio_warning("6.16.0")
+    assert line and "6.16.0" in line and f"pip install -U 'gradio>={launch.MIN_GRADIO},<7'" in line
+    assert launch.gradio_warning("6.0.2") and launch.gradio_warning("5.50.0")
     requirements = (Path(draggan_app.__file__).parent / "requirements.txt").read_text()
-    assert f"gradio>={draggan_app.MIN_GRADIO},<7" in requirements.splitlines()
+    assert f"gradio>={launch.MIN_GRADIO},<7" in requirements.splitlines()
 
 
 def test_nearest_shows_where_it_moved_the_handles(server):
@@ -279,3 +287,119 @@ def test_nearest_shows_where_it_moved_the_handles(server):
     assert len(moved) == 1 and moved[0]["from"] == [5, 5] and moved[0]["to"] != [5, 5]
     assert moved[0]["to"] == outputs[0][2]["handles"][0]
     assert "Nearest moved handle 1 (5, 5) → " in outputs[0][1]
+
+
+def test_a_refused_drag_changes_nothing_it_leaves_no_undo_entry_and_keeps_the_video(server):
+    """A drag refused for its method (unknown, or Auto on a model without a predictor) is refused before
+    anything changes: one Undo still undoes the drag before it, and the recorded video is still there. Also
+    when a script calls the session directly (the runner checks the method before the editor records)."""
+    c = client(server)
+    c.predict(seed=5, api_name="/generate")
+    plain = load(c.predict(api_name="/save_image"))
+    all_outputs(c.submit(handles="[[6, 6]]", targets="[[24, 22]]", max_steps=5, frame_rate=0, api_name="/drag",
+                         **MOVE))
+    dragged = load(c.predict(api_name="/save_image"))
+    with Image.open(c.predict(video_format="gif", overlay=False, api_name="/export_video")) as gif:
+        frames_before = gif.n_frames
+    for method, message in (("auto", "no Auto DragGAN predictor"), ("auto-refine", "no Auto DragGAN predictor"),
+                            ("nonsense", "unknown drag method 'nonsense'")):
+        with pytest.raises(gradio_client.exceptions.AppError, match=message):
+            c.predict(handles="[[6, 6]]", targets="[[24, 22]]", method=method, api_name="/drag")
+    sess = server.built.ctx.sessions.get(c.session_hash)
+    with pytest.raises(DragInputError, match="no Auto DragGAN predictor"):
+        list(sess.run_drag([[6, 6]], [[24, 22]], DragConfig(max_steps=2), "auto"))
+    assert np.array_equal(load(c.predict(api_name="/save_image")), dragged)
+    with Image.open(c.predict(video_format="gif", overlay=False, api_name="/export_video")) as gif:
+        assert gif.n_frames == frames_before >= 2
+    _, text = c.predict(api_name="/undo")
+    assert text == "Undone." and np.array_equal(load(c.predict(api_name="/save_image")), plain)
+    assert c.predict(api_name="/undo")[1] == "Nothing to undo."
+
+
+def test_malformed_input_gets_one_line_not_a_traceback(server):
+    """Points nested too deep for the JSON parser, and click events whose index is not an [x, y] pair (what a
+    hand-made request can send), are refused in one line; the session is as it was."""
+    c = client(server)
+    c.predict(api_name="/generate")
+    before = load(c.predict(api_name="/save_image"))
+    deep = "[" * 5000 + "]" * 5000
+    with pytest.raises(gradio_client.exceptions.AppError, match="^handles must be points like .* nested too deep"):
+        c.predict(handles=deep, targets="[[3, 3]]", api_name="/drag")
+    ctx = server.built.ctx
+    request = types.SimpleNamespace(session_hash=c.session_hash, client=None)
+    for index in (["a", "b"], None, "ab", [float("nan"), 1], {"x": 1}):
+        with pytest.raises(DragInputError, match=r"^a click must be an \[x, y\] pair of view pixels"):
+            points_section.click(ctx, types.SimpleNamespace(index=index), request)
+    assert ctx.session(request).handles_xy == []
+    assert np.array_equal(load(c.predict(api_name="/save_image")), before)
+
+
+def test_a_stop_pressed_before_the_drag_reaches_the_session_stops_it(server):
+    """Drag pressed (the page arms the drag at once), Stop pressed while the drag itself is still in Gradio's
+    queue: when it arrives it ends before its first step and the image is as it was."""
+    c = client(server)
+    c.predict(api_name="/generate")
+    before = load(c.predict(api_name="/save_image"))
+    ctx = server.built.ctx
+    request = types.SimpleNamespace(session_hash=c.session_hash, client=None)
+    drag_section.arm_drag(ctx, request)
+    history.stop(ctx, request)
+    *_, (_, text, last) = list(drag_section.drag(ctx, "[[2, 2]]", "[[29, 29]]", max_steps=50, request=request))
+    assert last["done"] and last["reason"] == "stopped" and last["step"] == 0 and text.startswith("**Stopped** after 0 steps")
+    assert np.array_equal(load(c.predict(api_name="/save_image")), before)
+    *_, (_, _, again) = list(drag_section.drag(ctx, "[[2, 2]]", "[[29, 29]]", max_steps=3, frame_rate=0,
+                                               request=request))
+    assert again["step"] >= 1                     # the Stop was spent: the next drag runs
+
+
+def test_a_registered_method_is_offered_by_the_app_and_runs_through_drag(server):
+    """Where things go: a drag method registered once (draggan.methods.register_method) is in the app's Method
+    choice for every model it fits, and /drag runs it by name."""
+    from draggan.methods import METHODS, MethodSpec, register_method, unregister_method
+    from ui.build import follow_model
+
+    calls = []
+
+    def twice_as_careful(job):
+        calls.append(job.config.max_steps)
+        yield from METHODS["draggan"].run(job)
+
+    register_method(MethodSpec("careful", "Careful (test)", twice_as_careful, in_app=True))
+    try:
+        c = client(server)
+        c.predict(api_name="/generate")
+        request = types.SimpleNamespace(session_hash=c.session_hash, client=None)
+        method_update = follow_model(server.built.ctx, server.model, request)[-2]
+        assert ("Careful (test)", "careful") in [tuple(choice) for choice in method_update.choices]
+        last = all_outputs(c.submit(handles="[[6, 6]]", targets="[[24, 22]]", max_steps=4, method="careful",
+                                    api_name="/drag", **MOVE))[-1][2]
+        assert last["done"] and calls == [4]
+    finally:
+        unregister_method("careful")
+
+
+def test_a_setting_given_a_section_joins_the_page_the_endpoint_and_its_checks(monkeypatch, tmp_path):
+    """Where things go: one Setting in draggan/config.py's SETTINGS drives the app. Give a script-only setting
+    (Nearest rate) a section: the page shows it, /drag takes it after the existing parameters (positions never
+    shift), and a value out of its bounds is refused naming it."""
+    import dataclasses
+
+    from draggan import config
+    from ui.build import build_demo
+
+    monkeypatch.setitem(config.SETTINGS, "nearest_rate",
+                        dataclasses.replace(config.SETTINGS["nearest_rate"], section="advanced"))
+    built = build_demo(str(save_generator(tiny_generator(RES, seed=0), tmp_path / "tiny.safetensors")), "cpu")
+    try:
+        params = [p["parameter_name"] for p in built.demo.get_api_info()["named_endpoints"]["/drag"]["parameters"]]
+        assert params[:15] == ["handles", "targets", *controls.API_ORDER] and params[15:] == ["nearest_rate"]
+        labels = [c["props"].get("label") for c in built.demo.config["components"]]
+        assert "Nearest rate" in labels
+        request = types.SimpleNamespace(session_hash="s", client=None)
+        built.ctx.sessions.new_session("s", built.ctx.default_model, 0)
+        with pytest.raises(DragInputError, match="^Nearest rate must be between 0 and 1, got 5$"):
+            next(drag_section.drag(built.ctx, "[[5, 5]]", "[[9, 9]]", nearest_rate=5, request=request))
+    finally:
+        built.ctx.sessions.close("s")
+        monkeypatch.undo()
+        drag_section.drag.__signature__ = drag_section.drag_signature(with_ctx=True)
