@@ -473,6 +473,18 @@ def test_photo_slots_are_bounded_per_client(loads, perceptual, photo_file):
     assert manager.photo_count() == 2
 
 
+def test_the_per_client_photo_bound_counts_only_known_clients():
+    """Callers that name no client (scripts, a server behind no proxy header) are not one visitor."""
+    from draggan.photos import PhotoSlots
+    slots = PhotoSlots(4, held=lambda: {"held": None}, per_client=1)
+    slots.reserve("a")
+    slots.reserve("b")
+    slots.reserve("c", client="10.0.0.1")
+    with pytest.raises(PhotoLimitError, match="already have 1 photo session"):
+        slots.reserve("d", client="10.0.0.1")
+    assert slots.taken() == {"held", "a", "b", "c"}
+
+
 def test_cancel_stops_within_a_step_and_keeps_the_session(photos, photo_file):
     a = photos.new_session("a", "tiny", seed=1)
     image = a.image().copy()
