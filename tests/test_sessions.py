@@ -476,7 +476,7 @@ def test_photo_slots_are_bounded_per_client(loads, perceptual, photo_file):
 def test_the_per_client_photo_bound_counts_only_known_clients():
     """Callers that name no client (scripts, a server behind no proxy header) are not one visitor."""
     from draggan.photos import PhotoSlots
-    slots = PhotoSlots(4, held=lambda: {"held": None}, per_client=1)
+    slots = PhotoSlots(8, held=lambda: {"held": None}, per_client=1)
     slots.reserve("a")
     slots.reserve("b")
     slots.reserve("c", client="10.0.0.1")
