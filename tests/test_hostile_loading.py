@@ -491,3 +491,39 @@ def test_unreachable_hub_is_asked_once_then_the_cache_only(hf_home, monkeypatch)
     assert "hf download someone/models net.pkl" in msg
     assert probes == [checkpoints.HUB_TIMEOUT_S]
     assert downloads[0]["local_files_only"] and downloads[0]["etag_timeout"] == checkpoints.HUB_TIMEOUT_S
+
+
+# -- the record walk's budget, each limit at its bound (planted bugs slipped past the pickle-level tests) ----
+
+def _module(params: int = 0, numel: int = 1, children: dict | None = None):
+    from stylegan2.records import record_class
+    node = record_class("torch.nn.modules.module.Module")()
+    node.state = {"_parameters": {f"p{i}": torch.zeros(numel) for i in range(params)}, "_modules": children or {}}
+    return node
+
+
+def _chain(depth: int):
+    node = _module(1)
+    for _ in range(depth):
+        node = _module(children={"c": node})
+    return node
+
+
+@pytest.mark.parametrize("budget,tree,ok", [
+    (dict(max_modules=11), lambda: _module(children={f"c{i}": _module() for i in range(10)}), True),
+    (dict(max_modules=10), lambda: _module(children={f"c{i}": _module() for i in range(10)}), False),
+    (dict(max_depth=5), lambda: _chain(5), True),
+    (dict(max_depth=4), lambda: _chain(5), False),
+    (dict(max_tensors=5), lambda: _module(5), True),
+    (dict(max_tensors=4), lambda: _module(5), False),
+    (dict(max_bytes=400), lambda: _module(1, numel=100), True),
+    (dict(max_bytes=399), lambda: _module(1, numel=100), False),
+])
+def test_the_record_walk_stops_at_each_limit_of_its_budget(budget, tree, ok):
+    from stylegan2.records import WalkBudget, module_state_dict
+    walk = lambda: module_state_dict(tree(), budget=WalkBudget(**budget))
+    if ok:
+        assert isinstance(walk(), dict)
+    else:
+        with pytest.raises(CheckpointError, match="deeper or larger|more tensors or bytes"):
+            walk()
