@@ -318,7 +318,9 @@ def parse_points(text: str | None, name: str) -> list[list[float]]:
         return [[float(x), float(y)] for x, y in points]
     except DragInputError:
         raise
-    except (ValueError, TypeError, OverflowError, RecursionError):  # RecursionError: JSON nested too deep
+    except RecursionError:
+        raise DragInputError(f"{name} must be points like {example}; got a list nested too deep") from None
+    except (ValueError, TypeError, OverflowError):
         raise DragInputError(f"{name} must be points like {example}; got {_short(text)}") from None
 
 

@@ -115,8 +115,9 @@ def prepare_image(im: Image.Image | np.ndarray, resolution: int, crop: Sequence[
         small = im.size[1] < resolution
         im = im.resize((width, resolution), Image.Resampling.LANCZOS, reducing_gap=3.0)
         if small:
-            notes.append(f"The {box[2] - box[0]}x{box[3] - box[1]} part was enlarged to the model's {width}x"
-                         f"{resolution} pixels; expect a soft result.")
+            part = (f"{box[2] - box[0]}-pixel square" if width == resolution else f"{box[2] - box[0]}x{box[3] - box[1]} part")
+            size = f"{resolution}" if width == resolution else f"{width}x{resolution}"
+            notes.append(f"The {part} was enlarged to the model's {size} pixels; expect a soft result.")
     out = np.asarray(im, dtype=np.uint8)
     side = (resolution - width) // 2
     if side:

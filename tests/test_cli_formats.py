@@ -42,8 +42,10 @@ def test_drag_command_on_each_format_writes_image_trace_and_video(reference_dir,
     assert t["settings"]["resolution"] == size
     gif = Image.open(video)
     plain = Image.open(tmp_path / "plain.gif")
-    for v in (gif, plain):  # the model's (padded) square aspect, enlarged for viewing
-        assert v.size[0] == v.size[1] >= size and v.size[0] % size == 0 and v.n_frames >= 2
+    width = size // 2 if kind == "human" else size  # StyleGAN-Human's video is its own picture, not the white pad
+    for v in (gif, plain):  # the model's aspect, enlarged for viewing
+        assert v.size[1] >= size and v.size[1] % size == 0 and v.n_frames >= 2
+        assert v.size[0] * size == v.size[1] * width
     assert len(list(cache.glob("*.safetensors"))) == 1  # converted once
     if kind == "human":  # the padded square: white columns either side, as the official app shows it
         img = Image.open(out).convert("RGB")

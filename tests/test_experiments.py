@@ -254,3 +254,26 @@ def test_a_registered_protocol_is_a_command_line_experiment(capsys):
     finally:
         unregister_protocol("dummy")
     assert "dummy" not in PROTOCOLS
+
+
+def test_a_benchs_stop_event_stops_the_edit_in_progress(tiny):
+    """The app's experiment passes its Stop to the bench: an edit running when Stop is pressed ends within a step."""
+    import threading
+
+    from draggan import DragConfig
+    from draggan.editor import seed_latent
+    from draggan.experiments.workbench import edit
+
+    G = tiny.G
+    stop = threading.Event()
+    bench = Bench(G, stop=stop)
+    w = seed_latent(G, 1, 0.7)
+    seen = []
+
+    def on_frame(frame, seconds):
+        seen.append(frame.step)
+        if frame.step == 2:
+            stop.set()
+    result = edit(bench, "draggan", w, [[4.0, 4.0]], [[28.0, 28.0]], DragConfig(max_steps=500, lr=0.001),
+                  on_frame=on_frame)
+    assert result.reason == "stopped" and result.steps == 3

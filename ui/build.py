@@ -9,6 +9,7 @@ import torch
 
 from draggan.compute import ComputeThread
 from draggan.experiments.runner import ExperimentRuns
+from draggan.public import PUBLIC_DELETE_CACHE
 from draggan.sessions import PerceptualLoader, SessionManager
 from pti import PTIPreset
 from stylegan2 import catalog
@@ -73,7 +74,8 @@ def make_context(model: str | None, device: str, perceptual_loader: PerceptualLo
     sessions = SessionManager(device=str(dev), load=load, max_sessions=settings.max_sessions,
                               ttl_s=settings.session_ttl_s, perceptual_loader=perceptual_loader,
                               max_photos=settings.max_photos, max_per_client=settings.max_per_client,
-                              device_slots=settings.concurrency, runner=device_drag, compute=ComputeThread())
+                              device_slots=settings.concurrency, runner=device_drag, compute=ComputeThread(),
+                              **settings.bounds())
     return AppContext(sessions, settings, settings.model or catalog.default_model(), device_label(dev), pti_presets)
 
 
@@ -128,7 +130,8 @@ def build_demo(model: str | None = None, device: str = "auto", *, perceptual_loa
     pti_presets: the inversion presets offered, by name (default: pti.PRESETS)."""
     ctx = make_context(model, device, perceptual_loader, pti_presets, **settings_kwargs)
     runs = ExperimentRuns()
-    with gr.Blocks(title="DragGAN", analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
+    delete_cache = PUBLIC_DELETE_CACHE if ctx.settings.public else (1800, 3600)  # (every, older than) seconds
+    with gr.Blocks(title="DragGAN", analytics_enabled=False, delete_cache=delete_cache) as demo:
         page = Page(demo)
         gr.Markdown("# DragGAN\nDrag points on a generated image (or your photo); the hints under the image say "
                     "what to click next. Paint a mask (Mask tab) to keep the rest of the image fixed.")

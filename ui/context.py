@@ -10,7 +10,9 @@ import numpy as np
 from draggan.config import DragFrame
 from draggan.gpu import gpu_task
 from draggan.methods import METHODS, NO_PREDICTOR, available_methods, run_drag
-from draggan.public import client_address
+from draggan.public import (PUBLIC_CLIENT_UPLOAD_BYTES, PUBLIC_DRAG_TIME_LIMIT_S, PUBLIC_MAX_DRAG_BYTES,
+                            PUBLIC_MAX_UPLOAD_BYTES, PUBLIC_MIN_FREE_BYTES, PUBLIC_PHOTOS_PER_CLIENT,
+                            PUBLIC_PROTECT_RECENT_S, check_free_disk, client_address)
 from draggan.sessions import EditSession, SessionManager
 from pti import PRESETS, PTIPreset
 from stylegan2 import catalog
@@ -33,6 +35,32 @@ class ServerSettings:
     concurrency: int = 1              # drags/inversions/experiments on the device at once
     max_photos: int = 4               # sessions that may hold a tuned generator copy at once
     max_per_client: int | None = None  # sessions one IP may hold (None: a quarter of max_sessions)
+    # Bounds on one visitor's work; None: the public default (draggan.public) in public mode, none elsewhere.
+    drag_time_limit_s: float | None = None   # every drag stops after this long (0: no limit)
+    max_drag_bytes: int | None = None        # a drag's tracking + motion memory (0: half the device's)
+    protect_recent_s: float | None = None    # a session used this recently is never evicted (0: any idle one may be)
+    photos_per_client: int | None = None     # tuned copies one client may hold (0: only max_photos bounds them)
+    max_upload_bytes: int | None = None      # one uploaded file (0: MAX_UPLOAD, 200 MB)
+    client_upload_bytes: int | None = None   # one client's uploads an hour (0: no bound)
+    min_free_bytes: int | None = None        # uploads and exports need this much free cache disk (0: no guard)
+
+    def bound(self, name: str) -> Any:
+        """A bound's value: as set, else the public default in public mode; None when 0 or unset elsewhere."""
+        value = getattr(self, name)
+        if value is None and self.public:
+            value = PUBLIC_DEFAULTS[name]
+        return value or None
+
+    def bounds(self) -> dict[str, Any]:
+        """The bounds SessionManager takes, as its keywords."""
+        out = {name: self.bound(name) for name in ("drag_time_limit_s", "max_drag_bytes", "photos_per_client")}
+        return dict(out, protect_recent_s=self.bound("protect_recent_s") or 0.0)
+
+
+PUBLIC_DEFAULTS = dict(drag_time_limit_s=PUBLIC_DRAG_TIME_LIMIT_S, max_drag_bytes=PUBLIC_MAX_DRAG_BYTES,
+                       protect_recent_s=PUBLIC_PROTECT_RECENT_S, photos_per_client=PUBLIC_PHOTOS_PER_CLIENT,
+                       max_upload_bytes=PUBLIC_MAX_UPLOAD_BYTES, client_upload_bytes=PUBLIC_CLIENT_UPLOAD_BYTES,
+                       min_free_bytes=PUBLIC_MIN_FREE_BYTES)
 
 
 def _drag_seconds(method: str, job) -> int:
@@ -111,6 +139,10 @@ class AppContext:
             return None, NO_IMAGE, HELP_TEXT
         sess = self.session(request)
         return self.view(sess), self.status(sess), self.points_text(sess)
+
+    def check_disk(self, folder: Any) -> None:
+        """Refuse to write a file (an export, a saved image) when the disk is nearly full (min_free_bytes)."""
+        check_free_disk(folder, self.settings.bound("min_free_bytes"))
 
     @staticmethod
     def file_stem(sess: EditSession) -> str:

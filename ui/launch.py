@@ -9,8 +9,11 @@ import sys
 from typing import Any
 
 import gradio as gr
+from starlette.middleware import Middleware
 
-from draggan.public import MAX_UPLOAD, is_public
+from draggan.public import (MAX_UPLOAD, PUBLIC_CLIENT_UPLOAD_BYTES, PUBLIC_DRAG_TIME_LIMIT_S, PUBLIC_MAX_DRAG_BYTES,
+                            PUBLIC_MAX_UPLOAD_BYTES, PUBLIC_MIN_FREE_BYTES, PUBLIC_PHOTOS_PER_CLIENT,
+                            PUBLIC_PROTECT_RECENT_S, UploadGuard, UploadLedger, is_public, trusted_proxies)
 from stylegan2.errors import UserError
 
 from .build import BuiltApp, build_demo
@@ -57,7 +60,14 @@ def launch(built: BuiltApp, host: str | None = None, port: int | None = None, sh
     defaults or GRADIO_SERVER_NAME / GRADIO_SERVER_PORT."""
     if (warning := gradio_warning()) is not None:
         print(f"Warning: {warning}", file=sys.stderr)
-    kwargs.setdefault("max_file_size", MAX_UPLOAD)
+    settings = built.ctx.settings
+    kwargs.setdefault("max_file_size", settings.bound("max_upload_bytes") or MAX_UPLOAD)
+    ledger = UploadLedger(settings.bound("client_upload_bytes"))
+    guard = Middleware(UploadGuard, ledger=ledger, folder=gr.utils.get_upload_folder(),
+                       min_free=settings.bound("min_free_bytes"))
+    app_kwargs = dict(kwargs.pop("app_kwargs", None) or {})
+    app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), guard]
+    kwargs["app_kwargs"] = app_kwargs
     quiet_queue(built.demo)
     return built.demo.launch(server_name=host, server_port=port, share=share, css=CSS, theme=theme(),
                              ssr_mode=False, **kwargs)
@@ -90,7 +100,48 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-photos", type=int, default=int(env("DRAGGAN_MAX_PHOTOS", "4")),
                    help="sessions that may edit a photo (each holds its own tuned generator copy) at once "
                         "(env DRAGGAN_MAX_PHOTOS; default 4)")
+    bounds(p, env)
     return p
+
+
+# The bounds on one visitor's work: flag, variable, type, unit (bytes per unit), ServerSettings field, help.
+BOUND_FLAGS = (
+    ("--drag-time-limit", "DRAGGAN_DRAG_TIME_LIMIT", float, None, "drag_time_limit_s",
+     f"seconds after which a drag stops (public default {PUBLIC_DRAG_TIME_LIMIT_S:g}, as the official Space)"),
+    ("--max-drag-gb", "DRAGGAN_MAX_DRAG_GB", float, 1 << 30, "max_drag_bytes",
+     f"GB a drag's point tracking and motion terms may take, refused above (public default "
+     f"{PUBLIC_MAX_DRAG_BYTES >> 30}; 0: half the device's memory)"),
+    ("--protect-recent", "DRAGGAN_PROTECT_RECENT", float, None, "protect_recent_s",
+     f"seconds a used session is safe from eviction: a newcomer is refused instead (public default "
+     f"{PUBLIC_PROTECT_RECENT_S:g})"),
+    ("--photos-per-client", "DRAGGAN_PHOTOS_PER_CLIENT", int, None, "photos_per_client",
+     f"photos (tuned generator copies) one address may hold at once (public default {PUBLIC_PHOTOS_PER_CLIENT})"),
+    ("--max-upload-mb", "DRAGGAN_MAX_UPLOAD_MB", float, 1 << 20, "max_upload_bytes",
+     f"MB one uploaded file may have (public default {PUBLIC_MAX_UPLOAD_BYTES >> 20}; 0: {MAX_UPLOAD})"),
+    ("--client-upload-mb", "DRAGGAN_CLIENT_UPLOAD_MB", float, 1 << 20, "client_upload_bytes",
+     f"MB one address may upload an hour (public default {PUBLIC_CLIENT_UPLOAD_BYTES >> 20})"),
+    ("--min-free-mb", "DRAGGAN_MIN_FREE_MB", float, 1 << 20, "min_free_bytes",
+     f"MB of free cache disk below which uploads and exports are refused (public default "
+     f"{PUBLIC_MIN_FREE_BYTES >> 20})"),
+)
+
+
+def bounds(p: argparse.ArgumentParser, env: Any) -> None:
+    """The flags of the bounds on one visitor's work: unset, a public server uses draggan.public's defaults
+    and a trusted one none; 0 turns a bound off."""
+    for flag, name, kind, _, _, what in BOUND_FLAGS:
+        value = env(name)
+        p.add_argument(flag, type=kind, default=None if value in (None, "") else kind(value),
+                       help=f"{what} (env {name}{'' if '0:' in what else '; 0: none'})")
+
+
+def bound_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The bounds' flags as ServerSettings fields (None: unset)."""
+    out = {}
+    for flag, _, _, unit, field, _ in BOUND_FLAGS:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        out[field] = value if value is None or unit is None else int(value * unit)
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -98,8 +149,10 @@ def main(argv: list[str] | None = None) -> None:
     args = args_parser.parse_args(argv)
     public = is_public(args.host, args.share, args.public, args.trusted)
     try:
+        trusted_proxies()  # a malformed DRAGGAN_TRUSTED_PROXIES stops the server here
         built = build_demo(args.model, args.device, public=public, max_sessions=args.max_sessions,
-                           session_ttl_s=args.session_ttl, concurrency=args.concurrency, max_photos=args.max_photos)
+                           session_ttl_s=args.session_ttl, concurrency=args.concurrency, max_photos=args.max_photos,
+                           **bound_settings(args))
     except (ValueError, UserError) as e:  # a device that is not here, a model not allowed
         args_parser.error(str(e))
     launch(built, args.host, args.port, args.share, quiet=True, prevent_thread_lock=True)

@@ -4,10 +4,14 @@ from view pixels to image pixels in one place, `view_to_image_xy`."""
 from __future__ import annotations
 
 import base64
+import collections
 import hashlib
+import hmac
 import math
 import os
+import secrets
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +21,53 @@ import numpy as np
 
 from draggan.config import DragInputError
 from draggan.draw import draw_mask, draw_points, enlarge
-from draggan.public import MAX_MASK_PX
+from draggan.public import MAX_MASK_PX, image_size
+from stylegan2.errors import UserError
 
 VIEW_MIN_PX = 256                # small images are shown enlarged to at least this size (the browser scales further)
 MASK_RGBA = (34, 197, 94, 128)   # how the editable area looks in the mask editor
 FRAME_JPEG_QUALITY = 95          # a drag's frames before the last (the last, and every other view, is a lossless PNG)
 MAX_MASK_LAYERS = 8
+MAX_VIEW_CACHE_BYTES = 256 << 20  # the views' PNGs kept in Gradio's cache; the least recently shown go first
+_NAME_KEY = secrets.token_bytes(32)  # this process's secret: a file's name says nothing about its content
+
+
+class ViewFiles:
+    """The PNG files cached_png wrote, least recently shown first, and their bytes: above `limit`, the oldest
+    are removed (a visitor's clicks each make a new picture; Gradio's own cleaner only ages them by time)."""
+
+    def __init__(self, limit: int = MAX_VIEW_CACHE_BYTES):
+        self.limit = limit
+        self.total = 0
+        self._sizes: collections.OrderedDict[Path, int] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def shown(self, path: Path, size: int | None = None) -> None:
+        """`path` was written (size: its bytes) or shown again (size None)."""
+        with self._lock:
+            if size is None:
+                if path in self._sizes:
+                    self._sizes.move_to_end(path)
+                return
+            self.total += size - self._sizes.pop(path, 0)
+            self._sizes[path] = size
+            while self.total > self.limit and len(self._sizes) > 1:
+                old, old_size = self._sizes.popitem(last=False)
+                self.total -= old_size
+                old.unlink(missing_ok=True)
+                try:
+                    old.parent.rmdir()
+                except OSError:
+                    pass  # a staging file of a writer beside it, or already gone
+
+
+VIEW_FILES = ViewFiles()
+
+
+def content_name(data: bytes) -> str:
+    """A cached file's name: an HMAC of its content under this process's secret (a plain hash would let a
+    visitor test whether another is looking at a picture they can predict, such as a seed's)."""
+    return hmac.new(_NAME_KEY, data, hashlib.sha256).hexdigest()
 
 
 def encode_image(image: np.ndarray, ext: str, params: list[int]) -> bytes:
@@ -41,10 +86,11 @@ def cached_png(image: np.ndarray, cache_dir: str | Path) -> str:
     background are the same picture after Generate, so the browser sometimes fetched the view's file while it
     was being rewritten (ERR_CONTENT_LENGTH_MISMATCH) and the first image never showed."""
     data = encode_image(image, ".png", [cv2.IMWRITE_PNG_COMPRESSION, 1])  # fast; our images are small
-    folder = Path(cache_dir) / hashlib.sha256(data).hexdigest()
+    folder = Path(cache_dir) / content_name(data)
     path = folder / "image.png"
     try:
         os.utime(path)  # already there: Gradio's delete_cache ages files by ctime, so one shown again is kept
+        VIEW_FILES.shown(path)
         return str(path)
     except FileNotFoundError:
         pass  # not written yet (or just deleted by that cleaner)
@@ -57,6 +103,7 @@ def cached_png(image: np.ndarray, cache_dir: str | Path) -> str:
     except BaseException:
         Path(staging).unlink(missing_ok=True)
         raise
+    VIEW_FILES.shown(path, len(data))
     return str(path)
 
 
@@ -88,6 +135,43 @@ class ViewImage(gr.Image):
         if isinstance(value, np.ndarray):
             value = cached_png(value, self.GRADIO_CACHE)
         return super().postprocess(value)
+
+
+def check_layers(layers: list) -> None:
+    """Refuse a mask editor's layers by their count and each one's header (its size), before any is decoded:
+    8 layers of 79 MP, decoded first and measured after, cost 2.9 GB in one request (issue 26 item 3)."""
+    if len(layers) > MAX_MASK_LAYERS:
+        raise DragInputError(f"A mask has at most {MAX_MASK_LAYERS} layers, got {len(layers)}")
+    for layer in layers:
+        source = layer
+        if not isinstance(layer, (bytes, bytearray, memoryview, str)):
+            source = getattr(layer, "path", None) or getattr(layer, "url", None)
+        if source is not None:
+            image_size(source, MAX_MASK_PX, "A mask layer")
+
+
+class MaskEditor(gr.ImageEditor):
+    """Gradio's image editor, whose layers are checked from their headers before they are decoded, and whose
+    background and composite (the app's own picture, and the two combined) are never decoded: only the layers
+    make the mask. A refused value reaches the handler as {"refused": message}, to be shown beside the image."""
+
+    def get_block_name(self) -> str:
+        return "imageeditor"
+
+    def preprocess(self, payload: Any) -> Any:
+        if payload is None:
+            return None
+        if payload.id is not None:  # sent in pieces beforehand (Gradio's blob storage)
+            stored = self.blob_storage.pop(payload.id, None)
+            layers = list(stored.layers or []) if stored is not None else []
+        else:
+            layers = list(payload.layers or [])
+        try:
+            check_layers(layers)
+        except UserError as e:
+            return {"background": None, "layers": [], "composite": None, "refused": str(e)}
+        decoded = [self.convert_and_format_image(layer) for layer in layers]
+        return {"background": None, "layers": [x for x in decoded if x is not None], "composite": None}
 
 
 def view_scale(resolution: int) -> int:

@@ -28,7 +28,52 @@ POLL_S = 0.5                       # a Tick at least this often while the experi
 
 
 class ExperimentStopped(Exception):
-    """Raised inside a running experiment when its session pressed Stop."""
+    """Raised inside a running experiment when its session pressed Stop (or its time budget ran out: reason)."""
+
+    def __init__(self, reason: str = "stopped"):
+        super().__init__(reason)
+        self.reason = reason
+
+
+# Which detector fits which catalog models (by what they show): the toy-faces colour oracle fits the toy-faces
+# model only; dlib's face landmarks fit photographic human faces. Elsewhere the protocols measure nothing.
+DETECTOR_FITS = {"toy": ("cartoon faces",), "dlib": ("human faces",)}
+
+
+def detectors_for(model: str) -> list[str]:
+    """The detectors that fit `model`: by its catalog entry; a model outside the catalog (a trusted server's
+    own file) gets every detector, its owner knowing what it shows."""
+    from stylegan2 import catalog
+
+    try:
+        shows = catalog.get_entry(model).shows
+    except (KeyError, AttributeError):
+        return list(DETECTOR_FITS)
+    return [name for name, fits in DETECTOR_FITS.items() if shows in fits]
+
+
+def check_detector(model: str, detector: str) -> None:
+    """A DragInputError unless `detector` fits `model` (detectors_for)."""
+    fitting = detectors_for(model)
+    if detector not in fitting:
+        which = f"only the {', '.join(fitting)} detector" if fitting else "no landmark detector"
+        raise DragInputError(f"The {detector} detector does not fit this model ({which} does): landmark tests "
+                             f"need a model whose faces the detector can find")
+
+
+class _CheckedDetector:
+    """A detector that calls `check` (Stop, the time budget) before every detection: every phase of an
+    experiment detects landmarks on each render, pair selection included."""
+
+    def __init__(self, detector: LandmarkDetector, check: Callable[[], None]):
+        self._detector, self._check = detector, check
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._detector, name)
+
+    def detect(self, *args, **kwargs):
+        self._check()
+        return self._detector.detect(*args, **kwargs)
 
 
 @dataclasses.dataclass
@@ -39,6 +84,7 @@ class ExperimentPlan:
     max_steps: int = 200
     points: int = 1
     feature_block: int | None = None  # None: the model's
+    budget_s: float | None = None     # the whole run stops after this long (a public server's bound)
 
 
 @dataclasses.dataclass
@@ -52,6 +98,7 @@ class Tick:
 class Stopped:
     done: int
     total: int
+    reason: str = "stopped"        # or "budget": the plan's budget_s ran out
 
 
 @dataclasses.dataclass
@@ -140,16 +187,25 @@ def _work(sess: Any, plan: ExperimentPlan, stop: threading.Event, closed: Callab
     from .pairs import landmark_pairs
     from .workbench import Bench, BenchSpec
 
+    since = [time.monotonic()]  # the budget counts from the run's turn, not from its wait for one
+
+    def check() -> None:
+        if stop.is_set() or closed():
+            raise ExperimentStopped()
+        if plan.budget_s is not None and time.monotonic() - since[0] > plan.budget_s:
+            raise ExperimentStopped("budget")
+
     def progress(label: str) -> None:
         events.put(label)
-        if stop.is_set():
-            raise ExperimentStopped
+        check()
 
     try:
         with session_turn(sess, stop, closed) as started:
             if not started:
-                raise ExperimentStopped
-            bench = Bench(sess.editor.G, get_detector("toy"), sess.editor.auto, BenchSpec(sess.model))
+                raise ExperimentStopped()
+            since[0] = time.monotonic()
+            detector = _CheckedDetector(get_detector("toy"), check)
+            bench = Bench(sess.editor.G, detector, sess.editor.auto, BenchSpec(sess.model), stop=stop)
             settings = LandmarkSettings(max_steps=plan.max_steps, feature_block=plan.feature_block, points=plan.points)
             pairs = landmark_pairs(bench.G, bench.detector, plan.pairs, plan.points, settings.seed, settings.psi)
             result = run_landmarks(bench, plan.methods, settings, pairs, progress=progress)
@@ -193,7 +249,7 @@ def landmark_experiment(sess: Any, plan: ExperimentPlan, ticket: threading.Event
             done += 1
             yield Tick(done, total, time.monotonic() - t0)
         elif isinstance(item, ExperimentStopped):
-            yield Stopped(done, total)
+            yield Stopped(done, total, item.reason)
             return
         elif isinstance(item, Exception):
             raise item

@@ -41,6 +41,7 @@ class Bench:
     detector: LandmarkDetector | None = None
     auto: Any = None                 # draggan.auto's predictor for G (methods 'auto', ...), or None
     spec: BenchSpec | None = None    # set when built by load_bench; Ray needs it
+    stop: Any = None                 # a threading.Event: set, the edit in progress stops before its next step
 
     @property
     def model(self) -> str | None:
@@ -122,6 +123,8 @@ def edit(bench: Bench, method: str, w_start: torch.Tensor, handles_xy: list[list
         config = dataclasses.replace(config, **overrides)
     job = DragJob(G=bench.G, w_start=w_start, handles_xy=handles_xy, targets_xy=targets_xy, config=config,
                   auto=bench.auto, image=image, editable=editable)
+    if bench.stop is not None:
+        job.stop = bench.stop
     t0 = time.perf_counter()
     outside = 0.0  # seconds spent in on_frame
     last = None

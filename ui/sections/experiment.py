@@ -12,9 +12,10 @@ from draggan.config import DragInputError
 from draggan.draw import draw_points
 from draggan.experiments.detectors import DETECTORS, get_detector
 from draggan.experiments.runner import (ExperimentPlan, ExperimentRuns, Finished, SinglePairResult, Stopped, Tick,
-                                        check_plan, landmark_experiment, single_pair)
+                                        check_detector, check_plan, detectors_for, landmark_experiment,
+                                        single_pair)
 from draggan.methods import METHODS
-from draggan.public import max_experiment_pairs
+from draggan.public import experiment_budget_s, max_experiment_pairs
 from draggan.sessions import check_seed
 
 from ..context import AppContext
@@ -37,6 +38,7 @@ def single_test(ctx: AppContext, seed: float, n_points: int, detector_name: str,
     if not isinstance(detector_name, str) or detector_name not in DETECTORS:
         raise DragInputError(f"Detector must be one of {', '.join(DETECTORS)}, got {str(detector_name)[:20]!r}")
     sess = ctx.session(request)
+    check_detector(sess.model, detector_name)
     cfg, _ = drag_config(sess.model, {})
     for item in single_pair(sess, get_detector(detector_name), target, int(n_points), cfg):
         if isinstance(item, SinglePairResult):
@@ -66,7 +68,8 @@ def experiment_lines(events: Iterator[Tick | Stopped | Finished]) -> Iterator[tu
         if isinstance(event, Tick):
             yield f"Running: {event.done} of {event.total} edits · {event.seconds:.0f} s", *skips(3)
         elif isinstance(event, Stopped):
-            yield f"Stopped after {event.done} of {event.total} edits.", *skips(3)
+            why = ": an experiment's time on this server ran out" if event.reason == "budget" else ""
+            yield f"Stopped after {event.done} of {event.total} edits{why}.", *skips(3)
         elif isinstance(event, Finished):
             note = f" {event.note}" if event.note else ""
             yield (f"Done: {event.total} edits in {event.seconds:.0f} s.{note}", results_table(event.result),
@@ -89,12 +92,30 @@ def run(ctx: AppContext, runs: ExperimentRuns, protocol: str, pairs: float, max_
     if protocol != "landmarks":
         raise DragInputError("the app runs the 'landmarks' protocol; the others: `python -m draggan experiment`")
     sess = ctx.session(request)
+    check_detector(sess.model, "toy")
     plan = ExperimentPlan(method_names(methods), check_whole(pairs, "pairs"), check_whole(max_steps, "max_steps"),
-                          check_whole(points, "points"), check_whole(feature_block, "feature_block", 0, 18) or None)
+                          check_whole(points, "points"), check_whole(feature_block, "feature_block", 0, 18) or None,
+                          budget_s=experiment_budget_s(ctx.settings.public))
     check_plan(plan, max_experiment_pairs(ctx.settings.public), sess.editor.auto is not None)
     key = request.session_hash
     with runs.start(key, sess.line) as ticket:
         yield from experiment_lines(landmark_experiment(sess, plan, ticket, lambda: key not in ctx.sessions))
+
+
+DETECTOR_CHOICES = [("Toy faces (exact)", "toy"), ("dlib (real faces)", "dlib")]
+NO_FIT = "No landmark detector fits this model: the landmark tests run on toy faces (toy) and human faces (dlib)."
+
+
+def offer(ctx: AppContext, request: gr.Request):
+    """After a new image: the detectors that fit its model, the buttons only where one does, and a line why."""
+    if not ctx.has_session(request):
+        return skips(4)
+    fitting = detectors_for(ctx.session(request).model)
+    choices = [c for c in DETECTOR_CHOICES if c[1] in fitting]
+    note = "" if "toy" in fitting else ("The multi-pair test runs the toy-faces detector, which does not fit this "
+                                        "model." if fitting else NO_FIT)
+    return (gr.Radio(choices=choices, value=fitting[0] if fitting else None), gr.Button(interactive=bool(fitting)),
+            gr.Button(interactive="toy" in fitting), note)
 
 
 def stop_experiment(runs: ExperimentRuns, request: gr.Request) -> None:
@@ -109,8 +130,7 @@ def build(ctx: AppContext, page: Page, runs: ExperimentRuns) -> None:
             target_seed = gr.Number(1, label="Target seed")
             with gr.Row():
                 points = gr.Radio(list(LANDMARKS), value=5, label="Landmarks", info="68 needs the dlib detector")
-                detector = gr.Radio([("Toy faces (exact)", "toy"), ("dlib (real faces)", "dlib")], value="toy",
-                                    label="Detector")
+                detector = gr.Radio(DETECTOR_CHOICES, value="toy", label="Detector")
             test_btn = gr.Button("Test", variant="primary", elem_id="exp_test")
             single_view = ViewImage(type="numpy", interactive=False, label="Landed (red) · goal (blue)",
                                     buttons=["download"])
@@ -124,6 +144,7 @@ def build(ctx: AppContext, page: Page, runs: ExperimentRuns) -> None:
             with gr.Row():
                 run_btn = gr.Button("Run", variant="primary", elem_id="exp_run")
                 stop_btn = gr.Button("Stop", variant="stop")
+            fit_note = gr.Markdown("", elem_id="exp_fit")
             progress_md = gr.Markdown("", elem_id="exp_progress")
             table = gr.Dataframe(headers=EXPERIMENT_COLUMNS, label="Results", interactive=False, elem_id="exp_table")
             plot = gr.Image(type="filepath", label="Mean distance decay", show_label=False, interactive=False)
@@ -138,3 +159,9 @@ def build(ctx: AppContext, page: Page, runs: ExperimentRuns) -> None:
     run_btn.click(keep_on_error(4, 0)(handler), inputs, outputs, api_visibility="private", **heavy)
     page.api("experiment", handler, inputs, outputs, **heavy)
     stop_btn.click(bind(stop_experiment, runs), None, None, api_name="stop_experiment", queue=False)
+
+    def follow_images() -> None:
+        for event in page.new_image_events:
+            event.success(bind(offer, ctx), None, [detector, test_btn, run_btn, fit_note], show_progress="hidden",
+                          api_visibility="private", concurrency_limit=None)
+    page.wire_later.append(follow_images)

@@ -7,9 +7,11 @@ import gradio as gr
 
 from draggan.draw import enlarge
 
+from draggan.config import DragInputError
+
 from ..context import AppContext
 from ..controls import app_settings, control_defaults
-from ..views import VIEW_MIN_PX, cached_png, mask_from_layers, mask_layer, view_scale
+from ..views import VIEW_MIN_PX, MaskEditor, cached_png, mask_from_layers, mask_layer, view_scale
 from ..wiring import Page, bind, keep_on_error
 from .settings import control_row
 
@@ -30,6 +32,8 @@ def apply_mask(ctx: AppContext, editor: dict | None, request: gr.Request):
     is: the editor also reports its content after the app itself refreshed it (after a drag, Undo, Reset),
     and that must not replace the drag's result, "Undone." or "Stopped..." with the points' hint."""
     sess = ctx.session(request)
+    if isinstance(editor, dict) and editor.get("refused"):
+        raise DragInputError(editor["refused"])
     layers = editor.get("layers") if isinstance(editor, dict) else None
     sess.set_mask(mask_from_layers(layers, sess.resolution))
     return ctx.view(sess), gr.skip()
@@ -48,7 +52,7 @@ def set_show_mask(ctx: AppContext, show: bool, request: gr.Request):
 
 
 def build(ctx: AppContext, page: Page, mask_tab: Any) -> None:
-    editor = page["mask_editor"] = gr.ImageEditor(
+    editor = page["mask_editor"] = MaskEditor(
         type="numpy", image_mode="RGBA", sources=(), transforms=(), layers=False, format="png",
         brush=gr.Brush(colors=[("rgb(34, 197, 94)", 0.5)], color_mode="fixed"),
         label="Paint the area the drag may change", canvas_size=(VIEW_MIN_PX * 2, VIEW_MIN_PX * 2), height=520)

@@ -10,11 +10,13 @@ from ..context import AppContext
 from ..wiring import Page, bind, keep_on_error
 
 VIDEO_FORMATS = ("mp4", "webm", "gif")
+EXPORT_GROUP = dict(concurrency_limit=1, concurrency_id="export")
 
 
 def save_image(ctx: AppContext, request: gr.Request) -> str:
     """The current image as a PNG at the model's resolution."""
     sess = ctx.session(request)
+    ctx.check_disk(sess.workdir())
     path = sess.workdir() / f"{ctx.file_stem(sess)}.png"
     Image.fromarray(sess.image()).save(path)
     return str(path)
@@ -26,6 +28,7 @@ def export_video(ctx: AppContext, video_format: str, overlay: bool, request: gr.
     if not isinstance(video_format, str) or video_format not in VIDEO_FORMATS:
         raise DragInputError(f"video_format must be mp4, webm or gif, got {str(video_format)[:20]!r}")
     sess = ctx.session(request)
+    ctx.check_disk(sess.workdir())
     path = sess.workdir() / f"{ctx.file_stem(sess)}.{video_format}"
 
     def rendered(done: int, total: int) -> None:
@@ -55,7 +58,7 @@ def build(ctx: AppContext, page: Page) -> None:
     save = bind(save_image, ctx)
     save_btn.click(keep_on_error(1, None)(save), None, download, api_visibility="private", concurrency_limit=None)
     page.api("save_image", save, None, download, concurrency_limit=None)
+    # Exports queue on their own (EXPORT_GROUP), so a line of them never delays anyone's Generate or Undo.
     export_btn.click(keep_on_error(2, None)(bind(export_and_play, ctx)), [video_format, overlay], [download, played],
-                     api_visibility="private", concurrency_limit=2, concurrency_id="render")
-    page.api("export_video", bind(export_video, ctx), [video_format, overlay], download,
-             concurrency_limit=2, concurrency_id="render")
+                     api_visibility="private", **EXPORT_GROUP)
+    page.api("export_video", bind(export_video, ctx), [video_format, overlay], download, **EXPORT_GROUP)
