@@ -124,6 +124,29 @@ def test_auto_refine_hands_the_prediction_to_the_optimizer_with_the_start_featur
     assert frames[-1].done and frames[-1].step == len(predicted) + 2  # 3 predicted, then max_steps=2
 
 
+@pytest.mark.parametrize("method,auto_steps,asked", [("auto", 2, 2), ("auto", 0, None), ("auto-n1", 5, 1),
+                                                     ("auto-refine", 3, 3)])
+def test_the_auto_steps_setting_reaches_the_rollout(G64, monkeypatch, method, auto_steps, asked):
+    import draggan.auto
+    w = DragSession.from_seed(G64, 3).latent
+    seen = []
+    monkeypatch.setattr(draggan.auto, "rollout", lambda *a, n_steps=None, **k: seen.append(n_steps) or [w])
+    job = DragJob(G64, w, [[20.0, 30.0]], [[40.0, 30.0]], DragConfig(max_steps=1, auto_steps=auto_steps, **FAST),
+                  auto=object())
+    list(methods.run_drag(method, job))
+    assert seen == [asked]
+
+
+def test_an_auto_drag_stopped_between_predicted_steps_says_stopped(G64, monkeypatch):
+    import draggan.auto
+    w = DragSession.from_seed(G64, 3).latent
+    monkeypatch.setattr(draggan.auto, "rollout", lambda *a, **k: [w + 0.01 * i for i in (1, 2, 3)])
+    job = DragJob(G64, w, [[20.0, 30.0]], [[40.0, 30.0]], DragConfig(max_steps=1, **FAST), auto=object(),
+                  on_step=lambda step, ws, points: step == 1 and job.stop.set())
+    frames = list(methods.run_drag("auto", job))
+    assert frames[-1].done and frames[-1].reason == "stopped" and frames[-1].step == 1
+
+
 # -- the landmark protocol's arithmetic ------------------------------------------------
 
 class _FixedDetector:
