@@ -448,3 +448,23 @@ def test_a_stop_after_an_unread_arrival_reports_the_arrival(G64):
     assert seen, "the handle never arrived"
     assert frames[-1].reason == "reached" and frames[-1].step == seen["step"]
     assert frames[-1].handles_xy == seen["xy"]
+
+
+def test_the_last_frame_reports_the_handles_where_they_arrived(G64, monkeypatch):
+    """Arrival is read back every check_every steps; steps after it may track the handle elsewhere (here a
+    tracker that arrives at step 3, then drifts a row per step): the drag ends at the arrival, as it was."""
+    from draggan import engine
+    real, calls = engine.track_points, []
+    target_rc = torch.tensor([[32.0, 40.0]])
+
+    def tracker(feat, points, *args, **kwargs):
+        calls.append(1)
+        if len(calls) < 4:
+            return real(feat, points, *args, **kwargs)
+        return target_rc + torch.tensor([[len(calls) - 4.0, 0.0]])   # step 3: on target; then one row off per step
+    monkeypatch.setattr(engine, "track_points", tracker)
+    s = DragSession.from_seed(G64, 1)
+    frames = list(s.drag([[24, 32]], [[40, 32]], DragConfig(max_steps=50, frame_every=1000, check_every=5, **FAST)))
+    assert len(calls) == 5  # steps 0-4: step 0 was a frame, steps 1-4 were read back at step 5
+    assert frames[-1].reason == "reached" and frames[-1].step == 3
+    assert frames[-1].handles_xy == [[40.0, 32.0]] and frames[-1].distances == [0.0]

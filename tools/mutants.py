@@ -67,10 +67,7 @@ MUTANTS = [
     ("E25", ENG, "            if pending:  # steps", "            if False:  # steps", f"{E} {G} -k 'stop or arriv'",
      "a stop after an unread arrival reports 'stopped', not 'reached'"),
     ("E26", ENG, "handles = xy(points if reason != \"reached\" else p)", "handles = xy(points)", f"{E} {G} -k 'arriv or reached'",
-     "last frame's handles from the step after arrival",
-     "near-equivalent: after the arrival the latent is frozen (each step undone), so later steps track on the same "
-     "image; the handle moves on only if a closer match of its start features lies just beyond the arrived point, "
-     "a case no test constructs"),
+     "last frame's handles from the step after arrival"),
     # -- config: settings bounds, points
     ("C1", CFG, '"Max steps", "int", 1, 10_000', '"Max steps", "int", 1, 100_000', f"{G} -k max_steps", "max_steps bound 10,000 -> 100,000"),
     ("C2", CFG, "if len(handles_xy) > MAX_POINTS or len(targets_xy) > MAX_POINTS:",
