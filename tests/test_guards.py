@@ -69,6 +69,14 @@ def test_at_most_max_points_pairs():
         parse_points(";".join(["1,1"] * (MAX_POINTS + 1)), "handles")
 
 
+@pytest.mark.parametrize("text", ["1,1;" * 5000, "[" + "1" * 20_000 + "]", "[[1, 1]" + ", [1, 1]" * 3000 + "]"])
+def test_point_text_over_its_length_bound_is_refused_before_it_is_parsed(text):
+    from draggan.config import MAX_POINTS_TEXT
+    assert len(text) > MAX_POINTS_TEXT
+    with pytest.raises(DragInputError, match=f"handles: at most {MAX_POINTS} points \\({MAX_POINTS_TEXT} characters\\)"):
+        parse_points(text, "handles")
+
+
 @pytest.mark.parametrize("seed", [0, 7, SEED_MAX, float(SEED_MAX)])
 def test_seeds_from_zero_to_two_to_the_32_minus_one_are_taken(seed):
     assert check_seed(seed) == int(seed)

@@ -80,7 +80,7 @@ MUTANTS = [
      f"{E} {G} -k 'bad_points or point'", "a point one pixel outside the image accepted"),
     ("C7", CFG, "    if len(targets_xy) < len(handles_xy):", "    if False:", f"{E} {S} -k 'bad_points or point'",
      "a handle without a target accepted"),
-    ("C8", CFG, "    if len(text) > MAX_POINTS_TEXT:", "    if False:", "tests/ -q -k 'points_text or huge_points or parse_points' --ignore=tests/test_browser.py --ignore=tests/test_stylegan3_browser.py",
+    ("C8", CFG, "    if len(text) > MAX_POINTS_TEXT:", "    if False:", f"{G} -k 'length_bound or max_points'",
      "point text length bound removed"),
     ("C9", CFG, "return max(int(round(r * resolution / 512)), 1)", "return max(int(round(r * resolution / 512)), 0)",
      f"{G} {E} -k 'radius or moves_towards or reference'", "radius may round to 0 px"),

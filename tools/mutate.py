@@ -5,8 +5,8 @@ Usage: python tools/mutate.py [--repo DIR] [--only ID[,ID...]] [--json OUT.json]
        python tools/mutate.py --from-json A.json,B.json --table OUT.md   (the table of saved passes, in list order)
 Each mutant is (id, file, exact original snippet, replacement, pytest arguments, description). The snippet
 must occur exactly once. The file is always restored with `git checkout -- FILE`, so run it on a clean tree.
-A mutant is caught when a test fails (pytest exit 1) or the run hangs past --timeout (exit 124); a collection
-error (exit 2-4) or no test collected (5) is reported and not counted.
+A mutant is caught when a test fails (pytest exit 1, or a named failure followed by an abort at exit) or the run
+hangs past --timeout (exit 124); a collection error (exit 2-4, retried) or no test collected (5) is not counted.
 """
 from __future__ import annotations
 
@@ -55,14 +55,19 @@ def run_one(repo: Path, m: dict, timeout: int) -> dict:
             if p.returncode not in (2, 3, 4):
                 break
             time.sleep(30)
-        caught = p.returncode in (1, 124)  # a test failed, or hung past the timeout
-        if p.returncode not in (0, 1, 124):  # 2-4: collection or usage error, 5: no tests collected
-            print(f"  {m['id']}: pytest exit {p.returncode} (not counted as caught):\n{p.stdout[-800:]}", file=sys.stderr)
         failed = [l.split(" ")[1] for l in p.stdout.splitlines() if l.startswith("FAILED ")]
+        caught = is_caught(p.returncode, failed)
+        if not caught and p.returncode != 0:  # 2-4: collection or usage error, 5: no tests collected
+            print(f"  {m['id']}: pytest exit {p.returncode} (not counted as caught):\n{p.stdout[-800:]}", file=sys.stderr)
         return {**m, "line": line, "caught": caught, "rc": p.returncode, "seconds": round(time.time() - t0, 1),
                 "failed": failed[:1] or (["timeout"] if p.returncode == 124 else [])}
     finally:
         subprocess.run(["git", "-C", str(repo), "checkout", "--", m["file"]], check=True)
+
+
+def is_caught(rc: int, failed: list[str]) -> bool:
+    """A test failed (exit 1; or a named failure, then an abort at exit: 134), or the run hung (124)."""
+    return rc in (1, 124) or (rc not in (0, 5) and bool(failed))
 
 
 def table(results: list[dict]) -> str:
@@ -89,6 +94,8 @@ def main() -> None:
     if args.from_json:
         saved = {r["id"]: r for f in args.from_json.split(",") for r in json.loads(Path(f).read_text())}
         results = [{**saved[m["id"]], **m} for m in mutants if m["id"] in saved]  # today's descriptions and notes
+        for r in results:
+            r["caught"] = is_caught(r["rc"], r["failed"]) if "rc" in r else r["caught"]
         Path(args.table).write_text(table(results)) if args.table else print(table(results))
         return
     if args.only:
