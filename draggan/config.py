@@ -141,9 +141,15 @@ class DragConfig:
                               help="stop after this many steps")
     time_limit_s: float = _setting(0.0, "Time limit (s)", "float", 0, 86_400, 1,
                                    help="stop the drag after this many seconds (0: none); a public server sets one")
-    lambda_mask: float = _setting(20.0, "λ: how strongly the unpainted area is kept fixed", "float", 0, 100, 0.5,
+    # λ 10 with the image term on every model (scale-free: see engine.image_mask_weight); the paper's 20 is
+    # for its feature term (mask_term "features")
+    lambda_mask: float = _setting(10.0, "λ: how strongly the unpainted area is kept fixed", "float", 0, 100, 0.5,
                                   section="mask", reset=True,
                                   help="weight of the term that keeps the area outside the mask fixed")
+    mask_term: str = _setting("image", "Mask term", "choice",
+                              choices=(("features (paper)", "features"), ("image", "image")),
+                              help="what the mask term compares with the start outside the mask: the feature "
+                                   "block's map (paper) or the image (lambda per handle, in feature units)")
     feature_block: int = _setting(6, "Feature block", "int", 1, 9, 1, section="advanced", reset=True,
                                   help="1-based synthesis block whose features drive the drag (paper: 6th)")
     rows: int = _setting(6, "W+ rows optimized", "int", 1, 18, 1, section="advanced", reset=True,

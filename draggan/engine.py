@@ -4,7 +4,9 @@ One function per equation of the paper, then a loop that only schedules them:
   - `track_points`: each handle moves to the pixel within +-r2 whose feature is nearest to
     the handle's feature at the first step (paper eq. 2);
   - `motion_loss`: mean |sg(F(q)) - F(q + d)| over q within r1 of each handle, d the unit
-    vector towards its target (eq. 1), plus `mask_loss`, lambda * mean |(F - F0) * M_fixed|;
+    vector towards its target (eq. 1), plus a mask term: the paper's `mask_loss`, lambda * mean
+    |(F - F0) * M_fixed| (mask_term 'features'), or `image_mask_loss` on the image the latent draws
+    (mask_term 'image', the default: the tail then runs with autograd on every step of a masked drag);
   - `optimize_latent`: per step, synthesis up to the feature block with autograd, tracking,
     the loss, one Adam step on the first `rows` rows of W+ (the rest stay fixed); the image
     tail runs without autograd, only for frames that are shown (`FrameSchedule`).
@@ -87,6 +89,27 @@ def mask_loss(feat: torch.Tensor, feat0: torch.Tensor, fixed: torch.Tensor, lamb
     fixed: [1, 1, s, s], the fraction of each feature cell that must stay fixed.
     """
     return lambda_mask * ((feat - feat0).abs() * fixed).mean()
+
+
+def image_mask_loss(img: torch.Tensor, img0: torch.Tensor, fixed: torch.Tensor, weight: float | torch.Tensor,
+                    ) -> torch.Tensor:
+    """weight * mean |I - I0| over the fixed area: keeps the picture outside the editable area as it started.
+
+    img, img0: [1, 3, H, W], the image the latent draws now and at the start; fixed: [1, 1, H, W] as in
+    `mask_loss`. A mean over the fixed area alone, so it means the same at any resolution and however much
+    is painted (`image_mask_weight` turns lambda into `weight`).
+    """
+    return weight * ((img - img0).abs() * fixed).sum() / (img.shape[1] * fixed.sum()).clamp(min=1e-8)
+
+
+def image_mask_weight(lambda_mask: float, feat0: torch.Tensor, handles: int) -> torch.Tensor:
+    """The image term's weight: lambda * mean |F0| * handles, so that one lambda fits every model and drag.
+
+    The motion term it is weighed against is in the feature block's units and a sum over handles; times
+    the start features' mean magnitude and the number of handles, an image change of the fixed area costs
+    the same against the motion on a 64-px toy model as on a 1024-px StyleGAN2, with one handle or five.
+    """
+    return lambda_mask * feat0.abs().mean() * handles
 
 
 def stop_distance(resolution: int) -> float:
@@ -277,7 +300,8 @@ def optimize_latent(job: DragJob, latent: torch.Tensor, handles_xy: list[list[fl
     window = square_offsets(cfg.radius_px(cfg.r2, res), dev)
     fixed = None
     if job.editable is not None and bool(job.editable.any()) and not bool(job.editable.all()):
-        fixed = downsample_mask(~job.editable.to(dev), G.synthesis.blocks[block - 1].resolution)  # [1, 1, s, s]
+        side = res if cfg.mask_term == "image" else G.synthesis.blocks[block - 1].resolution  # the term's map
+        fixed = downsample_mask(~job.editable.to(dev), side)  # [1, 1, side, side]
     low = cfg.compute_dtype(dev)
     local = fixed is None and cfg.local_steps(dev)  # the mask term reads the whole map
     size = G.synthesis.blocks[block - 1].resolution
@@ -289,7 +313,7 @@ def optimize_latent(job: DragJob, latent: torch.Tensor, handles_xy: list[list[fl
     def full_latent() -> torch.Tensor:                                          # [1, num_ws, w_dim]
         return torch.cat([param.expand(-1, rows, -1), tail], dim=1)
 
-    schedule, feat0 = FrameSchedule(cfg), None
+    schedule, feat0, img0 = FrameSchedule(cfg), None, None
     pending: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (step, points, distances, loss)
     step, reason, t_last = 0, "", time.perf_counter()
     deadline = t_last + cfg.time_limit_s if cfg.time_limit_s else math.inf
@@ -319,7 +343,7 @@ def optimize_latent(job: DragJob, latent: torch.Tensor, handles_xy: list[list[fl
         with torch.enable_grad():
             loss = motion_loss(feat, points, targets, r1, res, origin, size)
             if fixed is not None:
-                loss = loss + mask_loss(feat, feat0, fixed, cfg.lambda_mask)
+                loss, img0 = _add_mask_term(loss, job, ws, whole, feat, feat0, img0, fixed, low)
         if show:
             with torch.no_grad():
                 img = schedule.timed(lambda: G.synthesis.image_from_features(
@@ -347,6 +371,24 @@ def optimize_latent(job: DragJob, latent: torch.Tensor, handles_xy: list[list[fl
     dists = (targets - rowcol(handles, dev)).norm(dim=1).tolist()
     yield DragFrame(step, handles, job.targets_xy, dists, float("nan"), 0.0, render(G, final, job.noise_mode, low),
                     done=True, reason=reason, latent=final, start_xy=start_xy)
+
+
+def _add_mask_term(loss: torch.Tensor, job: DragJob, ws: torch.Tensor, whole: list[torch.Tensor],
+                   feat: torch.Tensor, feat0: torch.Tensor, img0: torch.Tensor | None, fixed: torch.Tensor,
+                   low: torch.dtype | bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`loss` plus the mask term `job.config.mask_term` names, and the start image (that term's, kept).
+
+    'features' (the paper's): `mask_loss` on the feature block, `fixed` at its resolution. 'image': the image
+    the latent draws (the rest of the generator from `whole`, with autograd) against the start's, `fixed` at
+    the image's resolution, weighted by `image_mask_weight`.
+    """
+    cfg = job.config
+    if cfg.mask_term == "features":
+        return loss + mask_loss(feat, feat0, fixed, cfg.lambda_mask), img0
+    img = job.G.synthesis.image_from_features(ws, whole, job.noise_mode, use_fp16=low).float()
+    img0 = img.detach() if img0 is None else img0
+    weight = image_mask_weight(cfg.lambda_mask, feat0, len(job.handles_xy))
+    return loss + image_mask_loss(img, img0, fixed, weight), img0
 
 
 def _adam_step_unless(arrived: torch.Tensor, param: torch.Tensor, opt: torch.optim.Optimizer,

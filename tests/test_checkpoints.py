@@ -179,8 +179,7 @@ def test_catalog_entries_carry_what_the_app_needs():
 
 
 def test_catalog_drag_defaults_are_checked_when_the_catalog_is_read(tmp_path, monkeypatch):
-    assert catalog.drag_defaults("toyfaces-64") == {"lr": 0.016, "r1": 24, "r2": 48, "feature_block": 4,
-                                                    "lambda_mask": 1.5}
+    assert catalog.drag_defaults("toyfaces-64") == {"lr": 0.016, "r1": 24, "r2": 48, "feature_block": 4}
     assert catalog.drag_defaults("lions-512") == {} and catalog.drag_defaults("some/file.pkl") == {}
     entry = {"name": "x", "label": "X", "path": "x.safetensors", "resolution": 64, "shows": "x", "licence": "x",
              "source": "x"}

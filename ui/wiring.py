@@ -3,9 +3,11 @@ UserError reaches a person (beside the image in the UI, `keep_on_error`; as the 
 and `Page`, what the sections share while the page is built."""
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import inspect
+import threading
 from typing import Any, Callable
 
 import gradio as gr
@@ -40,13 +42,46 @@ def bind(fn: Callable, ctx: Any) -> Callable:
     return handler
 
 
+class Notices:
+    """The latest refusal shown beside each session's image ("Wait for the drag to finish ..."), so that a drag
+    streaming its frames into the same line keeps showing it instead of overwriting it at its next frame."""
+
+    def __init__(self, keep: int = 256):
+        self._lock, self._keep = threading.Lock(), keep
+        self._latest: collections.OrderedDict[str, str] = collections.OrderedDict()
+
+    def note(self, request: Any, message: str) -> None:
+        key = getattr(request, "session_hash", None)
+        if isinstance(key, str):
+            with self._lock:
+                self._latest[key] = message
+                self._latest.move_to_end(key)
+                while len(self._latest) > self._keep:
+                    self._latest.popitem(last=False)
+
+    def get(self, request: Any) -> str | None:
+        with self._lock:
+            return self._latest.get(getattr(request, "session_hash", None))
+
+    def clear(self, request: Any) -> None:
+        with self._lock:
+            self._latest.pop(getattr(request, "session_hash", None), None)
+
+
+NOTICES = Notices()
+
+
+def _request_of(args: tuple, kwargs: dict) -> Any:
+    return next((a for a in (*args, *kwargs.values()) if isinstance(getattr(a, "session_hash", None), str)), None)
+
+
 def _generator_guard(fn: Callable, on_error: Callable) -> Callable:
     @functools.wraps(fn)
     def gen(*args, **kwargs):
         try:
             yield from fn(*args, **kwargs)
         except (UserError, gr.Error) as e:
-            outcome = on_error(e)
+            outcome = on_error(e, _request_of(args, kwargs))
             if outcome is not None:
                 yield outcome
     return gen
@@ -58,7 +93,7 @@ def _plain_guard(fn: Callable, on_error: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except (UserError, gr.Error) as e:
-            return on_error(e)
+            return on_error(e, _request_of(args, kwargs))
     return plain
 
 
@@ -68,10 +103,12 @@ def _guard(fn: Callable, on_error: Callable) -> Callable:
 
 def keep_on_error(n_outputs: int, message_at: int | None) -> Callable:
     """Turn a UserError into a warning beside the image: every output skipped (unchanged) except the
-    message output, which says what happened. Wraps functions and generator functions."""
-    def failed(e: Exception) -> Any:
+    message output, which says what happened (and a drag running meanwhile keeps saying it). Wraps functions and
+    generator functions."""
+    def failed(e: Exception, request: Any) -> Any:
         message = e.message if isinstance(e, gr.Error) else str(e)
         gr.Warning(message)
+        NOTICES.note(request, message)
         out = list(skips(n_outputs))
         if message_at is not None:
             out[message_at] = f"⚠️ {message}"
@@ -84,7 +121,7 @@ def keep_on_error(n_outputs: int, message_at: int | None) -> Callable:
     return wrap
 
 
-def _to_gradio_error(e: Exception) -> None:
+def _to_gradio_error(e: Exception, request: Any = None) -> None:
     if isinstance(e, gr.Error):
         raise e
     raise gr.Error(str(e), print_exception=False) from None

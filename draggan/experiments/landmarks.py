@@ -18,7 +18,7 @@ from draggan.config import DragConfig
 from .fid import fid
 from .pairs import Pair
 from .ray_runner import map_jobs
-from .report import ExperimentResult, Progress, mean
+from .report import ExperimentResult, Interrupted, Progress, mean
 from .workbench import Bench, DragSettings, check_methods, edit, render, seed_latent
 
 
@@ -99,12 +99,26 @@ def run_edits(bench: Bench, variants: dict[str, tuple[str, DragConfig]], setting
     check_methods(sorted({m for m, _ in variants.values()}), bench)
     jobs = [EditJob(label, method, cfg, pair, settings.points, settings.psi, settings.fid, settings.mask_margin)
             for label, (method, cfg) in variants.items() for pair in pairs]
-    records = map_jobs(landmark_record, jobs, bench, ray, progress, label=lambda j: f"{j.label} pair {j.pair.index}")
+    try:
+        records = map_jobs(landmark_record, jobs, bench, ray, progress,
+                           label=lambda j: f"{j.label} pair {j.pair.index}")
+    except Interrupted as stop:  # stopped between two edits: the summary of what was finished goes along
+        stop.result = _summarize(bench, variants, settings, pairs, protocol, stop.records)
+        stop.result.notes.append(f"stopped after {len(stop.records)} of {len(jobs)} edits")
+        raise
+    return _summarize(bench, variants, settings, pairs, protocol, records)
+
+
+def _summarize(bench: Bench, variants: dict[str, tuple[str, DragConfig]], settings: LandmarkSettings,
+               pairs: Sequence[Pair], protocol: str, records: list[dict[str, Any]]) -> ExperimentResult:
+    """Summaries per variant of the records there are (FID too, when asked); the protocol's result."""
     notes: list[str] = []
     methods = {}
     initial = [render(bench.G, seed_latent(bench.G, p.seed_a, settings.psi)) for p in pairs] if settings.fid else []
     for label in variants:
         mine = [r for r in records if r["method"] == label]
+        if not mine:
+            continue
         methods[label] = summarize_edits(mine, settings.success_px)
         if settings.fid:
             result = fid([r.pop("_image") for r in mine], initial, device=next(bench.G.parameters()).device)

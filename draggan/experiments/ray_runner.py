@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .detectors import INSTALL_HINT, ExperimentSetupError
-from .report import Progress
+from .report import Interrupted, Progress
 from .workbench import Bench, BenchSpec, load_bench
 
 JobFn = Callable[[Bench, Any], dict[str, Any]]
@@ -23,10 +23,14 @@ def map_jobs(fn: JobFn, jobs: Sequence[Any], bench: Bench, ray: str | None = Non
     """fn(bench, job) for every job, in order: here, or on Ray when `ray` is 'local', 'auto' or an address."""
     if ray is None:
         records = []
-        for job in jobs:
-            records.append(fn(bench, job))
-            if progress:
-                progress(label(job))
+        try:
+            for job in jobs:
+                records.append(fn(bench, job))
+                if progress:
+                    progress(label(job))
+        except Interrupted as stop:  # stopped (by progress, or inside an edit): hand over what is done
+            stop.records = records
+            raise
         return records
     if bench.spec is None:
         raise ExperimentSetupError("a Ray run needs a model spec (catalog name or file) to load on each worker, "

@@ -72,6 +72,13 @@ class ExperimentResult:
         return "\n".join(lines + self.notes)
 
 
+class Interrupted(Exception):
+    """Raised by a progress callback to stop a protocol between two edits. The protocol attaches what it
+    finished: `records` (the per-pair records so far) and, where it can summarize them, `result`."""
+    records: list[dict[str, Any]] = []
+    result: "ExperimentResult | None" = None
+
+
 def _missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and not math.isfinite(v))
 

@@ -23,12 +23,14 @@ from draggan.config import DragConfig, DragFrame, DragInputError
 from draggan.methods import METHODS, check_method
 
 from .detectors import LandmarkDetector, get_detector
+from .report import Interrupted
 
 POLL_S = 0.5                       # a Tick at least this often while the experiment runs
 
 
-class ExperimentStopped(Exception):
-    """Raised inside a running experiment when its session pressed Stop (or its time budget ran out: reason)."""
+class ExperimentStopped(Interrupted):
+    """Raised inside a running experiment when its session pressed Stop (or its time budget ran out: reason).
+    The protocol attaches the summary of the edits it finished (`result`, see report.Interrupted)."""
 
     def __init__(self, reason: str = "stopped"):
         super().__init__(reason)
@@ -99,6 +101,7 @@ class Stopped:
     done: int
     total: int
     reason: str = "stopped"        # or "budget": the plan's budget_s ran out
+    result: Any = None             # the ExperimentResult of the edits finished before the stop (or None)
 
 
 @dataclasses.dataclass
@@ -249,7 +252,7 @@ def landmark_experiment(sess: Any, plan: ExperimentPlan, ticket: threading.Event
             done += 1
             yield Tick(done, total, time.monotonic() - t0)
         elif isinstance(item, ExperimentStopped):
-            yield Stopped(done, total, item.reason)
+            yield Stopped(done, total, item.reason, item.result)
             return
         elif isinstance(item, Exception):
             raise item

@@ -130,3 +130,17 @@ def test_the_api_drag_takes_what_the_readme_lists(tmp_path):
             c.predict(handles="[[20, 30]]", targets="[[26, 30]]", max_steps=10_001, api_name="/drag")
     finally:
         b.demo.close()
+
+
+def test_a_stopped_run_shows_the_rows_it_finished(built):
+    """Stop after some edits: the line says how many, and the table holds those edits' summary (it was empty)."""
+    ctx, runs = built.ctx, built.experiments
+    generate(ctx, "A")
+    thread, outputs = in_background(experiment.run(ctx, runs, request=request("A"), **LONG))
+    wait_for(lambda: any(isinstance(o[0], str) and o[0].startswith("Running: 2 of") for o in outputs),
+             "two edits to finish")
+    experiment.stop_experiment(runs, request("A"))
+    thread.join(300)
+    line, table = outputs[-1][0], outputs[-1][1]
+    assert line.startswith("Stopped after") and "The table shows those" in line
+    assert list(table["method"]) == ["draggan"] and table["MD after"].notna().all()

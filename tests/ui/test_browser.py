@@ -48,12 +48,8 @@ def served(tmp_path_factory):
         perceptual = PerceptualDistance(VGG16Features(width=1 / 16))
     built = draggan_app.build_demo(model, "cpu", perceptual_loader=lambda device: perceptual,
                                   pti_presets={"fast": get_preset("fast", w_steps=60, tune_steps=40)})
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    draggan_app.launch(built, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/", built.ctx.sessions
-    built.demo.close()
+    with serving(built) as where:
+        yield where
 
 
 def contrast(css_a: str, css_b: str) -> float:
@@ -110,6 +106,32 @@ class Tab:
         with self.sessions._lock:
             assert len(self.sessions._sessions) == 1
             return next(iter(self.sessions._sessions.values()))
+
+
+def export_video(page) -> tuple[Any, dict]:
+    """Open Save, press Export drag as video, and wait until the page's video is loaded (or failed): the video
+    element and its state (ready, width, height, error, duration)."""
+    page.get_by_text("Save", exact=True).click()   # the accordion
+    page.locator("#export_video").click()
+    video = page.locator("#drag_video video")
+    sync_api.expect(video).to_be_attached()
+    assert video.get_attribute("src")
+    page.wait_for_function("v => v.readyState >= 2 || v.error !== null", arg=video.element_handle())
+    return video, video.evaluate("v => ({ready: v.readyState, width: v.videoWidth, height: v.videoHeight, "
+                                 "error: v.error && v.error.code, duration: v.duration})")
+
+
+@contextlib.contextmanager
+def serving(built):
+    """A built app served on a free loopback port: (its URL, its sessions), as app_tab takes them."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    draggan_app.launch(built, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/", built.ctx.sessions
+    finally:
+        built.demo.close()
 
 
 @contextlib.contextmanager
@@ -231,14 +253,7 @@ def test_the_exported_video_plays_in_the_app(served):
         page.locator("#stop").click()
         expect(tab.info).to_contain_text(re.compile(r"Stopped after \d+ steps"))
 
-        page.get_by_text("Save", exact=True).click()   # the accordion
-        page.locator("#export_video").click()
-        video = page.locator("#drag_video video")
-        expect(video).to_be_attached()
-        assert video.get_attribute("src")
-        page.wait_for_function("v => v.readyState >= 2 || v.error !== null", arg=video.element_handle())
-        state = video.evaluate("v => ({ready: v.readyState, width: v.videoWidth, height: v.videoHeight, "
-                               "error: v.error && v.error.code, duration: v.duration})")
+        video, state = export_video(page)
         assert state["error"] is None and state["ready"] >= 2 and state["width"] >= 256, state
         video.evaluate("v => { v.muted = true; return v.play(); }")
         page.wait_for_function("v => v.currentTime > 0.05 && v.error === null", arg=video.element_handle())

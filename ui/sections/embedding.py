@@ -6,15 +6,22 @@ import gradio as gr
 from draggan.config import DragInputError
 
 from draggan.sessions import EditSession
+from pti import PixelDistance
 
 from ..context import HELP_TEXT, AppContext
 from ..wiring import Page, bind, keep_on_error
+
+
+OFFLINE_LOSS_NOTE = ("Inverted with the offline pixel loss (no perceptual weights): texture may be less faithful "
+                     "than with the perceptual loss, which needs its weights from the Hub once")
 
 
 def photo_report(sess: EditSession, notes: list[str]) -> str:
     p, t = sess.photo.projection, sess.photo.tuning
     text = (f"Projected in {p.steps} steps (PSNR {p.psnr_before:.1f} → {p.psnr_after:.1f} dB), tuned in "
             f"{t.steps} (→ **{t.psnr_after:.1f} dB**), {p.seconds + t.seconds:.0f} s. Drag it as any image.")
+    if getattr(sess.photo, "loss", "") == PixelDistance.description:
+        notes = [OFFLINE_LOSS_NOTE, *notes]
     return "  \n".join([text, *notes])
 
 

@@ -37,10 +37,12 @@ def single_test(ctx: AppContext, seed: float, n_points: int, detector_name: str,
         raise DragInputError(f"Landmarks must be one of {', '.join(map(str, LANDMARKS))}, got {str(n_points)[:20]!r}")
     if not isinstance(detector_name, str) or detector_name not in DETECTORS:
         raise DragInputError(f"Detector must be one of {', '.join(DETECTORS)}, got {str(detector_name)[:20]!r}")
+    detector = get_detector(detector_name)
+    check_landmarks(detector, int(n_points))
     sess = ctx.session(request)
     check_detector(sess.model, detector_name)
     cfg, _ = drag_config(sess.model, {})
-    for item in single_pair(sess, get_detector(detector_name), target, int(n_points), cfg):
+    for item in single_pair(sess, detector, target, int(n_points), cfg):
         if isinstance(item, SinglePairResult):
             landed = item.found[np.isfinite(item.found).all(1)].tolist()
             yield (draw_points(sess.image(), landed, item.goal.tolist(), scale=view_scale(sess.resolution)),
@@ -48,6 +50,15 @@ def single_test(ctx: AppContext, seed: float, n_points: int, detector_name: str,
                    f"({item.last.reason}).")
         else:
             yield ctx.view(sess, item), frame_text(item, [])
+
+
+def check_landmarks(detector: Any, n_points: int) -> None:
+    """The detector finds that many landmarks, or one line in the page's words."""
+    if n_points not in detector.points_available:
+        found = " or ".join(map(str, sorted(detector.points_available)))
+        name = "toy-faces" if detector.name == "toy" else detector.name
+        raise DragInputError(f"The {name} detector finds {found} landmarks, not {n_points}: choose {found} under "
+                             "Landmarks" + (", or the dlib detector for 68" if detector.name == "toy" else ""))
 
 
 def rounded(value: Any, digits: int) -> Any:
@@ -69,7 +80,11 @@ def experiment_lines(events: Iterator[Tick | Stopped | Finished]) -> Iterator[tu
             yield f"Running: {event.done} of {event.total} edits · {event.seconds:.0f} s", *skips(3)
         elif isinstance(event, Stopped):
             why = ": an experiment's time on this server ran out" if event.reason == "budget" else ""
-            yield f"Stopped after {event.done} of {event.total} edits{why}.", *skips(3)
+            line = f"Stopped after {event.done} of {event.total} edits{why}."
+            if event.result is not None and event.result.methods:  # the rows of the edits that finished
+                yield f"{line} The table shows those.", results_table(event.result), *skips(2)
+            else:
+                yield line, *skips(3)
         elif isinstance(event, Finished):
             note = f" {event.note}" if event.note else ""
             yield (f"Done: {event.total} edits in {event.seconds:.0f} s.{note}", results_table(event.result),
@@ -96,6 +111,7 @@ def run(ctx: AppContext, runs: ExperimentRuns, protocol: str, pairs: float, max_
     plan = ExperimentPlan(method_names(methods), check_whole(pairs, "pairs"), check_whole(max_steps, "max_steps"),
                           check_whole(points, "points"), check_whole(feature_block, "feature_block", 0, 18) or None,
                           budget_s=experiment_budget_s(ctx.settings.public))
+    check_landmarks(get_detector("toy"), plan.points)  # the multi-pair test measures with the toy detector
     check_plan(plan, max_experiment_pairs(ctx.settings.public), sess.editor.auto is not None)
     key = request.session_hash
     with runs.start(key, sess.line) as ticket:

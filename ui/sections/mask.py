@@ -52,10 +52,13 @@ def set_show_mask(ctx: AppContext, show: bool, request: gr.Request):
 
 
 def build(ctx: AppContext, page: Page, mask_tab: Any) -> None:
+    # The label above the editor, not on it: on a phone the editor's own toolbar covered its label.
+    gr.Markdown("Paint the area the drag may change; the rest stays fixed.", elem_id="mask_label")
     editor = page["mask_editor"] = MaskEditor(
         type="numpy", image_mode="RGBA", sources=(), transforms=(), layers=False, format="png",
         brush=gr.Brush(colors=[("rgb(34, 197, 94)", 0.5)], color_mode="fixed"),
-        label="Paint the area the drag may change", canvas_size=(VIEW_MIN_PX * 2, VIEW_MIN_PX * 2), height=520)
+        label="Paint the area the drag may change", show_label=False, canvas_size=(VIEW_MIN_PX * 2, VIEW_MIN_PX * 2),
+        height=520)
     with gr.Row():
         show_mask = gr.Checkbox(True, label="Show the mask on the image")
         clear_mask_btn = gr.Button("Clear mask", size="sm")

@@ -10,6 +10,7 @@ from draggan.config import DragInputError
 from draggan.draw import enlarge
 from draggan.sessions import read_photo
 from pti import InversionCancelled, parse_crop
+from pti.inversion import stage_text
 from stylegan2 import catalog
 from stylegan2.errors import UserError
 
@@ -59,7 +60,9 @@ def invert(ctx: AppContext, photo: str | None, crop: str, preset: str, model: st
 
     def on_step(stage: str, step: int, total: int, loss: float) -> None:
         last.update(stage=stage, step=step, total=total)
-        progress((step, total), desc=STAGES[stage], unit="steps")
+        if "loss" not in last:  # what the inversion optimizes, loaded by now: the line names a fallback
+            last["loss"] = ctx.sessions.perceptual()
+        progress((step, total), desc=stage_text(stage, last["loss"]), unit="steps")
 
     progress(0, desc=f"Loading {ctx.model_label(model)}")
     try:

@@ -40,7 +40,7 @@ def export_video(ctx: AppContext, video_format: str, overlay: bool, request: gr.
 def export_and_play(ctx: AppContext, video_format: str, overlay: bool, request: gr.Request, progress=gr.Progress()):
     path = export_video(ctx, video_format, overlay, request, progress)
     playable = video_format in ("mp4", "webm")
-    return path, gr.Video(value=path if playable else None, visible=playable)
+    return path, gr.Video(value=path if playable else None, visible=playable), ""
 
 
 def build(ctx: AppContext, page: Page) -> None:
@@ -51,6 +51,7 @@ def build(ctx: AppContext, page: Page) -> None:
         with gr.Row():
             video_format = gr.Radio(list(VIDEO_FORMATS), value="mp4", label="Video format")
             overlay = gr.Checkbox(True, label="Draw points in the video")
+        note = gr.Markdown("", elem_id="save_note")  # why an export was refused, beside its button
         download = gr.File(label="Download", interactive=False, elem_id="download")
         # The exported MP4/WebM, played in the page (a GIF shows in Download only).
         played = gr.Video(label="The drag", interactive=False, visible=False, elem_id="drag_video", buttons=[])
@@ -59,6 +60,6 @@ def build(ctx: AppContext, page: Page) -> None:
     save_btn.click(keep_on_error(1, None)(save), None, download, api_visibility="private", concurrency_limit=None)
     page.api("save_image", save, None, download, concurrency_limit=None)
     # Exports queue on their own (EXPORT_GROUP), so a line of them never delays anyone's Generate or Undo.
-    export_btn.click(keep_on_error(2, None)(bind(export_and_play, ctx)), [video_format, overlay], [download, played],
-                     api_visibility="private", **EXPORT_GROUP)
+    export_btn.click(keep_on_error(3, 2)(bind(export_and_play, ctx)), [video_format, overlay],
+                     [download, played, note], api_visibility="private", **EXPORT_GROUP)
     page.api("export_video", bind(export_video, ctx), [video_format, overlay], download, **EXPORT_GROUP)
