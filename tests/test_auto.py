@@ -203,3 +203,25 @@ def test_train_auto_command_runs_resumes_and_exports(G, tmp_path, capsys):
     assert first.cfg == second.cfg and first.cfg.stage1_steps == 2
     head = "predictor.head.2.weight"
     assert not torch.equal(first.state_dict()[head], second.state_dict()[head])
+
+
+def test_rollout_feeds_each_regularized_prediction_back_unless_told_not_to(G):
+    """Each step predicts from the sequence so far, whose last latent went through the regularizer."""
+    from types import SimpleNamespace
+
+    class Stub:
+        cfg = SimpleNamespace(n_steps=3, max_points=4, feature_block=2)
+        num_ws, w_dim = G.num_ws, G.w_dim
+        predictor = SimpleNamespace(encode=lambda feat, h, t, mask: (None, None))
+
+        def predict(self, memory, pad, seq):      # [1, m, num_ws, w_dim] -> the next latent of each prefix
+            return seq + 1.0
+
+        def regularize(self, w):
+            return w * 2.0
+
+    w0 = torch.zeros(1, G.num_ws, G.w_dim)
+    reg = rollout(Stub(), G, w0, [[1, 1]], [[3, 3]])
+    assert [float(w.mean()) for w in reg] == [2.0, 6.0, 14.0]   # (0+1)*2, (2+1)*2, (6+1)*2
+    plain = rollout(Stub(), G, w0, [[1, 1]], [[3, 3]], use_regularizer=False, n_steps=2)
+    assert [float(w.mean()) for w in plain] == [1.0, 2.0]

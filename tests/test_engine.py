@@ -258,6 +258,8 @@ def test_nearest_is_applied_before_the_first_step(G64):
     ([[1, 1]], [[3, 3], [4, 4]], "more targets than handles"),
     ([[70, 1]], [[3, 3]], "outside the 64x64 image"),
     ([[-1, 1]], [[3, 3]], "outside"),
+    ([[64, 1]], [[3, 3]], "outside the 64x64 image"),
+    ([[1, 1]], [[3, 63.5]], "outside the 64x64 image"),
     ([[float("nan"), 1]], [[3, 3]], "not a number"),
     ([[1, 2, 3]], [[3, 3]], "(x, y) pair"),
 ])
@@ -344,3 +346,125 @@ def test_bf16_keeps_the_reference_traces_first_tracked_points(ref_G, reference_d
     frames = list(_session(ref_G, ref).drag(handles, targets, cfg))
     for i, f in enumerate(frames[:-1]):
         assert [[y, x] for x, y in f.handles_xy] == ref["drag_points"][i].tolist(), f"step {i}"
+
+
+# -- rules a planted bug slipped past (tools/mutate.py) ---------------------------------------------
+
+def test_the_optimizer_steps_until_every_handle_has_arrived_not_just_one(G64):
+    """One handle on its target, one far away: the step is kept (only all handles arrived undoes it)."""
+    s = DragSession.from_seed(G64, 2)
+    before = s.latent.clone()
+    frames = list(s.drag([[30, 30], [10, 30]], [[30, 30], [10, 50]], DragConfig(max_steps=1, **FAST)))
+    assert frames[-1].reason == "max_steps"
+    assert not torch.equal(s.latent, before)
+
+
+def test_a_candidate_past_the_image_edge_never_wins_a_tie_with_the_edge_pixel():
+    """Past the edge, a candidate samples the edge pixel (border padding): it ties with it and must lose."""
+    from draggan.engine import square_offsets, track_points
+    feat = torch.randn(1, 8, 16, 16, generator=torch.Generator().manual_seed(0))
+    for rc in ([0, 0], [0, 7], [15, 15], [7, 15]):
+        points = torch.tensor([rc], dtype=torch.float32)
+        refs = feat[0, :, rc[0], rc[1]][None]
+        for metric in ("l1", "l2"):
+            got = track_points(feat, points, refs, square_offsets(2), metric, 16)
+            assert got.tolist() == [rc], (rc, metric)
+
+
+def test_the_mask_term_is_the_mean_change_of_the_fixed_cells_times_lambda():
+    from draggan.engine import mask_loss
+    feat0 = torch.zeros(1, 2, 4, 4)
+    feat = feat0.clone()
+    feat[..., :2, :] = 3.0  # the top half changed
+    fixed = torch.zeros(1, 1, 4, 4)
+    fixed[..., 2:, :] = 1.0  # the bottom half is fixed: no loss
+    assert mask_loss(feat, feat0, fixed, 20.0).item() == 0.0
+    assert mask_loss(feat, feat0, 1 - fixed, 20.0).item() == pytest.approx(20.0 * 3.0 / 2)
+
+
+def test_the_mask_holds_the_fixed_area_not_the_editable_one(G64):
+    """With a mask, the editable area changes more, relative to the fixed area, than without one."""
+    editable = np.zeros((64, 64), bool)
+    editable[8:40, 8:40] = True
+    inside = torch.from_numpy(editable[::2, ::2])  # the feature map is 32 px
+
+    def inside_over_outside(mask):
+        s = DragSession.from_seed(G64, 2)
+        f0 = G64.synthesis.features(s.latent, stop=4)[-1]
+        s.set_mask(mask)
+        list(s.drag([[20, 20]], [[32, 30]], DragConfig(max_steps=8, lambda_mask=2.0, **FAST)))
+        change = (G64.synthesis.features(s.latent, stop=4)[-1] - f0).abs().mean(1)[0]  # [32, 32]
+        return float(change[inside].mean() / change[~inside].mean())
+
+    assert inside_over_outside(editable) > 1.4 * inside_over_outside(None)  # measured: 2.8 vs 1.6
+
+
+def test_the_optimizer_tracks_the_reference_features_it_is_handed(G64):
+    """Auto + refine hands over the start image's features: tracking looks for those, not the latent's own."""
+    from draggan import engine
+    w = DragSession.from_seed(G64, 2).latent
+    refs = engine.reference_features(G64, w, [[24.0, 30.0]], 4, "const")  # the features 4 px right of the handle
+    job = DragJob(G64, w, [[20.0, 30.0]], [[50.0, 30.0]], DragConfig(max_steps=1, **FAST))
+    frames = list(engine.optimize_latent(job, w, [[20.0, 30.0]], refs=refs))
+    assert frames[0].handles_xy == [[24.0, 30.0]]
+
+
+def test_between_frames_arrival_is_read_back_every_check_every_steps():
+    from draggan.engine import FrameSchedule
+    schedule = FrameSchedule(DragConfig(max_steps=1000, check_every=5))
+    assert [s for s in range(1, 21) if schedule.sync(s, False)] == [5, 10, 15, 20]
+    assert schedule.sync(7, True)
+    assert FrameSchedule(DragConfig(max_steps=12, check_every=5)).sync(12, False)
+
+
+def test_handles_start_on_whole_pixels(G64):
+    s = DragSession.from_seed(G64, 2)
+    frames = list(s.drag([[20.4, 30.6]], [[50.0, 30.0]], DragConfig(max_steps=1, **FAST)))
+    assert frames[0].start_xy == [[20.0, 31.0]] and frames[0].handles_xy[0] == [float(round(v)) for v in frames[0].handles_xy[0]]
+
+
+def test_nearest_moves_the_given_share_of_the_way():
+    img = np.full((64, 64, 3), 90, np.uint8)
+    cv2.rectangle(img, (30, 10), (54, 50), (230, 230, 230), -1)
+    (x_half, _), = nearest_edge_points(img, [[20.0, 30.0]], radius=15, rate=0.5)
+    (x_all, _), = nearest_edge_points(img, [[20.0, 30.0]], radius=15, rate=1.0)
+    assert x_half == pytest.approx(20 + 0.5 * (x_all - 20))
+    assert 29 <= x_all <= 30
+
+
+def test_a_stop_after_an_unread_arrival_reports_the_arrival(G64):
+    """Arrival is read back only every check_every steps; a Stop meanwhile still ends as 'reached', at the step
+    it arrived, with the handles where they arrived."""
+    seen = {}
+
+    def on_step(step, ws, points):
+        if points is not None and float((torch.tensor([[32.0, 40.0]]) - points).norm(dim=1).max()) <= 2 and not seen:
+            seen.update(step=step, xy=[[float(c), float(r)] for r, c in points.tolist()])
+            job.stop.set()
+    w = DragSession.from_seed(G64, 1).latent
+    job = DragJob(G64, w, [[24, 32]], [[40, 32]], DragConfig(max_steps=1000, frame_every=1000, check_every=1000, **FAST),
+                  on_step=on_step)
+    frames = list(run_drag("draggan", job))
+    assert seen, "the handle never arrived"
+    assert frames[-1].reason == "reached" and frames[-1].step == seen["step"]
+    assert frames[-1].handles_xy == seen["xy"]
+
+
+def test_the_last_frame_reports_the_handles_where_they_arrived(G64, monkeypatch):
+    """Arrival is read back every check_every steps; steps after it may track the handle elsewhere (here a
+    tracker that arrives at step 3, then drifts a row per step): the drag ends at the arrival, as it was."""
+    from draggan import engine
+    real, calls = engine.track_points, []
+    target_rc = torch.tensor([[32.0, 40.0]])
+
+    def tracker(feat, points, *args, **kwargs):
+        calls.append(1)
+        if len(calls) < 4:
+            return real(feat, points, *args, **kwargs)
+        return target_rc + torch.tensor([[len(calls) - 4.0, 0.0]])   # step 3: on target; then one row off per step
+    monkeypatch.setattr(engine, "track_points", tracker)
+    s = DragSession.from_seed(G64, 1)
+    frames = list(s.drag([[24, 32]], [[40, 32]], DragConfig(max_steps=50, frame_every=1000, check_every=5, **FAST)))
+    assert len(calls) == 5  # steps 0-4: step 0 was a frame, steps 1-4 were read back at step 5
+    assert frames[-1].reason == "reached" and frames[-1].step == 3
+    assert frames[-1].handles_xy == [[40.0, 32.0]] and frames[-1].distances == [0.0]

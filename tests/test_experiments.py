@@ -277,3 +277,32 @@ def test_a_benchs_stop_event_stops_the_edit_in_progress(tiny):
     result = edit(bench, "draggan", w, [[4.0, 4.0]], [[28.0, 28.0]], DragConfig(max_steps=500, lr=0.001),
                   on_frame=on_frame)
     assert result.reason == "stopped" and result.steps == 3
+
+
+class _EveryOtherImage:
+    """Finds a landmark on every other image it is shown: the first image of each pair, never the second."""
+    name, points_available = "stub", frozenset({1})
+
+    def __init__(self):
+        self.calls = 0
+
+    def detect(self, image, points):
+        self.calls += 1
+        return np.array([[5.0, 6.0]]) if self.calls % 2 else np.full((1, 2), np.nan)
+
+
+def test_a_pair_needs_the_landmarks_on_both_images():
+    G = tiny_generator(32, 16)
+    with pytest.raises(ExperimentSetupError, match="too few generated images"):
+        landmark_pairs(G, _EveryOtherImage(), count=1, points=1)
+    found = _EveryOtherImage()
+    found.detect = lambda image, points: np.array([[5.0, 6.0]])
+    assert len(landmark_pairs(G, found, count=2, points=1)) == 2
+
+
+def test_the_landmark_box_spans_x_along_columns_and_y_along_rows():
+    from draggan.experiments.landmarks import landmark_box
+    from draggan.experiments.pairs import Pair
+    box = landmark_box(Pair(0, 1, 2, [[10.0, 2.0]], [[12.0, 3.0]]), margin=1.0, resolution=32)
+    rows, cols = np.nonzero(box)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (1, 4, 9, 13)

@@ -69,6 +69,14 @@ def test_at_most_max_points_pairs():
         parse_points(";".join(["1,1"] * (MAX_POINTS + 1)), "handles")
 
 
+@pytest.mark.parametrize("text", ["1,1;" * 5000, "[" + "1" * 20_000 + "]", "[[1, 1]" + ", [1, 1]" * 3000 + "]"])
+def test_point_text_over_its_length_bound_is_refused_before_it_is_parsed(text):
+    from draggan.config import MAX_POINTS_TEXT
+    assert len(text) > MAX_POINTS_TEXT
+    with pytest.raises(DragInputError, match=f"handles: at most {MAX_POINTS} points \\({MAX_POINTS_TEXT} characters\\)"):
+        parse_points(text, "handles")
+
+
 @pytest.mark.parametrize("seed", [0, 7, SEED_MAX, float(SEED_MAX)])
 def test_seeds_from_zero_to_two_to_the_32_minus_one_are_taken(seed):
     assert check_seed(seed) == int(seed)
@@ -122,6 +130,29 @@ def test_auto_refine_hands_the_prediction_to_the_optimizer_with_the_start_featur
     assert not torch.allclose(seen["refs"], engine.reference_features(G64, predicted[-1], handles, 4, "const"))
     assert seen["start_xy"] == handles
     assert frames[-1].done and frames[-1].step == len(predicted) + 2  # 3 predicted, then max_steps=2
+
+
+@pytest.mark.parametrize("method,auto_steps,asked", [("auto", 2, 2), ("auto", 0, None), ("auto-n1", 5, 1),
+                                                     ("auto-refine", 3, 3)])
+def test_the_auto_steps_setting_reaches_the_rollout(G64, monkeypatch, method, auto_steps, asked):
+    import draggan.auto
+    w = DragSession.from_seed(G64, 3).latent
+    seen = []
+    monkeypatch.setattr(draggan.auto, "rollout", lambda *a, n_steps=None, **k: seen.append(n_steps) or [w])
+    job = DragJob(G64, w, [[20.0, 30.0]], [[40.0, 30.0]], DragConfig(max_steps=1, auto_steps=auto_steps, **FAST),
+                  auto=object())
+    list(methods.run_drag(method, job))
+    assert seen == [asked]
+
+
+def test_an_auto_drag_stopped_between_predicted_steps_says_stopped(G64, monkeypatch):
+    import draggan.auto
+    w = DragSession.from_seed(G64, 3).latent
+    monkeypatch.setattr(draggan.auto, "rollout", lambda *a, **k: [w + 0.01 * i for i in (1, 2, 3)])
+    job = DragJob(G64, w, [[20.0, 30.0]], [[40.0, 30.0]], DragConfig(max_steps=1, **FAST), auto=object(),
+                  on_step=lambda step, ws, points: step == 1 and job.stop.set())
+    frames = list(methods.run_drag("auto", job))
+    assert frames[-1].done and frames[-1].reason == "stopped" and frames[-1].step == 1
 
 
 # -- the landmark protocol's arithmetic ------------------------------------------------
@@ -264,3 +295,38 @@ def test_auto_says_when_its_prediction_stops_short(G64, monkeypatch):
 def test_points_nested_too_deep_get_one_line():
     with pytest.raises(DragInputError, match="must be points like"):
         parse_points("[" * 5000 + "]" * 5000, "handles")
+
+
+# -- settings: radii, a model's defaults, coercion, psi (planted bugs slipped past these) -------------------
+
+def test_a_radius_scales_with_resolution_and_is_at_least_one_pixel():
+    cfg = DragConfig()
+    assert [cfg.radius_px(3, res) for res in (64, 256, 512, 1024)] == [1, 2, 3, 6]
+    assert cfg.radius_px(1, 64) == 1  # 0.125 px rounds to 0: at least one pixel
+
+
+def test_a_catalog_models_drag_defaults_apply_and_overrides_win():
+    from stylegan2.catalog import drag_defaults
+    defaults = drag_defaults("toyfaces-64")
+    assert defaults, "the toy model's catalog entry has drag_defaults"
+    cfg = DragConfig.for_model("toyfaces-64")
+    assert all(getattr(cfg, k) == pytest.approx(v) for k, v in defaults.items())
+    assert DragConfig.for_model("toyfaces-64", lr=0.03, r1=None).lr == 0.03
+    assert DragConfig.for_model("toyfaces-64", r1=None).r1 == pytest.approx(defaults["r1"])
+
+
+def test_validate_coerces_whole_numbers_of_int_settings():
+    cfg = DragConfig(max_steps=np.int64(5), feature_block=4.0, lr=np.float32(0.01))
+    cfg.validate()
+    assert type(cfg.max_steps) is int and type(cfg.feature_block) is int and type(cfg.lr) is float
+
+
+@pytest.mark.parametrize("psi,ok", [(0, True), (0.7, True), (1, True), (1.01, False), (-0.01, False),
+                                    (float("nan"), False), ("x", False), (None, False)])
+def test_truncation_psi_is_between_zero_and_one(psi, ok):
+    from draggan.config import check_psi
+    if ok:
+        assert check_psi(psi) == psi
+    else:
+        with pytest.raises(DragInputError, match="Truncation ψ must be a number from 0 to 1"):
+            check_psi(psi)

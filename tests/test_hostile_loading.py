@@ -27,6 +27,7 @@ import pytest
 import torch
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import LocalEntryNotFoundError
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from pti.embedding import EmbeddingError, embedding_info, load_embedding
@@ -491,3 +492,78 @@ def test_unreachable_hub_is_asked_once_then_the_cache_only(hf_home, monkeypatch)
     assert "hf download someone/models net.pkl" in msg
     assert probes == [checkpoints.HUB_TIMEOUT_S]
     assert downloads[0]["local_files_only"] and downloads[0]["etag_timeout"] == checkpoints.HUB_TIMEOUT_S
+
+
+# -- the record walk's budget, each limit at its bound (planted bugs slipped past the pickle-level tests) ----
+
+def _module(params: int = 0, numel: int = 1, children: dict | None = None):
+    from stylegan2.records import record_class
+    node = record_class("torch.nn.modules.module.Module")()
+    node.state = {"_parameters": {f"p{i}": torch.zeros(numel) for i in range(params)}, "_modules": children or {}}
+    return node
+
+
+def _chain(depth: int):
+    node = _module(1)
+    for _ in range(depth):
+        node = _module(children={"c": node})
+    return node
+
+
+@pytest.mark.parametrize("budget,tree,ok", [
+    (dict(max_modules=11), lambda: _module(children={f"c{i}": _module() for i in range(10)}), True),
+    (dict(max_modules=10), lambda: _module(children={f"c{i}": _module() for i in range(10)}), False),
+    (dict(max_depth=5), lambda: _chain(5), True),
+    (dict(max_depth=4), lambda: _chain(5), False),
+    (dict(max_tensors=5), lambda: _module(5), True),
+    (dict(max_tensors=4), lambda: _module(5), False),
+    (dict(max_bytes=400), lambda: _module(1, numel=100), True),
+    (dict(max_bytes=399), lambda: _module(1, numel=100), False),
+])
+def test_the_record_walk_stops_at_each_limit_of_its_budget(budget, tree, ok):
+    from stylegan2.records import WalkBudget, module_state_dict
+    walk = lambda: module_state_dict(tree(), budget=WalkBudget(**budget))
+    if ok:
+        assert isinstance(walk(), dict)
+    else:
+        with pytest.raises(CheckpointError, match="deeper or larger|more tensors or bytes"):
+            walk()
+
+
+def _safetensors_file(path, entry: dict, data: bytes) -> str:
+    header = json.dumps({"w": entry}).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header + data)
+    return str(path)
+
+
+@pytest.mark.parametrize("entry,problem", [
+    (dict(dtype="F32", shape=[2], data_offsets=[0, 8]), None),
+    (dict(dtype="F32", shape=[3], data_offsets=[0, 8]), "size that does not match its shape"),
+    (dict(dtype="F32", shape=[1], data_offsets=[0, 8]), "size that does not match its shape"),
+    (dict(dtype="F32", shape=[4], data_offsets=[0, 16]), "lies outside the file"),
+    (dict(dtype="F32", shape=[2], data_offsets=[4, 12]), "lies outside the file"),
+    (dict(dtype="F32", shape=[-2], data_offsets=[0, 8]), "malformed shape"),
+    (dict(dtype="F32", shape=[2], data_offsets=[8, 0]), "lies outside the file"),
+])
+def test_each_safetensors_entry_must_fit_its_shape_and_the_file(tmp_path, entry, problem):
+    from stylegan2.model_files import read_safetensors_header
+    path = _safetensors_file(tmp_path / "m.safetensors", entry, bytes(8))  # 8 data bytes
+    if problem is None:
+        assert read_safetensors_header(path).shapes == {"w": (2,)}
+    else:
+        with pytest.raises(CheckpointError, match=problem):
+            read_safetensors_header(path)
+
+
+def test_a_model_file_with_integer_tensors_is_refused(tmp_path):
+    from stylegan2.checkpoints import read_generator_file
+    from stylegan2.model_files import save_generator
+    path = save_generator(tiny_generator(), tmp_path / "ok.safetensors")
+    read_generator_file(path)
+    with safe_open(str(path), framework="pt") as f:
+        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    name = next(iter(tensors))
+    tensors[name] = tensors[name].to(torch.int32)
+    save_file(tensors, str(tmp_path / "int.safetensors"), metadata=metadata)
+    with pytest.raises(CheckpointError, match="must be floating point"):
+        read_generator_file(tmp_path / "int.safetensors")

@@ -30,7 +30,7 @@ import torch
 from stylegan2 import Generator, seed_to_z
 from stylegan2.testing import tiny_generator
 from stylegan2.safe_pickle import (CheckpointError, UnsafeCheckpointError, UnsupportedCheckpointError,
-                                   generator_from_pickle)
+                                   generator_from_pickle, safe_load)
 
 _FAKE_MODULES = ("torch_utils", "torch_utils.persistence", "dnnlib", "dnnlib.util", "dnnlib.tflib",
                  "dnnlib.tflib.network")
@@ -335,6 +335,37 @@ def test_tensor_reaching_past_its_storage_is_refused(tmp_path):
                                                     0, (1000, 1000), (1000, 1), False, collections.OrderedDict())}))
     with pytest.raises(CheckpointError, match="past the end"):
         generator_from_pickle(path)
+
+
+@pytest.mark.parametrize("offset,size,stride,ok", [
+    (0, (10,), (1,), True), (1, (9,), (1,), True), (1, (10,), (1,), False),  # the last element, and one past
+    (0, (2, 5), (5, 1), True), (0, (2, 5), (6, 1), False), (9, (1, 1), (0, 0), True), (10, (1,), (1,), False),
+    (0, (0,), (1,), True), (0, (10,), (-1,), False), (-1, (1,), (1,), False), (0, (-1,), (1,), False),
+])
+def test_a_tensor_view_is_checked_against_its_storage_to_the_element(offset, size, stride, ok):
+    from stylegan2.safe_pickle import _rebuild_tensor, _Storage
+    storage = _Storage(torch.arange(10.0).untyped_storage(), torch.float32)  # 10 elements
+    if ok:
+        t = _rebuild_tensor(storage, offset, size, stride)
+        assert tuple(t.shape) == size and (t.numel() == 0 or t.flatten()[0].item() == offset)
+    else:
+        with pytest.raises(CheckpointError, match="past the end|malformed tensor"):
+            _rebuild_tensor(storage, offset, size, stride)
+
+
+@pytest.mark.parametrize("module,name", [("builtins", "getattr"), ("builtins", "eval"), ("__builtin__", "exec"),
+                                         ("builtins", "__import__"), ("os", "system"), ("posix", "system"),
+                                         ("subprocess", "Popen"), ("torch", "load"), ("numpy", "load"),
+                                         ("pickle", "loads"), ("torch.nn.modules", "os")])
+def test_a_global_outside_the_allow_list_is_refused_when_named(module, name):
+    """The pickle only names the global (GLOBAL, STOP): refused before anything could call it."""
+    with pytest.raises(UnsafeCheckpointError, match="outside the allowlist"):
+        safe_load(io.BytesIO(f"c{module}\n{name}\n.".encode()))
+
+
+def test_a_pickle_cannot_modify_a_stand_in():
+    with pytest.raises(UnsafeCheckpointError, match="tries to modify"):
+        safe_load(io.BytesIO(b"ctorch._utils\n_rebuild_tensor\n}b."))  # GLOBAL, EMPTY_DICT, BUILD
 
 
 def test_errors_live_in_the_lowest_layer_and_are_re_exported():

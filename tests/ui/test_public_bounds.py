@@ -76,3 +76,34 @@ def test_x_forwarded_for_counts_only_from_a_trusted_proxy(monkeypatch):
     monkeypatch.setenv("DRAGGAN_TRUSTED_PROXIES", "10.0.0.0/33")
     with pytest.raises(ValueError, match="DRAGGAN_TRUSTED_PROXIES"):
         trusted_proxies()
+
+
+def test_a_hugging_face_space_is_public_even_on_loopback(monkeypatch):
+    from draggan.public import is_public
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
+    assert not is_public("127.0.0.1", False, False, False) and not is_public(None, False, False, False)
+    monkeypatch.setenv("SPACE_ID", "someone/draggan")
+    assert is_public("127.0.0.1", False, False, False) and is_public(None, False, False, False)
+    assert not is_public("127.0.0.1", False, False, True)  # --trusted still wins
+
+
+def test_a_public_experiment_uses_at_most_eight_pairs():
+    from draggan.config import DragInputError
+    from draggan.experiments.runner import ExperimentPlan, check_plan
+    from draggan.public import max_experiment_pairs
+    check_plan(ExperimentPlan(["draggan"], pairs=8), max_experiment_pairs(True), False)
+    with pytest.raises(DragInputError, match="pairs must be from 1 to 8 on this server"):
+        check_plan(ExperimentPlan(["draggan"], pairs=9), max_experiment_pairs(True), False)
+    check_plan(ExperimentPlan(["draggan"], pairs=200), max_experiment_pairs(False), False)
+
+
+def test_an_image_over_pillows_pixel_bound_is_refused_from_its_header(tmp_path):
+    """81 MP (over twice the 40 MP bound, a small file): refused before its pixels are decoded, whatever the side."""
+    from PIL import Image
+    from draggan.public import MAX_IMAGE_PIXELS, ImageBoundError, image_size
+    path = tmp_path / "bomb.png"
+    Image.new("1", (9000, 9000)).save(path)
+    assert Image.MAX_IMAGE_PIXELS == MAX_IMAGE_PIXELS == 40_000_000
+    with pytest.raises(ImageBoundError):
+        image_size(str(path), max_side=100_000)

@@ -178,3 +178,23 @@ def test_a_public_server_cleans_its_cache_sooner(built):
     assert built.demo.delete_cache == (300, 900)     # every 5 minutes, files older than 15 (was 30 and 60)
     trusted = draggan_app.build_demo("toyfaces-64", "cpu", public=False)
     assert trusted.demo.delete_cache == (1800, 3600)
+
+
+def test_a_pixel_is_editable_when_at_least_half_of_its_view_is_painted():
+    s = views.view_scale(32)
+    assert s >= 4
+    layer = np.zeros((32 * s, 32 * s, 4), np.uint8)
+    layer[:s, : s // 2 - 1, 3] = 255         # image pixel (0, 0): under half of its view painted
+    layer[:s, s: s + s // 2, 3] = 255        # (0, 1): exactly half
+    layer[:s, 2 * s: 3 * s, 3] = 255         # (0, 2): all of it
+    mask = views.mask_from_layers([layer], 32)
+    assert mask[0, :3].tolist() == [False, True, True] and int(mask.sum()) == 2
+
+
+def test_a_mask_layer_array_longer_than_the_bound_on_one_side_is_refused():
+    """Layers that arrive as arrays (the API, scripts) are bounded by side too, not only by their total size."""
+    from draggan.config import DragInputError
+    from draggan.public import MAX_MASK_PX
+    assert views.mask_from_layers([np.zeros((MAX_MASK_PX, 8, 4), np.uint8)], 32) is None
+    with pytest.raises(DragInputError, match=f"at most {MAX_MASK_PX}x{MAX_MASK_PX} pixels"):
+        views.mask_from_layers([np.zeros((MAX_MASK_PX + 1, 8, 4), np.uint8)], 32)
