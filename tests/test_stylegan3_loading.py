@@ -221,8 +221,8 @@ def test_cli_drags_a_stylegan3_pickle_as_the_reference(case, reference_dir, tmp_
     rc = main(["drag", "--model", str(pkl), "--seed", "0", "--handles", points(drag["handles_rowcol"]),
                "--targets", points(drag["targets_rowcol"]), "--lr", str(drag["lr"]), "--r1", str(drag["r1_arg"]),
                "--r2", str(drag["r2_arg"]), "--tracking", "l2", "--steps", str(drag["steps"]), "--precision", "fp32",
-               "--mask", str(tmp_path / "mask.png"), "--device", "cpu", "--out", str(out), "--trace", str(trace),
-               "--video", str(tmp_path / "drag.gif")])
+               "--mask", str(tmp_path / "mask.png"), "--mask-term", "features", "--lambda-mask", "20",  # the official's
+               "--device", "cpu", "--out", str(out), "--trace", str(trace), "--video", str(tmp_path / "drag.gif")])
     assert rc == 0, capsys.readouterr().err
     res = meta["img_resolution"]
     assert Image.open(out).size == (res, res) and Image.open(tmp_path / "drag.gif").n_frames >= 2
