@@ -7,7 +7,7 @@ from typing import Any, Iterator
 
 import gradio as gr
 
-from draggan.config import DragFrame, DragInputError, parse_points, validate_points
+from draggan.config import DragFrame, parse_points, validate_points
 from draggan.methods import METHODS
 from draggan.sessions import stream_newest
 
@@ -22,20 +22,12 @@ DONE_TEXT = {"reached": "Reached the targets", "stopped": "Stopped", "max_steps"
 AFTER_TEXT = {"time_limit": "A drag may run for a limited time here: press **Drag** to continue from where it stopped."}
 
 
-def read_points(text: str, name: str) -> list[list[float]]:
-    """parse_points, with a list nested too deep for the JSON parser refused in one line as well."""
-    try:
-        return parse_points(text, name)
-    except RecursionError:
-        raise DragInputError(f"{name} must be points like [[12, 30], [40, 8]]; got lists nested too deep") from None
-
-
 def drag_frames(ctx: AppContext, handles: str, targets: str, values: dict[str, Any],
                 request: gr.Request) -> Iterator[tuple]:
     """Every input checked (points and settings here, the method by the session against its model) before
     anything changes, then the drag's frames as (view, line, JSON)."""
     sess = ctx.session(request)
-    h, t = read_points(handles, "handles"), read_points(targets, "targets")
+    h, t = parse_points(handles, "handles"), parse_points(targets, "targets")
     if not h and not t:
         h, t = sess.handles_xy, sess.targets_xy
     h, t = validate_points(h, t, sess.resolution)  # before any arithmetic on them
