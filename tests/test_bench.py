@@ -6,12 +6,27 @@ import textwrap
 import pytest
 
 from draggan.__main__ import main
-from draggan.bench.measure import drag_points
+from draggan.bench.measure import drag_points, make_generator, random_generator
 from draggan.bench.official import OFFICIAL_ENTRY_POINTS, check_checkout, official_kwargs
 from stylegan2.checkpoints import load_generator, save_generator
-from stylegan2.testing import tiny_generator
+from stylegan2.testing import tiny_generator, tiny_stylegan3
 
 # A stand-in for a DragGAN checkout with the same entry points: each logs what it was handed to $FAKE_OFFICIAL_LOG.
+GENERATOR = """
+    import torch
+    from viz.log import log
+    class Generator(torch.nn.Module):
+        def __init__(self, *args, **kwargs):
+            super().__init__()
+            self.init_args, self.init_kwargs, self.sd = args, kwargs, {{}}
+            self.img_resolution = kwargs["img_resolution"]
+            log("generator", kind="{kind}", args=list(args), kwargs=kwargs)
+        def load_state_dict(self, sd, strict=True):
+            self.sd = dict(sd)
+            log("load_state_dict", keys=sorted(sd), strict=strict)
+        def state_dict(self):
+            return self.sd
+    """
 FAKE = {
     "dnnlib/__init__.py": """
         class EasyDict(dict):
@@ -21,21 +36,13 @@ FAKE = {
                 self[name] = value
         """,
     "training/__init__.py": "",
-    "training/networks_stylegan2.py": """
-        import torch
-        from viz.log import log
-        class Generator(torch.nn.Module):
-            def __init__(self, *args, **kwargs):
-                super().__init__()
-                self.init_args, self.init_kwargs, self.sd = args, kwargs, {}
-                self.img_resolution = kwargs["img_resolution"]
-                log("generator", kwargs=kwargs)
-            def load_state_dict(self, sd, strict=True):
-                self.sd = dict(sd)
-                log("load_state_dict", keys=sorted(sd), strict=strict)
-            def state_dict(self):
-                return self.sd
-        """,
+    "training/networks_stylegan2.py": GENERATOR.format(kind="stylegan2"),
+    "training/networks_stylegan3.py": GENERATOR.format(kind="stylegan3"),
+    "stylegan_human/__init__.py": "",
+    "stylegan_human/training_scripts/__init__.py": "",
+    "stylegan_human/training_scripts/sg2/__init__.py": "",
+    "stylegan_human/training_scripts/sg2/training/__init__.py": "",
+    "stylegan_human/training_scripts/sg2/training/networks.py": GENERATOR.format(kind="stylegan_human"),
     "viz/__init__.py": "",
     "viz/log.py": """
         import json, os
@@ -56,9 +63,17 @@ FAKE = {
                 log("renderer", disable_timing=disable_timing)
             def init_network(self, res, pkl=None, w0_seed=0, w_load=None, w_plus=True, noise_mode="const",
                              trunc_psi=0.7, trunc_cutoff=None, input_transform=None, lr=0.001, **kwargs):
-                from training.networks_stylegan2 import Generator
+                if "stylegan2" in pkl:  # the class by the file's name, as the official renderer picks it
+                    from training.networks_stylegan2 import Generator
+                    extra = {}
+                elif "stylegan3" in pkl:
+                    from training.networks_stylegan3 import Generator
+                    extra = {}
+                else:
+                    from stylegan_human.training_scripts.sg2.training.networks import Generator
+                    extra = dict(square=False, padding=True)
                 data = self._pkl_data[pkl]["G_ema"]
-                self.G = Generator(*data.init_args, **data.init_kwargs)
+                self.G = Generator(*data.init_args, **data.init_kwargs, **extra)
                 self.G.load_state_dict(data.state_dict())
                 log("init_network", pkl=pkl, w_load=list(w_load.shape), w_plus=w_plus, lr=lr,
                     device=str(self._device))
@@ -113,8 +128,8 @@ def test_bench_official_drives_the_checkouts_renderer_in_its_own_process(model_p
     assert {c["cwd"] for c in calls} == {str(root)}               # run from the checkout (its font is relative)
     G = load_generator(model_path, "cpu")
     built = [c for c in calls if c["event"] == "generator"]
-    assert len(built) == 2                                         # ours, then the renderer's copy: same arguments
-    assert all(c["kwargs"] == json.loads(json.dumps(official_kwargs(G.config))) for c in built)
+    assert len(built) == 1 and built[0]["kind"] == "stylegan2"     # built by the renderer, from the record
+    assert built[0]["kwargs"] == json.loads(json.dumps(official_kwargs(G.config)))
     loads = [c for c in calls if c["event"] == "load_state_dict"]
     assert loads[0]["keys"] == sorted(G.state_dict()) and loads[0]["strict"] is True
     init = next(c for c in calls if c["event"] == "init_network")
@@ -134,6 +149,58 @@ def test_bench_official_drives_the_checkouts_renderer_in_its_own_process(model_p
     last = steps[-1]["points"]
     assert frames[-1]["points"]["0"]["start_temp"] == [last[0][1], last[0][0] + 1]  # (x, y), tracked by the step
     assert frames[-1]["points"]["1"]["target"] == targets[1]
+
+
+@pytest.mark.parametrize("kind", ["stylegan3", "stylegan_human"])
+def test_bench_official_builds_the_class_the_official_app_picks_for_each_kind(kind, tmp_path, fake_official, capsys):
+    """StyleGAN3 and StyleGAN-Human go to the official renderer as their pickles would: a file name that picks
+    their class, their record's arguments (Human's nested, without the `square` the renderer adds itself) and a
+    state dict with every name; the drag reads the same feature map as ours (StyleGAN3: layer L5)."""
+    G = tiny_stylegan3(32) if kind == "stylegan3" else tiny_generator(32, 16, square=False)
+    path = str(save_generator(G, tmp_path / f"{kind}.safetensors"))
+    root, log = fake_official
+    rc = main(["bench", "--model", path, "--official", str(root), "--steps", "1", "--device", "cpu",
+               "--lines", "scripts", "--json"])
+    assert rc == 0, capsys.readouterr().err
+    rows = json.loads(capsys.readouterr().out)["results"]
+    assert [r["method"] for r in rows] == ["official DragGAN, as its app", "draggan, as scripts (frame every 10)"]
+
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    built = [c for c in calls if c["event"] == "generator"]
+    assert [c["kind"] for c in built] == [kind]
+    kwargs = built[0]["kwargs"]
+    if kind == "stylegan3":
+        assert kwargs["mapping_kwargs"] == {"num_layers": 2, "lr_multiplier": 0.01}
+        assert (kwargs["channel_base"], kwargs["num_layers"], kwargs["margin_size"]) == (512, 14, 10)
+    else:
+        assert kwargs["synthesis_kwargs"]["channel_base"] == 16 * 32 and "channel_base" not in kwargs
+        assert (kwargs["square"], kwargs["padding"]) == (False, True)  # from the renderer, not from the record
+    init = next(c for c in calls if c["event"] == "init_network")
+    assert kind in init["pkl"] and "stylegan2" not in init["pkl"]
+    load = next(c for c in calls if c["event"] == "load_state_dict")
+    assert load["keys"] == sorted(load_generator(path, "cpu").state_dict()) and load["strict"]
+    step = next(c for c in calls if c["event"] == "drag" and c["is_drag"])
+    assert step["feature_idx"] == (5 if kind == "stylegan3" else 3)  # L5; the last of a 32-px StyleGAN2's 4 blocks
+
+
+def test_bench_random_generators_of_each_kind(capsys):
+    rc = main(["bench", "--random-res", "64", "--arch", "human", "--steps", "1", "--lines", "scripts,stand-in",
+               "--device", "cpu", "--json"])
+    assert rc == 0, capsys.readouterr().err
+    rows = json.loads(capsys.readouterr().out)["results"]
+    assert [r["model"] for r in rows] == ["human-64"] * 2 and rows[0]["resolution"] == 64
+    assert [r["method"].split(" ")[0] for r in rows] == ["draggan,", "straightforward"]
+    G = make_generator(("human", 64), "cpu")
+    assert (G.config.square, G.config.channel_base, G.synthesis.blocks[-1].width) == (False, 32768, 32)
+    R = random_generator("stylegan3-r", 64)
+    assert (R.config.conv_kernel, R.config.use_radial_filters, R.config.channel_base) == (1, True, 65536)
+
+
+@pytest.mark.parametrize("lines", ["", "app,nope"])
+def test_bench_lines_must_name_known_lines(lines, capsys):
+    assert main(["bench", "--random-res", "64", "--lines", lines]) == 2
+    err = capsys.readouterr().err
+    assert "use some of app,every,scripts,stand-in" in err and len(err.strip().splitlines()) == 1
 
 
 def test_bench_without_official_prints_how_to_get_it_and_no_ratio(model_path, capsys):

@@ -63,14 +63,38 @@ def drag_points(res: int) -> tuple[list[list[float]], list[list[float]]]:
     return [[0.3 * res, 0.4 * res], [0.6 * res, 0.5 * res]], [[0.7 * res, 0.4 * res], [0.2 * res, 0.9 * res]]
 
 
-def make_generator(source: str | int, device: torch.device):
-    """A catalog name / Hub file / path, or a resolution for a random-weight generator of full StyleGAN2 width."""
+# Random-weight generators the bench builds (`--arch`), at full width, as NVIDIA's and the official configs set
+# them: StyleGAN2 (channel base 32768), StyleGAN3 config T (32768 / 512) and config R (kernel 1, radial filters,
+# channel base and max doubled, as NVIDIA's train.py sets them), StyleGAN-Human (H x H/2, 8 mapping layers).
+ARCHS = ("stylegan2", "stylegan3-t", "stylegan3-r", "human")
+
+
+def random_generator(arch: str, res: int):
+    """A random-weight generator of `arch` (see ARCHS) at resolution `res` (seeded: every process builds the same)."""
     from stylegan2 import Generator, GeneratorConfig
+
+    torch.manual_seed(0)
+    if arch == "stylegan2":
+        return Generator(GeneratorConfig(img_resolution=res))
+    if arch == "human":
+        return Generator(GeneratorConfig(img_resolution=res, square=False))
+    if arch in ("stylegan3-t", "stylegan3-r"):
+        from stylegan2.stylegan3 import Generator as StyleGAN3
+        from stylegan2.stylegan3_config import StyleGAN3Config
+
+        r = dict(conv_kernel=1, use_radial_filters=True, channel_base=65536, channel_max=1024) if arch.endswith("r") else {}
+        return StyleGAN3(StyleGAN3Config(img_resolution=res, **r))
+    raise ValueError(f"unknown generator architecture {arch!r} (one of {', '.join(ARCHS)})")
+
+
+def make_generator(source: str | int | tuple[str, int], device: torch.device):
+    """A catalog name / Hub file / path, a resolution (a random full-width StyleGAN2) or (arch, resolution)."""
     from stylegan2.checkpoints import load_generator
 
     if isinstance(source, int):
-        torch.manual_seed(0)
-        return Generator(GeneratorConfig(img_resolution=source)).eval().requires_grad_(False).to(device)
+        source = ("stylegan2", source)
+    if isinstance(source, tuple):
+        return random_generator(*source).eval().requires_grad_(False).to(device)
     return load_generator(source, device)
 
 

@@ -7,9 +7,10 @@ to_pil=True)` and the frame the app shows after every step (its `draw_interval` 
 drawn on the image (`gradio_utils.draw_points_on_image`) and the watermark (`add_watermark_np`).
 Gradio's own encoding of that frame is left out, as our app's encoding is left out of ours.
 
-The generator is the checkout's own `Generator` class, built with NVIDIA's constructor arguments
-of ours and loaded with our state dict (same names and shapes: strict), handed to the renderer as
-if its pickle had been read; `get_network` then builds the renderer's copy as it does for a pickle.
+The generator is handed to the renderer as its pickle would be: a record of NVIDIA's constructor
+arguments for ours and our state dict, under a file name that makes `get_network` pick the class the
+official app picks (StyleGAN2, StyleGAN3 or StyleGAN-Human); it builds that class and loads our
+state dict strictly (same names and shapes).
 The latent (W+, loaded as the app's `w_load`), points, radii, step size and feature block are
 ours. The renderer runs on the bench's device (on a CPU its generator runs in float32, as it does
 there; on CUDA its fp16 blocks in fp16).
@@ -35,7 +36,6 @@ from .measure import PeakMemory, drag_points, make_generator, ms_per_step, sync
 HOW_TO_GET = ("to time the official code as well: git clone https://github.com/XingangPan/DragGAN ~/DragGAN, "
               "then python -m draggan bench --official ~/DragGAN (run from there, nothing copied)")
 OFFICIAL_ENTRY_POINTS = ("viz/renderer.py", "training/networks_stylegan2.py", "dnnlib/__init__.py")
-PKL = "stylegan2-bench.pkl"  # the renderer picks its Generator class by the pickle's name: 'stylegan2'
 APP_LAMBDA_MASK = 20  # the official app's motion_lambda (unused here: its mask is all zeros until painted)
 
 
@@ -55,12 +55,42 @@ def check_checkout(path: str | os.PathLike[str]) -> str:
 
 
 def official_kwargs(config) -> dict:
-    """NVIDIA's Generator constructor arguments for our GeneratorConfig (as their pickles record them)."""
-    return {"z_dim": config.z_dim, "c_dim": config.c_dim, "w_dim": config.w_dim,
-            "img_resolution": config.img_resolution, "img_channels": config.img_channels,
-            "mapping_kwargs": {"num_layers": config.mapping_layers, "lr_multiplier": config.mapping_lr_multiplier},
-            "channel_base": config.channel_base, "channel_max": config.channel_max,
-            "num_fp16_res": config.num_fp16_res, "conv_clamp": config.conv_clamp}
+    """NVIDIA's Generator constructor arguments for our config, as the pickles the official app loads record them:
+    StyleGAN2 flat; StyleGAN3 with its synthesis arguments flat and `mapping_kwargs` nested; StyleGAN-Human with
+    `synthesis_kwargs` nested and neither `square` nor `padding` (the renderer adds both)."""
+    if is_stylegan3(config):
+        flat = config.to_dict()
+        mapping = {"num_layers": flat.pop("mapping_layers"), "lr_multiplier": flat.pop("mapping_lr_multiplier")}
+        return {**flat, "mapping_kwargs": mapping}
+    top = {"z_dim": config.z_dim, "c_dim": config.c_dim, "w_dim": config.w_dim,
+           "img_resolution": config.img_resolution, "img_channels": config.img_channels,
+           "mapping_kwargs": {"num_layers": config.mapping_layers, "lr_multiplier": config.mapping_lr_multiplier}}
+    synthesis = {"channel_base": config.channel_base, "channel_max": config.channel_max,
+                 "num_fp16_res": config.num_fp16_res, "conv_clamp": config.conv_clamp}
+    return {**top, "synthesis_kwargs": synthesis} if not config.square else {**top, **synthesis}
+
+
+def is_stylegan3(config) -> bool:
+    from stylegan2.stylegan3_config import StyleGAN3Config
+    return isinstance(config, StyleGAN3Config)
+
+
+def pickle_name(config) -> str:
+    """The file name the renderer sees: it picks the official Generator class by a substring of it."""
+    if is_stylegan3(config):
+        return "stylegan3-bench.pkl"      # training/networks_stylegan3.py
+    return "stylegan2-bench.pkl" if config.square else "stylegan_human-bench.pkl"
+
+
+class PickleRecord:
+    """What the renderer reads from a pickle's `G_ema` to rebuild it (`get_network`): the constructor arguments
+    and the state dict; it builds the official class itself, as it does for a file."""
+
+    def __init__(self, kwargs: dict, state: dict):
+        self.init_args, self.init_kwargs, self._state = (), kwargs, state
+
+    def state_dict(self) -> dict:
+        return self._state
 
 
 @contextlib.contextmanager
@@ -114,19 +144,21 @@ def app_frame():
 
 
 def official_renderer(G, w0: torch.Tensor, device: torch.device, lr: float):
-    """(the checkout's Renderer holding our generator and latent, its result dict); call inside `from_checkout`."""
+    """(the checkout's Renderer holding our generator and latent, its result dict); call inside `from_checkout`.
+    The renderer rebuilds the generator from its record as it rebuilds one read from a pickle, and loads our state
+    dict into its class strictly: every name and shape as in NVIDIA's G_ema."""
     import dnnlib
-    from training.networks_stylegan2 import Generator
     from viz.renderer import Renderer
 
-    loaded = Generator(**official_kwargs(G.config))
-    loaded.load_state_dict(G.state_dict())  # strict: every name and shape as in NVIDIA's G_ema
+    pkl = pickle_name(G.config)
     renderer = Renderer(disable_timing=True)
     renderer._device = device
-    renderer._pkl_data[PKL] = {"G_ema": loaded}
+    renderer._pkl_data[pkl] = {"G_ema": PickleRecord(official_kwargs(G.config), G.state_dict())}
     res = dnnlib.EasyDict()
-    renderer.init_network(res, pkl=PKL, w0_seed=0, w_load=w0.to(device), w_plus=True, noise_mode="const",
+    renderer.init_network(res, pkl=pkl, w0_seed=0, w_load=w0.to(device), w_plus=True, noise_mode="const",
                           trunc_psi=0.7, lr=lr)
+    if "error" in res:  # the renderer reports a failure in its result instead of raising it
+        raise RuntimeError(f"the official renderer could not build the generator: {res.error}")
     renderer._render_drag_impl(res, is_drag=False, to_pil=True)  # the first image, as the app opens
     return renderer, res
 

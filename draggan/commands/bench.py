@@ -29,7 +29,7 @@ import time
 
 import torch
 
-from draggan.bench.measure import APP_PACING, PeakMemory, drag_points, in_fresh_process, make_generator  # noqa: F401
+from draggan.bench.measure import APP_PACING, ARCHS, PeakMemory, drag_points, in_fresh_process, make_generator  # noqa: F401
 from draggan.bench.measure import ms_per_step, steps_done
 from draggan.bench.measure import sync as _sync
 
@@ -42,10 +42,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--random-res", type=int, nargs="+", default=None,
                      help="random-weight generators of these resolutions, full StyleGAN2 width "
                           "(default 256 512; with --official 256 512 1024)")
+    parser.add_argument("--arch", choices=ARCHS, default="stylegan2",
+                        help="with --random-res: the generator's kind (default stylegan2; stylegan3-t, stylegan3-r, "
+                             "or human: StyleGAN-Human's H x H/2)")
     parser.add_argument("--official", metavar="DIR",
                         help="a DragGAN checkout (github.com/XingangPan/DragGAN): time its own drag step too")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per method (default 10)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per method (default 10; at least 1)")
+    parser.add_argument("--lines", default=",".join(LINE_KEYS), type=line_keys, metavar="A,B",
+                        help=f"our lines to time (default all: {','.join(LINE_KEYS)}); the official one comes with "
+                             "--official")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                         help="our method's precision (default auto: as the app runs it)")
     parser.add_argument("--app", action="store_true",
@@ -66,6 +72,7 @@ OFFICIAL_LABEL = "official DragGAN, as its app"
 @dataclasses.dataclass(frozen=True)
 class Line:
     """One timed line: a method with its frames as shown (every `every`-th step, paced, points drawn or not)."""
+    key: str                                  # its name for --lines
     label: str
     method: str
     every: int = 1
@@ -73,10 +80,11 @@ class Line:
     points_drawn: bool = False                # the app draws the points on each frame it shows
 
 
-LINES = [Line("draggan, as the app (paced frames)", "draggan", 1, APP_PACING, True),
-         Line("draggan, frame every step", "draggan", 1),
-         Line("draggan, as scripts (frame every 10)", "draggan", 10),
-         Line("straightforward (our stand-in)", "straightforward", 1)]
+LINES = [Line("app", "draggan, as the app (paced frames)", "draggan", 1, APP_PACING, True),
+         Line("every", "draggan, frame every step", "draggan", 1),
+         Line("scripts", "draggan, as scripts (frame every 10)", "draggan", 10),
+         Line("stand-in", "straightforward (our stand-in)", "straightforward", 1)]
+LINE_KEYS = tuple(line.key for line in LINES)
 
 GPU_HINT = ("on a GPU: python -m draggan bench --device cuda (or mps) --steps 20; add --precision fp32 to "
             "compare with half precision, and --app --edits 30 for the app and per-edit lines")
@@ -114,8 +122,18 @@ def time_method(source: str | int, device: str, line: Line, steps: int, threads:
     return {"resolution": G.img_resolution, "ms_per_step": ms_per_step(marks), "peak_mb": round(mem.peak_mb, 1)}
 
 
+def line_keys(text: str) -> tuple[str, ...]:
+    """--lines: comma-separated names of LINES, each known, at least one."""
+    keys = tuple(k.strip() for k in text.split(",") if k.strip())
+    unknown = [k for k in keys if k not in LINE_KEYS]
+    if unknown or not keys:
+        raise argparse.ArgumentTypeError(f"unknown line {', '.join(unknown) or '(none)'}: use some of {','.join(LINE_KEYS)}")
+    return keys
+
+
 def bench_generator(source: str | int, device: torch.device, steps: int, label: str,
-                    precision: str = "auto", official: str | None = None) -> list[dict]:
+                    precision: str = "auto", official: str | None = None,
+                    lines: tuple[str, ...] = LINE_KEYS) -> list[dict]:
     """Every line on the same generator, latent and points, each in a fresh process so that one line's memory
     high-water mark does not hide another's. With `official` (a checkout) its step comes first and every
     ratio (`speedup`, `memory_ratio`) is against it; without it there are no ratios."""
@@ -127,7 +145,7 @@ def bench_generator(source: str | int, device: torch.device, steps: int, label: 
         result = in_fresh_process(time_official, official, source, str(device), steps, threads)
         rows.append({"model": label, "device": str(device), "method": OFFICIAL_LABEL,
                      **{k: result[k] for k in ("resolution", "ms_per_step", "peak_mb", "points_drawn")}})
-    for line in LINES:
+    for line in (line for line in LINES if line.key in lines):
         result = in_fresh_process(time_method, source, str(device), line, steps, threads, precision)
         rows.append({"model": label, "device": str(device), "method": line.label, **result})
     if official:
@@ -154,7 +172,8 @@ def run(args: argparse.Namespace) -> int:
         make_generator(args.model, torch.device("cpu"))  # fail early, with the loader's message
         sources = [(args.model, args.model)]
     else:
-        sources = [(f"random-{r}", r) for r in (args.random_res or ([256, 512, 1024] if official else [256, 512]))]
+        sizes = args.random_res or ([256, 512, 1024] if official else [256, 512])
+        sources = [(f"random-{r}", r) if args.arch == "stylegan2" else (f"{args.arch}-{r}", (args.arch, r)) for r in sizes]
     if args.profile:
         from draggan.bench.profile import run_profile
         return run_profile(sources, device, max(args.steps, 2), args.precision, official, args.json)
@@ -167,14 +186,14 @@ def run(args: argparse.Namespace) -> int:
     if device.type == "cpu":
         say(GPU_HINT)
     for label, source in sources:
-        rows = bench_generator(source, device, max(args.steps, 2), label, args.precision, official)
+        rows = bench_generator(source, device, max(args.steps, 1), label, args.precision, official, args.lines)
         out["results"].extend(rows)
         for r in rows:
             say(format_row(r), flush=True)
     if args.app:
         app_sources = [("toyfaces-64", "toyfaces-64", 200)] + [(label, source, 10) for label, source in sources
                                                                if source != "toyfaces-64"
-                                                               and (not isinstance(source, int) or source <= 256)]
+                                                               and (not is_random(source) or resolution(source) <= 256)]
         for label, source, steps in app_sources:
             r = bench_app(source, device, steps, label, trials=max(1, args.app_trials))
             out["app"].append(r)
@@ -194,12 +213,22 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=1))
     return 0
 
-def _app_source(source: str | int, folder: str) -> str:
+def is_random(source) -> bool:
+    """A random generator's source (a resolution, or (arch, resolution)), not a model spec."""
+    return isinstance(source, (int, tuple))
+
+
+def resolution(source: int | tuple[str, int]) -> int:
+    return source if isinstance(source, int) else source[1]
+
+
+def _app_source(source, folder: str) -> str:
     """A model spec the app can open: the catalog name / path itself, or the random generator saved to `folder`."""
-    if not isinstance(source, int):
+    if not is_random(source):
         return source
     from stylegan2.checkpoints import save_generator
-    return str(save_generator(make_generator(source, torch.device("cpu")), os.path.join(folder, f"random-{source}.safetensors")))
+    name = f"random-{source}" if isinstance(source, int) else f"{source[0]}-{source[1]}"
+    return str(save_generator(make_generator(source, torch.device("cpu")), os.path.join(folder, f"{name}.safetensors")))
 
 
 def _start_app(spec: str, device: str, threads: int, timeout_s: float = 300) -> tuple["subprocess.Popen", int]:
@@ -269,7 +298,7 @@ def bench_app(source: str | int, device: torch.device, steps: int, label: str, t
         res = G.img_resolution
         handles, targets = [[0.3 * res, 0.4 * res]], [[0.75 * res, 0.45 * res]]
         # The official step size, small enough that neither run arrives early: this measures steps per second.
-        cfg = DragConfig.for_model(spec if not isinstance(source, int) else None, max_steps=steps, lr=SLOW_LR,
+        cfg = DragConfig.for_model(spec if not is_random(source) else None, max_steps=steps, lr=SLOW_LR,
                                    frame_interval_s=APP_PACING[0], frame_share=APP_PACING[1])
 
         def engine_drag() -> list:
