@@ -232,8 +232,11 @@ def test_clicks_right_after_clear_points_are_kept(served):
         tab.page.locator("#clear_points").click()
         for fx, fy in ((0.25, 0.7), (0.75, 0.2)):  # at once, not waiting for any answer, as a quick person
             tab.page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
-        time.sleep(1.5)                       # the answers (and anything late) arrive on localhost
         sess = tab.session()
+        deadline = time.monotonic() + 60      # liveness only: the two clicks' answers, however loaded the machine
+        while not sess.targets_xy and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sync_api.expect(tab.info).to_contain_text("Target 1 at")  # the page has the target's answer too
         assert len(sess.handles_xy) == 1 and len(sess.targets_xy) == 1, (sess.handles_xy, sess.targets_xy)
         hx, hy = sess.handles_xy[0]
         tx, ty = sess.targets_xy[0]
