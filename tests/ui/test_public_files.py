@@ -198,3 +198,47 @@ def test_a_mask_layer_array_longer_than_the_bound_on_one_side_is_refused():
     assert views.mask_from_layers([np.zeros((MAX_MASK_PX, 8, 4), np.uint8)], 32) is None
     with pytest.raises(DragInputError, match=f"at most {MAX_MASK_PX}x{MAX_MASK_PX} pixels"):
         views.mask_from_layers([np.zeros((MAX_MASK_PX + 1, 8, 4), np.uint8)], 32)
+
+
+def test_one_session_has_one_export_at_a_time_and_the_rest_are_refused_at_once(server, monkeypatch):
+    """Issue 26: eight exports at once from one session: the first renders (held at a gate), the other seven are
+    refused at once with one line instead of waiting in Gradio's queue; another visitor's export still completes,
+    and the first visitor's image and history are as they were."""
+    import threading
+    import time
+    import gradio_client
+    from draggan.editor import Editor
+    from draggan.sessions import EXPORT_BUSY
+    gate, started, calls = threading.Event(), threading.Event(), []
+    real = Editor.export_video
+
+    def held_export(self, path, **kwargs):
+        calls.append(path)
+        started.set()
+        assert gate.wait(120), "the test never let the export go on"
+        return real(self, path, **kwargs)
+    monkeypatch.setattr(Editor, "export_video", held_export)
+    a, b = (gradio_client.Client(server.url, verbose=False) for _ in range(2))
+    for c in (a, b):
+        c.predict(api_name="/generate")
+        c.predict(handles="[[6, 6]]", targets="[[20, 18]]", max_steps=3, api_name="/drag")
+    before = np.asarray(__import__("PIL.Image").Image.open(a.predict(api_name="/save_image")))
+    try:
+        jobs = [a.submit("gif", True, api_name="/export_video").future for _ in range(8)]
+        assert started.wait(60), "no export started"
+        deadline = time.monotonic() + 60                     # liveness only: refused ones answer while one renders
+        while sum(job.done() for job in jobs) < 7 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        refused = [str(job.exception()) for job in jobs if job.done()]
+        assert refused == [EXPORT_BUSY] * 7                  # the other seven, while the first still renders
+        held = next(job for job in jobs if not job.done())
+        other = b.submit("gif", True, api_name="/export_video")  # waits for the one export slot, not refused
+    finally:
+        gate.set()
+    assert other.result(timeout=120).endswith(".gif")
+    assert held.result(timeout=120).endswith(".gif")
+    assert len(calls) == 2                                   # one render for each visitor, none for the refused
+    after = np.asarray(__import__("PIL.Image").Image.open(a.predict(api_name="/save_image")))
+    assert np.array_equal(before, after)
+    assert a.predict(api_name="/undo")[1] == "Undone."        # the drag's history is still there
+
