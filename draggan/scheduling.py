@@ -13,6 +13,7 @@ import contextlib
 import contextvars
 import threading
 import time
+import weakref
 from typing import Any, Callable, Iterator, TypeVar
 
 from stylegan2.errors import UserError
@@ -167,7 +168,12 @@ class DragLine:
     own (`full`: the line that refuses a second one).
     """
 
+    _every: weakref.WeakSet = weakref.WeakSet()  # every line in this process, for `end_all`
+    _every_lock = threading.Lock()
+
     def __init__(self, lock: threading.RLock | None = None, full: str = DRAG_BUSY):
+        with DragLine._every_lock:
+            DragLine._every.add(self)
         self._lock = lock or threading.RLock()
         self._full = full
         self._tickets: list[threading.Event] = []  # stop events of the drags in line, in order
@@ -175,6 +181,7 @@ class DragLine:
         self.running = False
         self._idle = threading.Event()
         self._idle.set()
+        self._drags: weakref.WeakSet = weakref.WeakSet()  # the drags' iterators (`track`), for `end`
 
     @property
     def busy(self) -> bool:
@@ -271,3 +278,29 @@ class DragLine:
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until no drag runs; False on timeout."""
         return self._idle.wait(timeout)
+
+    def track(self, drag: Iterator[T]) -> Iterator[T]:
+        """Note a drag's iterator (a generator that joins this line), so that `end` can finish it."""
+        self._drags.add(drag)
+        return drag
+
+    def end(self, timeout: float | None = None) -> bool:
+        """Stop every drag of this line and close those whose reader left them suspended (a failed test's
+        traceback still holds one): each runs its own cleanup now, on this thread, and gives back its turn,
+        instead of at the interpreter's exit, where a drag's tensors torn down mid-step abort the process.
+        True when no drag runs (False on timeout)."""
+        self.stop()
+        with self._lock:
+            self._armed = None  # spent: a drag asked for later must not inherit this Stop
+        for drag in list(self._drags):
+            if not getattr(drag, "gi_running", True):  # one being stepped elsewhere sees its Stop there
+                with contextlib.suppress(ValueError):  # ... even if its step began since
+                    drag.close()
+        return self.wait_idle(timeout)
+
+    @classmethod
+    def end_all(cls, timeout: float | None = None) -> bool:
+        """`end` every line in this process (a test's teardown, a server's exit); True when no drag runs."""
+        with cls._every_lock:
+            lines = list(cls._every)
+        return all([line.end(timeout) for line in lines])

@@ -218,7 +218,7 @@ class Session:
             raise NoSessionError("This session has ended: press Generate to start again")
         if self.line.busy:
             raise DragInputError(DRAG_BUSY)
-        return self._drag_in_line(handles_xy, targets_xy, config, method, report_wait)
+        return self.line.track(self._drag_in_line(handles_xy, targets_xy, config, method, report_wait))
 
     def _drag_in_line(self, handles_xy: list[list[float]], targets_xy: list[list[float]],
                       config: DragConfig, method: str, report_wait: bool) -> Iterator[DragFrame]:
