@@ -2,16 +2,18 @@
 
 - `stream_newest`: a producer (a drag) runs at its own pace in a thread; a slow reader gets the newest item.
 - `DeviceSlots`: at most n long jobs (drags, inversions, experiments) on the device at once.
-- `DragLine`: one session's drag, running or waiting for the device, with its Stop.
+- `DragLine`: one session's drag, running or waiting for the device, with its Stop (also: one session's export).
 
 Imports nothing from Gradio or from the rest of the app.
 """
 from __future__ import annotations
 
 import collections
+import contextlib
 import contextvars
 import threading
 import time
+import weakref
 from typing import Any, Callable, Iterator, TypeVar
 
 from stylegan2.errors import UserError
@@ -149,7 +151,11 @@ class DeviceSlots:
 
 
 class LineFullError(UserError, ValueError):
-    """A session asked for a second drag while its first still runs or waits."""
+    """A session asked for a second drag (or export) while its first still runs or waits."""
+
+
+DRAG_BUSY = "A drag is already running or waiting here: wait for it, or press Stop"
+EXPORT_BUSY = "An export is already running or waiting here: wait for it to finish"
 
 
 class DragLine:
@@ -158,16 +164,24 @@ class DragLine:
     Every drag has a ticket, the event its Stop sets. `arm` makes the ticket of a drag that was asked for
     but has not joined the line yet (the app: Drag pressed, the request still in the web framework's
     queue), so a Stop meanwhile reaches it too. The owner passes its own lock, so that "no drag runs"
-    and a change of the owner's state are decided under one lock.
+    and a change of the owner's state are decided under one lock. A session's exports use a line of their
+    own (`full`: the line that refuses a second one).
     """
 
-    def __init__(self, lock: threading.RLock | None = None):
+    _every: weakref.WeakSet = weakref.WeakSet()  # every line in this process, for `end_all`
+    _every_lock = threading.Lock()
+
+    def __init__(self, lock: threading.RLock | None = None, full: str = DRAG_BUSY):
+        with DragLine._every_lock:
+            DragLine._every.add(self)
         self._lock = lock or threading.RLock()
+        self._full = full
         self._tickets: list[threading.Event] = []  # stop events of the drags in line, in order
         self._armed: threading.Event | None = None  # the stop event of a drag asked for, not yet in line
         self.running = False
         self._idle = threading.Event()
         self._idle.set()
+        self._drags: weakref.WeakSet = weakref.WeakSet()  # the drags' iterators (`track`), for `end`
 
     @property
     def busy(self) -> bool:
@@ -201,7 +215,7 @@ class DragLine:
         one visitor cannot pile up drags that each hold a server thread while they wait."""
         with self._lock:
             if self._tickets:
-                raise LineFullError("A drag is already running or waiting here: wait for it, or press Stop")
+                raise LineFullError(self._full)
             ticket, self._armed = self._armed or threading.Event(), None
             self._tickets.append(ticket)
             return ticket
@@ -241,6 +255,17 @@ class DragLine:
             except StopIteration as done:
                 return bool(done.value)
 
+    @contextlib.contextmanager
+    def turn(self, slots: DeviceSlots, closed: Callable[[], bool]) -> Iterator[bool]:
+        """Join the line (LineFullError if it is full), wait for the turn, and leave the line when done: gives
+        True while the turn (and a slot) is held, False if closed first."""
+        ticket, started = self.join(), False
+        try:
+            started = self.wait_turn(ticket, slots, closed)
+            yield started
+        finally:
+            self.leave(ticket, started, slots)
+
     def leave(self, ticket: threading.Event, started: bool, slots: DeviceSlots) -> None:
         """`ticket`'s drag is over (started: it held the turn and a slot, both given back now)."""
         with self._lock:
@@ -253,3 +278,29 @@ class DragLine:
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until no drag runs; False on timeout."""
         return self._idle.wait(timeout)
+
+    def track(self, drag: Iterator[T]) -> Iterator[T]:
+        """Note a drag's iterator (a generator that joins this line), so that `end` can finish it."""
+        self._drags.add(drag)
+        return drag
+
+    def end(self, timeout: float | None = None) -> bool:
+        """Stop every drag of this line and close those whose reader left them suspended (a failed test's
+        traceback still holds one): each runs its own cleanup now, on this thread, and gives back its turn,
+        instead of at the interpreter's exit, where a drag's tensors torn down mid-step abort the process.
+        True when no drag runs (False on timeout)."""
+        self.stop()
+        with self._lock:
+            self._armed = None  # spent: a drag asked for later must not inherit this Stop
+        for drag in list(self._drags):
+            if not getattr(drag, "gi_running", True):  # one being stepped elsewhere sees its Stop there
+                with contextlib.suppress(ValueError):  # ... even if its step began since
+                    drag.close()
+        return self.wait_idle(timeout)
+
+    @classmethod
+    def end_all(cls, timeout: float | None = None) -> bool:
+        """`end` every line in this process (a test's teardown, a server's exit); True when no drag runs."""
+        with cls._every_lock:
+            lines = list(cls._every)
+        return all([line.end(timeout) for line in lines])

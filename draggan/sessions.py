@@ -41,7 +41,7 @@ from .editor import Editor, Runner, seed_latent
 from .engine import check_drag_memory
 from .methods import check_method
 from .photos import PerceptualLoader, PhotoLimitError, PhotoSessions, PhotoSlots, read_photo  # noqa: F401
-from .scheduling import DeviceSlots, DragLine, stream_newest  # noqa: F401 (re-exported: the app's imports)
+from .scheduling import DRAG_BUSY, EXPORT_BUSY, DeviceSlots, DragLine, stream_newest  # noqa: F401 (the app's imports)
 
 Loader = Callable[[str, str], Generator]  # (model spec, device) -> generator, one shared copy per model
 PredictorLoader = Callable[[str, Generator], object]  # (model spec, its generator) -> AutoDragModel or None
@@ -87,10 +87,13 @@ class Session:
         self._lock = threading.RLock()
         self.line = DragLine(self._lock)         # this session's drags, one at a time
         self.slots = DeviceSlots(1)              # the device's slots; the manager shares its own
+        self.exports = DragLine(full=EXPORT_BUSY)  # its export (a lock of its own: a second is refused at once)
+        self.export_slots = DeviceSlots(1)       # exports rendering at once; the manager shares its own
         self.runner: Runner | None = None        # where drags run (the manager's)
         self.time_limit_s: float | None = None   # every drag stops after this long (the manager's)
         self.compute: ComputeThread | Inline = Inline()  # the thread tensor work runs on (the manager's)
         self._workdir: Path | None = None
+        self._files_lock = threading.Lock()      # guards _workdir (taken after _lock, never before it)
         self._closed = False
 
     @property
@@ -199,15 +202,12 @@ class Session:
 
     def run_drag(self, handles_xy, targets_xy, config: DragConfig, method: str = "draggan",
                  report_wait: bool = False) -> Iterator[DragFrame]:
-        """A drag over this session: it waits its turn (one drag at a time per session, one device slot),
-        and a Stop meanwhile cancels it before it starts.
-
-        Points, settings and method are checked when called, before it waits in line or changes anything.
-        report_wait: while it waits for the device, yield frames with reason 'waiting', no image, and `queue` =
-        (place in line, rough seconds to wait or None), when the place changes and about every second.
-        If the caller abandons the iterator (a client disconnects or cancels), the drag is
-        stopped and run to its end, so the latent and points stay consistent.
-        """
+        """A drag over this session: it waits its turn (one drag at a time per session, one device slot), and a
+        Stop meanwhile cancels it before it starts. Points, settings and method are checked when called, before it
+        waits in line or changes anything. report_wait: while it waits for the device, yield frames with reason
+        'waiting', no image, and `queue` = (place in line, rough seconds to wait or None), when the place changes
+        and about every second. If the caller abandons the iterator (a client disconnects or cancels), the drag is
+        stopped and run to its end, so the latent and points stay consistent."""
         handles_xy, targets_xy = validate_points(handles_xy, targets_xy, self.resolution)
         config.validate()
         if self.time_limit_s and not 0 < config.time_limit_s <= self.time_limit_s:
@@ -217,8 +217,8 @@ class Session:
         if self._closed:
             raise NoSessionError("This session has ended: press Generate to start again")
         if self.line.busy:
-            raise DragInputError("A drag is already running or waiting here: wait for it, or press Stop")
-        return self._drag_in_line(handles_xy, targets_xy, config, method, report_wait)
+            raise DragInputError(DRAG_BUSY)
+        return self.line.track(self._drag_in_line(handles_xy, targets_xy, config, method, report_wait))
 
     def _drag_in_line(self, handles_xy: list[list[float]], targets_xy: list[list[float]],
                       config: DragConfig, method: str, report_wait: bool) -> Iterator[DragFrame]:
@@ -268,8 +268,11 @@ class Session:
                          reason="stopped", latent=d.latent, start_xy=handles_xy)
 
     def export_video(self, path, overlay: bool = True, progress: Callable[[int, int], None] | None = None):
-        """The last drag as a video (Editor.export_video), its frames rendered on the compute thread."""
-        with self._lock:
+        """The last drag as a video (Editor.export_video), rendered on the compute thread after waiting its turn
+        among all sessions' exports here (not in the web framework's queue); a second is refused: LineFullError."""
+        with self.exports.turn(self.export_slots, lambda: self.closed) as started, self._lock:
+            if not started:
+                raise NoSessionError("This session has ended: press Generate to start again")
             self._check_idle("exporting its video")
             return self.compute.call(lambda: self.editor.export_video(path, overlay=overlay, progress=progress))
 
@@ -288,8 +291,9 @@ class Session:
     # -- files and lifetime ------------------------------------------------
 
     def workdir(self) -> Path:
-        """A private folder for this session's downloads, removed when the session closes."""
-        with self._lock:
+        """A private folder for this session's downloads, removed when the session closes (never waits for an
+        export rendering under the session's lock)."""
+        with self._files_lock:
             if self._workdir is None:
                 self._workdir = Path(tempfile.mkdtemp(prefix="draggan-"))
             return self._workdir
@@ -300,9 +304,10 @@ class Session:
             self._closed = True
             if self.line.running:
                 self.editor.stop()
-            if self._workdir is not None:
-                shutil.rmtree(self._workdir, ignore_errors=True)
-                self._workdir = None
+            with self._files_lock:
+                if self._workdir is not None:
+                    shutil.rmtree(self._workdir, ignore_errors=True)
+                    self._workdir = None
 
 
 EditSession = Session  # version 2's name
@@ -346,6 +351,7 @@ class SessionManager(PhotoSessions):
         self._sessions: collections.OrderedDict[str, Session] = collections.OrderedDict()  # LRU first
         self._lock = threading.Lock()
         self.slots = DeviceSlots(device_slots)
+        self.export_slots = DeviceSlots(1)  # one export renders at a time; the others wait in our code
         self.runner = runner
         self.compute = compute or Inline()
         self.max_drag_bytes = max_drag_bytes
@@ -389,7 +395,7 @@ class SessionManager(PhotoSessions):
         return session
 
     def _busy(self, session: Session) -> bool:
-        return session.busy or self.photos.inverting(session.key)
+        return session.busy or session.exports.busy or self.photos.inverting(session.key)
 
     def _evictable(self, session: Session) -> bool:
         """Idle, showing no photo, and not used within protect_recent_s."""
@@ -413,7 +419,8 @@ class SessionManager(PhotoSessions):
             evicted += self._make_room_locked(key, session.client)
             self._sessions.pop(key, None)
             session.last_used = self._clock()
-            session.slots, session.runner, session.compute = self.slots, self.runner, self.compute
+            session.slots, session.export_slots = self.slots, self.export_slots
+            session.runner, session.compute = self.runner, self.compute
             session.time_limit_s = self.drag_time_limit_s
             if self.max_drag_bytes is not None:
                 session.editor.memory_budget = min(session.editor.memory_budget, self.max_drag_bytes)
@@ -487,9 +494,5 @@ class SessionManager(PhotoSessions):
 
     def _expired_locked(self) -> list[Session]:
         now = self._clock()
-        out = []
-        for key in list(self._sessions):
-            s = self._sessions[key]
-            if now - s.last_used > self.ttl_s and not self._busy(s):
-                out.append(self._sessions.pop(key))
-        return out
+        expired = [k for k, s in self._sessions.items() if now - s.last_used > self.ttl_s and not self._busy(s)]
+        return [self._sessions.pop(k) for k in expired]

@@ -1,5 +1,6 @@
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def no_drag_outlives_its_test():
+    """After each test, stop and finish every drag still in a line, even one a failed test left suspended (its
+    traceback, kept by pytest, holds the drag's iterator): torn down at the interpreter's exit instead, mid-step,
+    it aborted the whole run (exit 134, not 1). A drag that will not end fails the test here."""
+    yield
+    scheduling = sys.modules.get("draggan.scheduling")
+    if scheduling is not None:
+        assert scheduling.DragLine.end_all(timeout=60), "a drag was still running 60 s after its test ended"
 
 
 def require_reference(path: Path = REFERENCE, ci: str | None = None) -> Path:

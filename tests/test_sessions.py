@@ -222,6 +222,24 @@ def test_a_session_holds_one_drag_and_refuses_more_in_one_line(loads):
     assert waiting[-1].reason == "max_steps" and not a.busy
 
 
+def test_a_drag_left_suspended_by_its_reader_is_finished_at_teardown(manager):
+    """What the teardown of every test (conftest.no_drag_outlives_its_test) does: a drag whose reader still holds
+    its iterator but steps it no more (a failed test's traceback) is stopped and run to its end now, its turn and
+    device slot given back; left to the interpreter's exit, it aborted pytest -x (exit 134)."""
+    from draggan.scheduling import DragLine
+    a = manager.new_session("a", "tiny", seed=1)
+    g = a.run_drag([[4, 4]], [[28, 28]], FAR)
+    first = next(g)
+    assert a.running and not first.done
+    assert DragLine.end_all(timeout=60)
+    assert not a.running and not a.busy and g.gi_frame is None      # the generator has ended
+    assert manager.slots.position(object()) == 0 and not manager.slots._held  # its device slot is free
+    if manager.compute.thread is not None:                          # nothing left stepping on the compute thread
+        wait_until(lambda: not manager.compute._streams)
+    frames = list(a.run_drag([[4, 4]], [[6, 6]], DragConfig(max_steps=2)))  # the line takes a new drag
+    assert frames[-1].done
+
+
 def test_a_dragging_session_outlives_its_time_to_live(manager):
     clock = manager._clock
     a = manager.new_session("a", "tiny", seed=1)

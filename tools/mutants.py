@@ -93,7 +93,7 @@ MUTANTS = [
      f"{S} -k client", "per-client cap one too many"),
     ("S2", SES, "own = [s for s in others if s.client == client]", "own = list(others)", f"{S} -k client",
      "a client evicts others' sessions"),
-    ("S3", SES, "if now - s.last_used > self.ttl_s and not self._busy(s):", "if now - s.last_used > self.ttl_s:",
+    ("S3", SES, "if now - s.last_used > self.ttl_s and not self._busy(s)]", "if now - s.last_used > self.ttl_s]",
      f"{S} -k time_to_live", "TTL ends a session while its drag runs"),
     ("S4", SES, "return not (self._busy(session) or session.photo is not None or recent)",
      "return not (self._busy(session) or recent)", f"{S} -k evicted", "a photo session may be evicted"),

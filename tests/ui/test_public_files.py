@@ -1,5 +1,6 @@
 """Public mode and the files a visitor sends or is sent (issue 26 items 3, 8, 9, 10)."""
 import hashlib
+import os
 import struct
 import zlib
 
@@ -198,3 +199,124 @@ def test_a_mask_layer_array_longer_than_the_bound_on_one_side_is_refused():
     assert views.mask_from_layers([np.zeros((MAX_MASK_PX, 8, 4), np.uint8)], 32) is None
     with pytest.raises(DragInputError, match=f"at most {MAX_MASK_PX}x{MAX_MASK_PX} pixels"):
         views.mask_from_layers([np.zeros((MAX_MASK_PX + 1, 8, 4), np.uint8)], 32)
+
+
+def test_one_session_has_one_export_at_a_time_and_the_rest_are_refused_at_once(server, monkeypatch):
+    """Issue 26: eight exports at once from one session: the first renders (held at a gate), the other seven are
+    refused at once with one line instead of waiting in Gradio's queue; another visitor's export still completes,
+    and the first visitor's image and history are as they were."""
+    import threading
+    import time
+    import gradio_client
+    from draggan.editor import Editor
+    from draggan.sessions import EXPORT_BUSY
+    gate, started, calls = threading.Event(), threading.Event(), []
+    real = Editor.export_video
+
+    def held_export(self, path, **kwargs):
+        calls.append(path)
+        started.set()
+        assert gate.wait(120), "the test never let the export go on"
+        return real(self, path, **kwargs)
+    monkeypatch.setattr(Editor, "export_video", held_export)
+    a, b = (gradio_client.Client(server.url, verbose=False) for _ in range(2))
+    for c in (a, b):
+        c.predict(api_name="/generate")
+        c.predict(handles="[[6, 6]]", targets="[[20, 18]]", max_steps=3, api_name="/drag")
+    before = np.asarray(__import__("PIL.Image").Image.open(a.predict(api_name="/save_image")))
+    try:
+        jobs = [a.submit("gif", True, api_name="/export_video").future for _ in range(8)]
+        assert started.wait(60), "no export started"
+        deadline = time.monotonic() + 60                     # liveness only: refused ones answer while one renders
+        while sum(job.done() for job in jobs) < 7 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        refused = [str(job.exception()) for job in jobs if job.done()]
+        assert refused == [EXPORT_BUSY] * 7                  # the other seven, while the first still renders
+        held = next(job for job in jobs if not job.done())
+        other = b.submit("gif", True, api_name="/export_video")  # waits for the one export slot, not refused
+    finally:
+        gate.set()
+    assert other.result(timeout=120).endswith(".gif")
+    assert held.result(timeout=120).endswith(".gif")
+    assert len(calls) == 2                                   # one render for each visitor, none for the refused
+    after = np.asarray(__import__("PIL.Image").Image.open(a.predict(api_name="/save_image")))
+    assert np.array_equal(before, after)
+    assert a.predict(api_name="/undo")[1] == "Undone."        # the drag's history is still there
+
+
+def png_zeros(path, side: int) -> str:
+    """A PNG of side x side transparent RGBA pixels, all there: decoded it takes 4 bytes a pixel (317 MB at 8900),
+    yet zeros compress about 1000 to 1, so the file is some 300 KB."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    packer, row, parts = zlib.compressobj(9), b"\0" * (1 + 4 * side), []
+    for _ in range(side):
+        parts.append(packer.compress(row))
+    parts.append(packer.flush())
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 6, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
+    return str(path)
+
+
+def peak_rss_growth(action) -> int:
+    """Bytes the process's peak resident memory (VmHWM, reset first) rose above its resident memory while `action`
+    ran; this test process is the server too."""
+    def status(field: str) -> int:
+        line = next(l for l in open("/proc/self/status") if l.startswith(field + ":"))
+        return int(line.split()[1]) * 1024
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")                                  # peak RSS := RSS now
+    start = status("VmRSS")
+    action()
+    return status("VmHWM") - start
+
+
+def call_private(server, fn_name: str, session_hash: str, data: list) -> list:
+    """Call one of the page's own (private) events as the browser does, over HTTP: join the queue by fn_index, then
+    read the answer from the event stream. Returns the output data."""
+    import httpx
+    import json
+    fn_index = next(i for i, fn in server.built.demo.fns.items() if getattr(fn.fn, "__name__", "") == fn_name)
+    joined = httpx.post(server.url + "gradio_api/queue/join", timeout=60,
+                        json={"data": data, "fn_index": fn_index, "session_hash": session_hash,
+                              "event_data": None, "trigger_id": None})
+    assert joined.status_code == 200, joined.text
+    with httpx.stream("GET", server.url + f"gradio_api/queue/data?session_hash={session_hash}", timeout=120) as r:
+        for line in r.iter_lines():
+            if line.startswith("data:"):
+                message = json.loads(line[5:])
+                if message.get("msg") == "process_completed":
+                    assert message.get("success"), message
+                    return message["output"]["data"]
+    raise AssertionError("the event stream ended before the event completed")
+
+
+def test_a_huge_mask_layer_sent_over_http_is_refused_in_one_line_and_costs_no_memory(server, tmp_path):
+    """Issue 26: a visitor uploads (as a browser would, /gradio_api/upload) a mask layer whose header declares a huge
+    picture, and sends it to the mask editor's event. The app answers one line from the header, the server's
+    memory does not rise by the picture's size, and the visitor's image, points and mask stay."""
+    import httpx
+    import gradio_client
+    c = gradio_client.Client(server.url, verbose=False)
+    c.predict(seed=3, api_name="/generate")
+    sess = server.built.ctx.sessions.get(c.session_hash)
+    sess.add_point([5, 5])
+    sess.add_point([20, 20])
+    before = np.asarray(__import__("PIL.Image").Image.open(c.predict(api_name="/save_image")))
+    for layer, side in ((png_zeros(tmp_path / "full.png", 8900), "8900x8900"),          # decodes to 317 MB
+                        (png_header_only(tmp_path / "bomb.png", 20000), None)):          # Pillow's bomb bound
+        assert os.path.getsize(layer) < 400_000
+        with open(layer, "rb") as f:
+            uploaded = httpx.post(server.url + "gradio_api/upload", files={"files": ("mask.png", f)}, timeout=60)
+        assert uploaded.status_code == 200, uploaded.text
+        value = {"background": None, "composite": None, "id": None,
+                 "layers": [{"path": uploaded.json()[0], "meta": {"_type": "gradio.FileData"}}]}
+        answers = []
+        growth = peak_rss_growth(lambda: answers.append(call_private(server, "ui_apply_mask", c.session_hash, [value])))
+        assert growth < 300 << 20, f"the server's memory rose {growth >> 20} MB"
+        line = answers[0][1]
+        assert line.startswith("⚠️ A mask layer must be") and "4096x4096" in line and "\n" not in line
+        assert side is None or line.endswith(f"got {side}")
+    after = np.asarray(__import__("PIL.Image").Image.open(c.predict(api_name="/save_image")))
+    assert np.array_equal(before, after)
+    assert sess.handles_xy == [[5.0, 5.0]] and sess.targets_xy == [[20.0, 20.0]] and sess.editable is None

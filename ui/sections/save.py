@@ -10,7 +10,9 @@ from ..context import AppContext
 from ..wiring import Page, bind, keep_on_error
 
 VIDEO_FORMATS = ("mp4", "webm", "gif")
-EXPORT_GROUP = dict(concurrency_limit=1, concurrency_id="export")
+# Exports start at once: each session's one export waits for its turn in our code (Session.export_video), so a
+# second one from the same session is refused at once instead of filling Gradio's queue.
+EXPORT_GROUP = dict(concurrency_limit=None, concurrency_id="export")
 
 
 def save_image(ctx: AppContext, request: gr.Request) -> str:
@@ -59,7 +61,7 @@ def build(ctx: AppContext, page: Page) -> None:
     save = bind(save_image, ctx)
     save_btn.click(keep_on_error(1, None)(save), None, download, api_visibility="private", concurrency_limit=None)
     page.api("save_image", save, None, download, concurrency_limit=None)
-    # Exports queue on their own (EXPORT_GROUP), so a line of them never delays anyone's Generate or Undo.
+    # Exports wait on their own (EXPORT_GROUP), so a line of them never delays anyone's Generate or Undo.
     export_btn.click(keep_on_error(3, 2)(bind(export_and_play, ctx)), [video_format, overlay],
                      [download, played, note], api_visibility="private", **EXPORT_GROUP)
     page.api("export_video", bind(export_video, ctx), [video_format, overlay], download, **EXPORT_GROUP)
