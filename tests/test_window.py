@@ -40,10 +40,52 @@ def test_cropped_blocks_equal_the_whole_map_where_read(G128):
     assert all(e is None or e < 1e-5 for e in errors), errors
 
 
-def test_a_halo_too_small_is_caught(G128, monkeypatch):
-    """The check above can fail: without a halo the crop's inner edges are wrong where they are read."""
-    monkeypatch.setattr(window_mod, "HALO", 0)
+def test_a_crop_one_pixel_too_small_is_caught(G128, monkeypatch):
+    """The check above can fail: one pixel less than each layer reads, and the crop's inner edges are wrong
+    where they are read (the boxes are exactly what each layer needs, no more)."""
+    monkeypatch.setattr(window_mod, "MARGIN", -1)
     assert _max_error(G128, [[64, 64]], 9.0) > 1e-3
+
+
+def test_cropped_blocks_give_the_whole_maps_gradients(G128):
+    """The loss's gradient on the optimized rows is the whole map's: nothing a kept pixel reads is cut off."""
+    from draggan.engine import motion_loss
+
+    ws0 = G128.mapping(torch.randn(1, G128.z_dim, generator=torch.Generator().manual_seed(5)), None)
+    points, targets = torch.tensor([[30.0, 40.0], [90.0, 70.0]]), torch.tensor([[40.0, 52.0], [80.0, 60.0]])
+    grads = []
+    for local in (False, True):
+        rows = ws0[:, :6].clone().requires_grad_(True)
+        ws = torch.cat([rows, ws0[:, 6:]], 1)
+        win = plan_window(G128, 6, points.tolist(), 9.0) if local else None
+        if local:
+            assert win is not None
+            _, feat = window_features(G128, ws, 6, win, "const")
+            origin = win.origin
+        else:
+            feat, origin = G128.synthesis.features(ws, stop=6)[-1], (0, 0)
+        motion_loss(feat, points, targets, 3, 128, origin, 128).backward()
+        grads.append(rows.grad)
+    assert grads[0].abs().max() > 0
+    assert ((grads[0] - grads[1]).abs().max() / grads[0].abs().max()).item() < 1e-5
+
+
+def test_a_local_step_computes_a_fraction_of_the_whole_step(G128):
+    """Counted arithmetic (convolutions forward and backward) of a local step against a whole-map step."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from draggan.engine import step_features
+
+    ws0 = G128.mapping(torch.randn(1, G128.z_dim, generator=torch.Generator().manual_seed(5)), None)
+    counts = []
+    for local in (False, True):
+        rows = ws0[:, :6].clone().requires_grad_(True)
+        with FlopCounterMode(display=False) as counter:
+            _, feat, _ = step_features(G128, torch.cat([rows, ws0[:, 6:]], 1), 6, "const", False, local,
+                                       torch.tensor([[40.0, 50.0]]), 12.0)
+            feat.square().sum().backward()
+        counts.append(counter.get_total_flops())
+    assert counts[1] < 0.15 * counts[0], counts  # 0.08 (with a 5-pixel halo per block: 0.26)
 
 
 def test_no_window_when_the_points_cover_the_map(G128):
