@@ -8,7 +8,8 @@ One function per equation of the paper, then a loop that only schedules them:
     |(F - F0) * M_fixed| (mask_term 'features'), or `image_mask_loss` on the image the latent draws
     (mask_term 'image', the default: the tail then runs with autograd on every step of a masked drag);
   - `optimize_latent`: per step, synthesis up to the feature block with autograd, tracking,
-    the loss, one Adam step on the first `rows` rows of W+ (the rest stay fixed); the image
+    the loss, one Adam step on the first `rows` rows of W+ (the rest stay fixed, and the layers
+    they drive convolve with weights modulated once per drag: `FrozenStyles`); the image
     tail runs without autograd, only for frames that are shown (`FrameSchedule`).
 
 Features are read at image resolution without resizing the map (see `features.py`).
@@ -25,7 +26,8 @@ import cv2
 import numpy as np
 import torch
 
-from stylegan2.networks import Generator, image_to_uint8
+from stylegan2.frozen_styles import FrozenStyles, frozen_styles
+from stylegan2.networks import Generator, SynthesisNetwork, image_to_uint8
 
 from .config import DragConfig, DragFrame, DragJob, DragInputError, validate_points  # noqa: F401 (re-exported)
 from .features import Origin, downsample_mask, sample_resized, sample_resized_bilinear
@@ -309,6 +311,8 @@ def optimize_latent(job: DragJob, latent: torch.Tensor, handles_xy: list[list[fl
     tail = latent[:, rows:].detach()
     param = (latent[:, :rows] if job.latent_space == "w+" else latent[:, :1]).detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([param], lr=cfg.lr)
+    # The layers driven by the kept rows: their modulated weights, once per drag (StyleGAN2 generators).
+    frozen = FrozenStyles(G.synthesis, latent, rows) if isinstance(G.synthesis, SynthesisNetwork) else None
 
     def full_latent() -> torch.Tensor:                                          # [1, num_ws, w_dim]
         return torch.cat([param.expand(-1, rows, -1), tail], dim=1)
@@ -328,7 +332,8 @@ def optimize_latent(job: DragJob, latent: torch.Tensor, handles_xy: list[list[fl
             break
         show = schedule.render(step)
         ws = full_latent()
-        whole, feat, origin = step_features(G, ws, block, job.noise_mode, low, local, points, reach)
+        with frozen_styles(frozen):
+            whole, feat, origin = step_features(G, ws, block, job.noise_mode, low, local, points, reach)
         feat = feat.float()                                                     # [1, C, s, s] or a crop of it
         if feat0 is None:
             feat0 = feat.detach()
@@ -340,12 +345,12 @@ def optimize_latent(job: DragJob, latent: torch.Tensor, handles_xy: list[list[fl
             arrived = (distances <= stop_distance(res)).all()
         if job.on_step is not None:
             job.on_step(step, ws.detach(), points)
-        with torch.enable_grad():
+        with torch.enable_grad(), frozen_styles(frozen):
             loss = motion_loss(feat, points, targets, r1, res, origin, size)
             if fixed is not None:
                 loss, img0 = _add_mask_term(loss, job, ws, whole, feat, feat0, img0, fixed, low)
         if show:
-            with torch.no_grad():
+            with torch.no_grad(), frozen_styles(frozen):
                 img = schedule.timed(lambda: G.synthesis.image_from_features(
                     ws.detach(), [x.detach() for x in whole], job.noise_mode, use_fp16=low))
         _adam_step_unless(arrived, param, opt, loss)
@@ -369,7 +374,9 @@ def optimize_latent(job: DragJob, latent: torch.Tensor, handles_xy: list[list[fl
     final = full_latent().detach().clone()
     handles = xy(points if reason != "reached" else p)
     dists = (targets - rowcol(handles, dev)).norm(dim=1).tolist()
-    yield DragFrame(step, handles, job.targets_xy, dists, float("nan"), 0.0, render(G, final, job.noise_mode, low),
+    with frozen_styles(frozen):
+        image = render(G, final, job.noise_mode, low)
+    yield DragFrame(step, handles, job.targets_xy, dists, float("nan"), 0.0, image,
                     done=True, reason=reason, latent=final, start_xy=start_xy)
 
 

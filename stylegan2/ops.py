@@ -91,16 +91,45 @@ def _conv(x: torch.Tensor, w: torch.Tensor, groups: int, up: int, padding: int,
     return upfirdn2d(x, resample_filter, pad=(p0, p1, p0, p1), gain=up * up)
 
 
+def modulated_weight(weight: torch.Tensor, styles: torch.Tensor, demodulate: bool = True,
+                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """NVIDIA's per-sample weights: `weight` [out, in, kh, kw] with its input channels scaled by `styles`
+    [batch, in], then (demodulate) each output channel normalized; [batch * out, in, kh, kw] in `dtype`.
+    For float16 the weight and styles are pre-normalized first (demodulation cancels the scale)."""
+    batch = styles.shape[0]
+    out_ch, in_ch, kh, kw = weight.shape
+    if dtype == torch.float16 and demodulate:
+        weight, styles = _prenormalized(weight, styles)
+    w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)  # [batch, out, in, kh, kw]
+    if demodulate:
+        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [batch, out]
+        w = w * dcoefs.reshape(batch, -1, 1, 1, 1)
+    return w.reshape(-1, in_ch, kh, kw).to(dtype)
+
+
+def _prenormalized(weight: torch.Tensor, styles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and styles scaled to avoid float16 overflow (demodulation cancels the scale)."""
+    out_ch, in_ch, kh, kw = weight.shape
+    weight = weight * (1 / math.sqrt(in_ch * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+    return weight, styles / styles.norm(float("inf"), dim=1, keepdim=True)
+
+
+def demodulation(styles: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """sum_{i,k} (W[o,i,k] s[i])^2 ** -1/2 without forming the per-sample weights: [batch, out]."""
+    return (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()
+
+
 def modulated_conv2d(
     x: torch.Tensor,                    # [batch, in, h, w]
     weight: torch.Tensor,               # [out, in, kh, kw]
-    styles: torch.Tensor,               # [batch, in]
+    styles: torch.Tensor | None,        # [batch, in] (None: given `known`)
     noise: torch.Tensor | None = None,  # broadcastable to the output
     up: int = 1,                        # 1 or 2
     padding: int = 0,
     resample_filter: torch.Tensor | None = None,
     demodulate: bool = True,
     fused: bool | None = None,          # None: decide by whether the styles need gradients
+    known: tuple[torch.Tensor, ...] | None = None,  # what a path computes from the weight and styles, computed before
 ) -> torch.Tensor:
     """NVIDIA's modulated convolution (styles scale the weight's input channels, then demodulation).
 
@@ -108,30 +137,33 @@ def modulated_conv2d(
     one (a drag, or training), scale the activations around one shared-weight conv, so
     backward never forms per-sample weight gradients; otherwise fuse everything into one
     grouped conv with per-sample weights (NVIDIA's inference path).
+
+    known: for styles no gradient is wanted for, what the chosen path computes from the weight and
+    styles alone, computed before (the same numbers): fused, (`modulated_weight(...)`,); not fused,
+    (styles, the weight in x's dtype, `demodulation(...)` or None), pre-normalized for float16.
     """
     batch = x.shape[0]
-    out_ch, in_ch, kh, kw = weight.shape
-    if x.dtype == torch.float16 and demodulate:
-        # Pre-normalize to avoid float16 overflow; demodulation cancels the scale.
-        weight = weight * (1 / math.sqrt(in_ch * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
-        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
     if fused is None:
-        fused = not (torch.is_grad_enabled() and styles.requires_grad)
-    if not fused:
-        x = x * styles.to(x.dtype).reshape(batch, -1, 1, 1)
-        x = _conv(x, weight.to(x.dtype), 1, up, padding, resample_filter)
-        if demodulate:
-            # sum_{i,k} (W[o,i,k] s[i])^2 without forming the per-sample weights
-            dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [batch, out]
-            x = x * dcoefs.to(x.dtype).reshape(batch, -1, 1, 1)
-    else:
-        w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)  # [batch, out, in, kh, kw]
-        if demodulate:
-            dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [batch, out]
-            w = w * dcoefs.reshape(batch, -1, 1, 1, 1)
-        x = x.reshape(1, -1, *x.shape[2:])  # [1, batch*in, h, w]
-        x = _conv(x, w.reshape(-1, in_ch, kh, kw).to(x.dtype), batch, up, padding, resample_filter)
+        fused = not (torch.is_grad_enabled() and styles is not None and styles.requires_grad)
+    if fused:
+        (w,) = known if known is not None else (modulated_weight(weight, styles, demodulate, x.dtype),)
+        x = _conv(x.reshape(1, -1, *x.shape[2:]), w, batch, up, padding, resample_filter)  # [1, batch*in, h, w]
         x = x.reshape(batch, -1, *x.shape[2:])
+    else:
+        styles, weight, dcoefs = known if known is not None else unfused_parts(weight, styles, demodulate, x.dtype)
+        x = x * styles.to(x.dtype).reshape(batch, -1, 1, 1)
+        x = _conv(x, weight, 1, up, padding, resample_filter)
+        if dcoefs is not None:
+            x = x * dcoefs.to(x.dtype).reshape(batch, -1, 1, 1)
     if noise is not None:
         x = x.add_(noise.to(x.dtype)) if not x.requires_grad else x + noise.to(x.dtype)
     return x
+
+
+def unfused_parts(weight: torch.Tensor, styles: torch.Tensor, demodulate: bool, dtype: torch.dtype,
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """What the unfused path multiplies and convolves by: (styles, the weight in `dtype`, the
+    demodulation coefficients or None), both pre-normalized for float16."""
+    if dtype == torch.float16 and demodulate:
+        weight, styles = _prenormalized(weight, styles)
+    return styles, weight.to(dtype), demodulation(styles, weight) if demodulate else None
