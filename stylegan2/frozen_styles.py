@@ -12,7 +12,7 @@ from typing import Iterator
 
 import torch
 
-from .ops import modulated_weight, unfused_parts
+from .ops import conv_layout, modulated_weight, unfused_parts, weight_parts
 
 
 class FrozenStyles:
@@ -24,7 +24,8 @@ class FrozenStyles:
     `block_ws` hands them out); inside `with frozen_styles(...)`, such a layer whose style row still has
     the value it had here (and whose weights were not changed in place since) takes them from here,
     per path and dtype: the same numbers (`modulated_conv2d`'s `known`), and its output carries no
-    gradient to that row: only for rows no gradient is wanted for. Anything else computes as without it.
+    gradient to that row: only for rows no gradient is wanted for. Every other layer takes what its
+    unfused path computes from its weight alone (`known_weight`). Anything else computes as without it.
     """
 
     def __init__(self, synthesis: torch.nn.Module, ws: torch.Tensor, first_row: int):
@@ -56,9 +57,22 @@ class FrozenStyles:
         if versions != self._versions(layer):
             with torch.no_grad():
                 styles = layer.affine(row[None].to(w.dtype))
-                parts = ((modulated_weight(layer.weight, styles, True, dtype),) if fused
-                         else unfused_parts(layer.weight, styles, True, dtype))
+                parts = ((conv_layout(modulated_weight(layer.weight, styles, True, dtype), 1, layer.up),) if fused
+                         else unfused_parts(layer.weight, styles, True, dtype, layer.up))
             self.parts[key] = self._versions(layer), parts
+        return parts
+
+    def known_weight(self, layer: torch.nn.Module, dtype: torch.dtype) -> tuple | None:
+        """What any layer's unfused path computes from its weight alone (`weight_parts`), once per dtype
+        (again when the weight changed in place); None while the weight needs gradients."""
+        if layer.weight.requires_grad:
+            return None
+        key = (layer, dtype, "weight")
+        versions, parts = self.parts.get(key, (None, None))
+        if versions != layer.weight._version:
+            with torch.no_grad():
+                parts = weight_parts(layer.weight, True, dtype, layer.up)
+            self.parts[key] = layer.weight._version, parts
         return parts
 
 
@@ -77,7 +91,12 @@ def frozen_styles(frozen: FrozenStyles | None) -> Iterator[None]:
 
 
 
-def kept_parts(layer: torch.nn.Module, w: torch.Tensor, dtype: torch.dtype, fused: bool) -> tuple | None:
-    """Inside `frozen_styles`: `FrozenStyles.known` for this layer; elsewhere None."""
+def kept_parts(layer: torch.nn.Module, w: torch.Tensor, dtype: torch.dtype, fused: bool,
+               ) -> tuple[tuple | None, tuple | None]:
+    """Inside `frozen_styles`: (`FrozenStyles.known`, or where that is None and the path is unfused,
+    `FrozenStyles.known_weight`) for this layer; elsewhere (None, None)."""
     frozen = _FROZEN.get()
-    return frozen.known(layer, w, dtype, fused) if frozen is not None else None
+    if frozen is None:
+        return None, None
+    known = frozen.known(layer, w, dtype, fused)
+    return known, frozen.known_weight(layer, dtype) if known is None and not fused else None

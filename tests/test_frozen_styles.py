@@ -31,7 +31,7 @@ def _step(G, latent, frozen, low):
     return feat.detach(), rows.grad, img
 
 
-@pytest.mark.parametrize("low", [False, torch.bfloat16])
+@pytest.mark.parametrize("low", [False, torch.bfloat16, torch.float16])
 def test_kept_rows_give_the_plain_numbers(G, low):
     """Features, the optimized rows' gradient and the image are the plain path's, bit for bit (the rows of a
     seed's latent are all equal: a kept row's value alone must not make an optimized row's layer frozen)."""
@@ -67,8 +67,9 @@ def test_a_changed_row_or_model_is_computed_afresh(G):
     G2 = tiny_generator(64, 16)
     frozen2 = FrozenStyles(G2.synthesis, latent, ROWS)
     _step(G2, latent, frozen2, False)
-    with torch.no_grad():
-        G2.synthesis.b64.conv1.weight.mul_(1.5)  # the model changed in place (a tuned generator)
+    with torch.no_grad():  # the model changed in place (a tuned generator): a kept layer, an optimized row's
+        G2.synthesis.b64.conv1.weight.mul_(1.5)
+        G2.synthesis.b8.conv0.weight.mul_(0.5)
     after = _step(G2, latent, frozen2, False)
     assert all(torch.equal(a, b) for a, b in zip(after, _step(G2, latent, None, False)))
     assert not torch.equal(after[2], _step(G, latent, None, False)[2])
@@ -78,7 +79,7 @@ def test_a_drag_modulates_each_kept_layer_once(G, monkeypatch):
     """Over a whole drag (steps, frames, the last image), a kept layer's weight is modulated once per path
     and dtype, not once per step; the drag's frames and latent are the plain drag's."""
     calls = []
-    for name in ("modulated_weight", "unfused_parts"):
+    for name in ("modulated_weight", "unfused_parts", "weight_parts"):
         real = getattr(ops, name)
         monkeypatch.setattr(f"stylegan2.frozen_styles.{name}", lambda *a, _real=real, _n=name: calls.append(_n) or _real(*a))
     cfg = DragConfig(max_steps=5, lr=0.02, r1=6, r2=12, feature_block=4, local="off", precision="fp32")
@@ -87,7 +88,10 @@ def test_a_drag_modulates_each_kept_layer_once(G, monkeypatch):
     kept = len(FrozenStyles(G.synthesis, latent, cfg.rows).rows)
     in_step = sum(1 for b in G.synthesis.blocks[:4] for n in ("conv0", "conv1") if getattr(b, n, None) is not None
                   and getattr(b, n) in FrozenStyles(G.synthesis, latent, cfg.rows).rows)
-    assert kept > 0 and len(calls) == kept + in_step  # fused for every kept layer, unfused for the step's
+    optimized = 6  # b4.conv1, b8.conv0/1, b16.conv0/1, b32.conv0: rows 0-5, their weights' parts once
+    assert kept > 0 and calls.count("weight_parts") == optimized
+    assert calls.count("modulated_weight") + calls.count("unfused_parts") == kept + in_step  # fused (frames) for
+    # every kept layer, unfused for the step's
     monkeypatch.setattr("draggan.engine.frozen_styles", lambda frozen: frozen_styles(None))
     plain = list(run_drag("draggan", DragJob(G, latent, [[20, 30]], [[34, 36]], cfg)))
     assert len(frames) == len(plain) > 2
