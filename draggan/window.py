@@ -67,15 +67,16 @@ def conv0_reads(box: Box, side: int) -> Box:
     return lo(box[0]), lo(box[1]), hi(box[2]), hi(box[3])
 
 
-def plan_window(G: Generator, block: int, points_rc: list[list[float]], reach_px: float) -> Window | None:
+def plan_window(G: Generator, block: int, points_rc: list[list[float]], reach_px: float,
+                first: int | None = None) -> Window | None:
     """The boxes a step needs when it reads features within `reach_px` image pixels of each point.
 
     block: the 1-based feature block; points_rc: (row, col) image pixels. None when cropping would not
-    save anything (the points are spread over most of the map, or the map is small).
+    save anything (the points are spread over most of the map, or the map is small). first: crop from
+    this (0-based) block on, whatever the boxes' sizes.
     """
     if not getattr(G.synthesis, "square", True) or not getattr(G.synthesis, "supports_local_steps", True):
         return None  # StyleGAN-Human: whole padded maps (crops would mix in the pad); StyleGAN3: filters, margins
-        return None
     blocks = G.synthesis.blocks[:block]
     res = G.img_resolution
     size = blocks[-1].resolution
@@ -96,31 +97,84 @@ def plan_window(G: Generator, block: int, points_rc: list[list[float]], reach_px
         boxes.insert(0, conv0_reads(mids[0], blocks[k - 1].resolution))
     # boxes[k] is block k's, mids[k - 1] block k's conv0 output; crop from the first block from which every
     # box is small enough.
-    first = block
-    while first - 1 >= 1 and _area(boxes[first - 1]) <= MAX_FRACTION * blocks[first - 1].resolution ** 2:
-        first -= 1
+    if first is None:
+        first = block
+        while first - 1 >= 1 and _area(boxes[first - 1]) <= MAX_FRACTION * blocks[first - 1].resolution ** 2:
+            first -= 1
     if first >= block:
         return None
     return Window(first, tuple(boxes[first - 1:]), tuple(mids[first - 1:]))
 
 
+def plan_windows(G: Generator, block: int, points_rc: list[list[float]], reach_px: float,
+                 ) -> list[tuple[Window, list[int]]] | None:
+    """One window per group of points, all cropped from the same block on: [(window, its points' indices)].
+    Each point starts alone; two groups merge where one box around both costs less arithmetic than two
+    (their crops overlap). Two far-apart handles then cost two small crops instead of one box around both.
+    None where no crop saves anything (as `plan_window`)."""
+    groups = [[i] for i in range(len(points_rc))]
+    alone = [plan_window(G, block, [points_rc[i] for i in g], reach_px) for g in groups]
+    if not alone or any(w is None for w in alone):
+        return None
+    first = min(w.first for w in alone)
+    plan = lambda g: plan_window(G, block, [points_rc[i] for i in g], reach_px, first)  # noqa: E731
+    wins = [plan(g) for g in groups]
+    while len(groups) > 1:
+        best = None
+        for a in range(len(groups)):
+            for b in range(a + 1, len(groups)):
+                merged = plan(groups[a] + groups[b])
+                gain = _cost(G, wins[a]) + _cost(G, wins[b]) - _cost(G, merged)
+                if gain > 0 and (best is None or gain > best[0]):
+                    best = (gain, a, b, merged)
+        if best is None:
+            break
+        _, a, b, merged = best
+        groups[a], wins[a] = groups[a] + groups.pop(b), merged
+        wins.pop(b)
+    return list(zip(wins, groups))
+
+
+def _cost(G: Generator, window: Window) -> int:
+    """Multiply-adds of a window's convolutions (forward; a backward costs about the same): conv0 counted on
+    its input (a transposed conv), conv1 on its output."""
+    total = 0
+    for k in range(window.first, len(window.boxes) + window.first - 1):
+        b = G.synthesis.blocks[k]
+        total += _area(window.box(k - 1)) * b.in_channels * b.out_channels + _area(window.mid(k)) * b.out_channels ** 2
+    return total
+
+
 def window_features(G: Generator, ws: torch.Tensor, block: int, window: Window, noise_mode: str,
                     use_fp16: bool | torch.dtype = False) -> tuple[list[torch.Tensor], torch.Tensor]:
     """(the whole maps of blocks 1..window.first, the crop of block `block` at window.origin), with autograd."""
+    whole, (crop,) = windows_features(G, ws, block, [window], noise_mode, use_fp16)
+    return whole, crop
+
+
+def windows_features(G: Generator, ws: torch.Tensor, block: int, windows: list[Window], noise_mode: str,
+                     use_fp16: bool | torch.dtype = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(the whole maps of blocks 1..first, the crop of block `block` at each window's origin), with autograd.
+    Every window crops from the same block `first` on."""
     synthesis = G.synthesis
     block_ws = synthesis.block_ws(ws.to(torch.float32))
-    whole = synthesis.features(ws, stop=window.first, noise_mode=noise_mode, use_fp16=use_fp16)
-    r0, c0, r1, c1 = window.box(window.first - 1)
-    x, origin = whole[-1][:, :, r0:r1, c0:c1], (r0, c0)
-    for k in range(window.first, block):
-        b, w = synthesis.blocks[k], block_ws[k]
-        x = x.to(b.dtype_for(ws.device, use_fp16))
-        origin = (2 * origin[0], 2 * origin[1])
-        x = b.conv0(x, w[:, 0], noise_mode, None, origin)
-        x, origin = _crop(x, origin, window.mid(k))
-        x = b.conv1(x, w[:, 1], noise_mode, None, origin)
-        x, origin = _crop(x, origin, window.box(k))
-    return whole, x
+    first = windows[0].first
+    assert all(w.first == first for w in windows)
+    whole = synthesis.features(ws, stop=first, noise_mode=noise_mode, use_fp16=use_fp16)
+    crops = []
+    for window in windows:
+        r0, c0, r1, c1 = window.box(first - 1)
+        x, origin = whole[-1][:, :, r0:r1, c0:c1], (r0, c0)
+        for k in range(first, block):
+            b, w = synthesis.blocks[k], block_ws[k]
+            x = x.to(b.dtype_for(ws.device, use_fp16))
+            origin = (2 * origin[0], 2 * origin[1])
+            x = b.conv0(x, w[:, 0], noise_mode, None, origin)
+            x, origin = _crop(x, origin, window.mid(k))
+            x = b.conv1(x, w[:, 1], noise_mode, None, origin)
+            x, origin = _crop(x, origin, window.box(k))
+        crops.append(x)
+    return whole, crops
 
 
 def _crop(x: torch.Tensor, origin: tuple[int, int], box: Box) -> tuple[torch.Tensor, tuple[int, int]]:
