@@ -8,7 +8,8 @@ One function per equation of the paper, then a loop that only schedules them:
     |(F - F0) * M_fixed| (mask_term 'features'), or `image_mask_loss` on the image the latent draws
     (mask_term 'image', the default: the tail then runs with autograd on every step of a masked drag);
   - `optimize_latent`: per step, synthesis up to the feature block with autograd, tracking,
-    the loss, one Adam step on the first `rows` rows of W+ (the rest stay fixed); the image
+    the loss, one Adam step on the first `rows` rows of W+ (the rest stay fixed, and the layers
+    they drive convolve with weights modulated once per drag: `FrozenStyles`); the image
     tail runs without autograd, only for frames that are shown (`FrameSchedule`).
 
 Features are read at image resolution without resizing the map (see `features.py`).
@@ -25,11 +26,12 @@ import cv2
 import numpy as np
 import torch
 
-from stylegan2.networks import Generator, image_to_uint8
+from stylegan2.frozen_styles import FrozenStyles, frozen_styles
+from stylegan2.networks import Generator, SynthesisNetwork, image_to_uint8
 
 from .config import DragConfig, DragFrame, DragJob, DragInputError, validate_points  # noqa: F401 (re-exported)
 from .features import Origin, downsample_mask, sample_resized, sample_resized_bilinear
-from .window import plan_window, window_features
+from .window import plan_windows, windows_features
 
 
 T = TypeVar("T")
@@ -236,18 +238,45 @@ def features(G: Generator, ws: torch.Tensor, block: int, noise_mode: str,
         return G.synthesis.features(ws, stop=block, noise_mode=noise_mode, use_fp16=low)
 
 
+Part = tuple[torch.Tensor, Origin, torch.Tensor]  # (a feature map or crop, its origin, the handles it serves)
+
+
 def step_features(G: Generator, ws: torch.Tensor, block: int, noise_mode: str, low: torch.dtype | bool,
-                  local: bool, points: torch.Tensor, reach_px: float,
-                  ) -> tuple[list[torch.Tensor], torch.Tensor, Origin]:
-    """One step's features, with autograd: (whole maps to finish a frame from, the block's map or the crop
-    of it the step reads, that crop's origin). `local`: crop the high-resolution blocks (`window.py`)."""
-    win = plan_window(G, block, points.tolist(), reach_px) if local else None
-    if win is None:
+                  local: bool, points: torch.Tensor, reach_px: float) -> tuple[list[torch.Tensor], list[Part]]:
+    """One step's features, with autograd: (whole maps to finish a frame from, the parts the step reads).
+    A part is the block's map, or a crop of it, with its origin and the indices of the handles read there.
+    `local`: crop the high-resolution blocks (`window.py`), one crop per group of nearby handles."""
+    plans = plan_windows(G, block, points.tolist(), reach_px) if local else None
+    if plans is None:
         feats = features(G, ws, block, noise_mode, low)
-        return feats, feats[-1], (0, 0)
+        return feats, [(feats[-1], (0, 0), torch.arange(len(points), device=points.device))]
     with torch.enable_grad():
-        whole, crop = window_features(G, ws, block, win, noise_mode, low)
-    return whole, crop, win.origin
+        whole, crops = windows_features(G, ws, block, [w for w, _ in plans], noise_mode, low)
+    return whole, [(c, w.origin, torch.tensor(g, device=points.device)) for c, (w, g) in zip(crops, plans)]
+
+
+def track_parts(parts: list[Part], points: torch.Tensor, refs: torch.Tensor, window: torch.Tensor, metric: str,
+                resolution: int, size: int) -> torch.Tensor:
+    """`track_points` on each part for its handles: [N, 2] rowcol."""
+    out = points.clone()
+    for feat, origin, idx in parts:
+        out[idx] = track_points(feat.detach(), points[idx], refs[idx], window, metric, resolution, origin, size)
+    return out
+
+
+def motion_parts(parts: list[Part], points: torch.Tensor, targets: torch.Tensor, r1: int, resolution: int,
+                 size: int) -> torch.Tensor:
+    """`motion_loss` summed over the parts, each for its handles (a sum over handles, as one call on the map)."""
+    losses = [motion_loss(feat, points[idx], targets[idx], r1, resolution, origin, size) for feat, origin, idx in parts]
+    return losses[0] if len(losses) == 1 else torch.stack(losses).sum()
+
+
+def reference_parts(parts: list[Part], points: torch.Tensor, resolution: int, size: int) -> torch.Tensor:
+    """The handles' features, each read from its part: [N, C]."""
+    refs = torch.empty(len(points), parts[0][0].shape[1], device=points.device)
+    for feat, origin, idx in parts:
+        refs[idx] = sample_resized(feat.detach(), points[idx], resolution, origin, size).T
+    return refs
 
 
 def reference_features(G: Generator, ws: torch.Tensor, points_xy: list[list[float]], block: int,
@@ -309,6 +338,8 @@ def optimize_latent(job: DragJob, latent: torch.Tensor, handles_xy: list[list[fl
     tail = latent[:, rows:].detach()
     param = (latent[:, :rows] if job.latent_space == "w+" else latent[:, :1]).detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([param], lr=cfg.lr)
+    # The layers driven by the kept rows: their modulated weights, once per drag (StyleGAN2 generators).
+    frozen = FrozenStyles(G.synthesis, latent, rows) if isinstance(G.synthesis, SynthesisNetwork) else None
 
     def full_latent() -> torch.Tensor:                                          # [1, num_ws, w_dim]
         return torch.cat([param.expand(-1, rows, -1), tail], dim=1)
@@ -328,24 +359,25 @@ def optimize_latent(job: DragJob, latent: torch.Tensor, handles_xy: list[list[fl
             break
         show = schedule.render(step)
         ws = full_latent()
-        whole, feat, origin = step_features(G, ws, block, job.noise_mode, low, local, points, reach)
-        feat = feat.float()                                                     # [1, C, s, s] or a crop of it
+        with frozen_styles(frozen):
+            whole, parts = step_features(G, ws, block, job.noise_mode, low, local, points, reach)
+        parts = [(f.float(), origin, idx) for f, origin, idx in parts]          # [1, C, s, s] or crops of it
         if feat0 is None:
-            feat0 = feat.detach()
+            feat0 = parts[0][0].detach()  # the whole map where a mask term needs it (no crops then)
             if refs is None:
-                refs = sample_resized(feat0, points, res, origin, size).T      # [N, C]
+                refs = reference_parts(parts, points, res, size)               # [N, C]
         with torch.no_grad():
-            points = track_points(feat.detach(), points, refs, window, cfg.tracking, res, origin, size)
+            points = track_parts(parts, points, refs, window, cfg.tracking, res, size)
             distances = (targets - points).norm(dim=1)                          # [N]
             arrived = (distances <= stop_distance(res)).all()
         if job.on_step is not None:
             job.on_step(step, ws.detach(), points)
-        with torch.enable_grad():
-            loss = motion_loss(feat, points, targets, r1, res, origin, size)
+        with torch.enable_grad(), frozen_styles(frozen):
+            loss = motion_parts(parts, points, targets, r1, res, size)
             if fixed is not None:
-                loss, img0 = _add_mask_term(loss, job, ws, whole, feat, feat0, img0, fixed, low)
+                loss, img0 = _add_mask_term(loss, job, ws, whole, parts[0][0], feat0, img0, fixed, low)
         if show:
-            with torch.no_grad():
+            with torch.no_grad(), frozen_styles(frozen):
                 img = schedule.timed(lambda: G.synthesis.image_from_features(
                     ws.detach(), [x.detach() for x in whole], job.noise_mode, use_fp16=low))
         _adam_step_unless(arrived, param, opt, loss)
@@ -369,7 +401,9 @@ def optimize_latent(job: DragJob, latent: torch.Tensor, handles_xy: list[list[fl
     final = full_latent().detach().clone()
     handles = xy(points if reason != "reached" else p)
     dists = (targets - rowcol(handles, dev)).norm(dim=1).tolist()
-    yield DragFrame(step, handles, job.targets_xy, dists, float("nan"), 0.0, render(G, final, job.noise_mode, low),
+    with frozen_styles(frozen):
+        image = render(G, final, job.noise_mode, low)
+    yield DragFrame(step, handles, job.targets_xy, dists, float("nan"), 0.0, image,
                     done=True, reason=reason, latent=final, start_xy=start_xy)
 
 

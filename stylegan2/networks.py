@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import CheckpointError
+from .frozen_styles import FrozenStyles, frozen_styles, kept_parts  # noqa: F401 (re-exported)
 from .ops import (LRELU_ALPHA, LRELU_GAIN, _conv, bias_act, modulated_conv2d,  # noqa: F401 (re-exported)
                   normalize_2nd_moment, setup_filter, upfirdn2d, upsample2d)
 
@@ -91,7 +92,10 @@ class SynthesisLayer(torch.nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const",
                 fused_modconv: bool | None = None, origin: tuple[int, int] | None = None) -> torch.Tensor:
         """origin: `x` is a crop, and the output's pixel (0, 0) is this (row, col) of the full map (for the noise)."""
-        styles = self.affine(w)  # [batch, in]
+        if fused_modconv is None:  # as modulated_conv2d picks (the styles need gradients when w does)
+            fused_modconv = not (torch.is_grad_enabled() and any(p.requires_grad for p in (w, *self.affine.parameters())))
+        known, known_weight = kept_parts(self, w, x.dtype, fused_modconv)  # inside `frozen_styles`
+        styles = self.affine(w) if known is None else None  # [batch, in]
         noise = None
         h, w_ = (self.resolution, self.width) if origin is None else (x.shape[2] * self.up, x.shape[3] * self.up)
         if self.use_noise and noise_mode == "random":
@@ -102,7 +106,8 @@ class SynthesisLayer(torch.nn.Module):
         elif noise_mode not in ("random", "const", "none"):
             raise ValueError(f"noise_mode must be 'const', 'random' or 'none', not {noise_mode!r}")
         x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
-                             resample_filter=self.resample_filter, fused=fused_modconv)
+                             resample_filter=self.resample_filter, fused=fused_modconv, known=known,
+                             known_weight=known_weight)
         return bias_act(x, self.bias.to(x.dtype), act="lrelu", clamp=self.conv_clamp, inplace=not x.requires_grad)
 
 

@@ -77,30 +77,71 @@ def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
 
 
 def _conv(x: torch.Tensor, w: torch.Tensor, groups: int, up: int, padding: int,
-          resample_filter: torch.Tensor | None) -> torch.Tensor:
-    """Grouped conv, or (up > 1) NVIDIA's conv2d_resample: transposed strided conv, then the FIR filter."""
+          resample_filter: torch.Tensor | None, laid_out: bool = False) -> torch.Tensor:
+    """Grouped conv, or (up > 1) NVIDIA's conv2d_resample: transposed strided conv, then the FIR filter.
+
+    laid_out: `w` is already `conv_layout(w, groups, up)`."""
+    if not laid_out:
+        w = conv_layout(w, groups, up)
     if up == 1:
         return F.conv2d(x, w, padding=padding, groups=groups)
     assert resample_filter is not None
-    out_ch, in_ch, kh, kw = w.shape  # out_ch counts all groups
+    kw = w.shape[-1]
     fw = resample_filter.shape[-1]
     p0 = padding + (fw + up - 1) // 2 - (kw - 1)
     p1 = padding + (fw - up) // 2 - (kw - up)
-    wt = w.reshape(groups, out_ch // groups, in_ch, kh, kw).transpose(1, 2).reshape(groups * in_ch, out_ch // groups, kh, kw)
-    x = F.conv_transpose2d(x, wt, stride=up, groups=groups)
+    x = F.conv_transpose2d(x, w, stride=up, groups=groups)
     return upfirdn2d(x, resample_filter, pad=(p0, p1, p0, p1), gain=up * up)
+
+
+def conv_layout(w: torch.Tensor, groups: int, up: int) -> torch.Tensor:
+    """A conv weight [out, in, kh, kw] as `_conv` convolves with it: as it is, or (up > 1) the transposed
+    conv's [groups * in, out / groups, kh, kw]."""
+    if up == 1:
+        return w
+    out_ch, in_ch, kh, kw = w.shape  # out_ch counts all groups
+    return w.reshape(groups, out_ch // groups, in_ch, kh, kw).transpose(1, 2).reshape(groups * in_ch, out_ch // groups, kh, kw)
+
+
+def modulated_weight(weight: torch.Tensor, styles: torch.Tensor, demodulate: bool = True,
+                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """NVIDIA's per-sample weights: `weight` [out, in, kh, kw] with its input channels scaled by `styles`
+    [batch, in], then (demodulate) each output channel normalized; [batch * out, in, kh, kw] in `dtype`.
+    For float16 the weight and styles are pre-normalized first (demodulation cancels the scale)."""
+    batch = styles.shape[0]
+    out_ch, in_ch, kh, kw = weight.shape
+    if dtype == torch.float16 and demodulate:
+        weight, styles = _prenormalized(weight), _prenormalized_styles(styles)
+    w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)  # [batch, out, in, kh, kw]
+    if demodulate:
+        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [batch, out]
+        w = w * dcoefs.reshape(batch, -1, 1, 1, 1)
+    return w.reshape(-1, in_ch, kh, kw).to(dtype)
+
+
+def _prenormalized(weight: torch.Tensor) -> torch.Tensor:
+    """The weight scaled to avoid float16 overflow (demodulation cancels the scale; the styles' part is
+    `_prenormalized_styles`)."""
+    out_ch, in_ch, kh, kw = weight.shape
+    return weight * (1 / math.sqrt(in_ch * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+
+
+def _prenormalized_styles(styles: torch.Tensor) -> torch.Tensor:
+    return styles / styles.norm(float("inf"), dim=1, keepdim=True)
 
 
 def modulated_conv2d(
     x: torch.Tensor,                    # [batch, in, h, w]
     weight: torch.Tensor,               # [out, in, kh, kw]
-    styles: torch.Tensor,               # [batch, in]
+    styles: torch.Tensor | None,        # [batch, in] (None: given `known`)
     noise: torch.Tensor | None = None,  # broadcastable to the output
     up: int = 1,                        # 1 or 2
     padding: int = 0,
     resample_filter: torch.Tensor | None = None,
     demodulate: bool = True,
     fused: bool | None = None,          # None: decide by whether the styles need gradients
+    known: tuple[torch.Tensor, ...] | None = None,  # what a path computes from the weight and styles, computed before
+    known_weight: tuple[torch.Tensor, ...] | None = None,  # `weight_parts(...)`, computed before
 ) -> torch.Tensor:
     """NVIDIA's modulated convolution (styles scale the weight's input channels, then demodulation).
 
@@ -108,30 +149,47 @@ def modulated_conv2d(
     one (a drag, or training), scale the activations around one shared-weight conv, so
     backward never forms per-sample weight gradients; otherwise fuse everything into one
     grouped conv with per-sample weights (NVIDIA's inference path).
+
+    What is computed from the weight alone (`known_weight`) or, for styles no gradient is wanted for,
+    from the weight and styles (`known`) may come from before: the same numbers. known: fused,
+    (`conv_layout(modulated_weight(...))`,); not fused, `unfused_parts(...)`.
     """
     batch = x.shape[0]
-    out_ch, in_ch, kh, kw = weight.shape
-    if x.dtype == torch.float16 and demodulate:
-        # Pre-normalize to avoid float16 overflow; demodulation cancels the scale.
-        weight = weight * (1 / math.sqrt(in_ch * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
-        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
     if fused is None:
-        fused = not (torch.is_grad_enabled() and styles.requires_grad)
-    if not fused:
-        x = x * styles.to(x.dtype).reshape(batch, -1, 1, 1)
-        x = _conv(x, weight.to(x.dtype), 1, up, padding, resample_filter)
-        if demodulate:
-            # sum_{i,k} (W[o,i,k] s[i])^2 without forming the per-sample weights
-            dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [batch, out]
-            x = x * dcoefs.to(x.dtype).reshape(batch, -1, 1, 1)
+        fused = not (torch.is_grad_enabled() and styles is not None and styles.requires_grad)
+    if fused:
+        (w,) = known if known is not None else (conv_layout(modulated_weight(weight, styles, demodulate, x.dtype), batch, up),)
+        x = _conv(x.reshape(1, -1, *x.shape[2:]), w, batch, up, padding, resample_filter, laid_out=True)
+        x = x.reshape(batch, -1, *x.shape[2:])  # from [1, batch*out, h, w]
     else:
-        w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)  # [batch, out, in, kh, kw]
-        if demodulate:
-            dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [batch, out]
-            w = w * dcoefs.reshape(batch, -1, 1, 1, 1)
-        x = x.reshape(1, -1, *x.shape[2:])  # [1, batch*in, h, w]
-        x = _conv(x, w.reshape(-1, in_ch, kh, kw).to(x.dtype), batch, up, padding, resample_filter)
-        x = x.reshape(batch, -1, *x.shape[2:])
+        if known is None:
+            known = unfused_parts(weight, styles, demodulate, x.dtype, up, known_weight)
+        styles, w, dcoefs = known
+        x = x * styles.to(x.dtype).reshape(batch, -1, 1, 1)
+        x = _conv(x, w, 1, up, padding, resample_filter, laid_out=True)
+        if dcoefs is not None:
+            x = x * dcoefs.to(x.dtype).reshape(batch, -1, 1, 1)
     if noise is not None:
         x = x.add_(noise.to(x.dtype)) if not x.requires_grad else x + noise.to(x.dtype)
     return x
+
+
+def weight_parts(weight: torch.Tensor, demodulate: bool, dtype: torch.dtype, up: int,
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What the unfused path computes from the weight alone: (the weight in `dtype` in `conv_layout`, the sum
+    of its squares over the kernel for demodulation or None), pre-normalized for float16."""
+    if dtype == torch.float16 and demodulate:
+        weight = _prenormalized(weight)
+    return conv_layout(weight.to(dtype), 1, up), weight.square().sum(dim=[2, 3]) if demodulate else None
+
+
+def unfused_parts(weight: torch.Tensor, styles: torch.Tensor, demodulate: bool, dtype: torch.dtype, up: int = 1,
+                  known_weight: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """What the unfused path multiplies and convolves by: (styles, the weight as `weight_parts`, the
+    demodulation coefficients [batch, out] or None), pre-normalized for float16."""
+    w, squares = known_weight if known_weight is not None else weight_parts(weight, demodulate, dtype, up)
+    if dtype == torch.float16 and demodulate:
+        styles = _prenormalized_styles(styles)
+    # sum_{i,k} (W[o,i,k] s[i])^2 without forming the per-sample weights
+    return styles, w, (styles.square() @ squares.t() + 1e-8).rsqrt() if demodulate else None

@@ -244,6 +244,8 @@ def test_bench_profile_accounts_for_the_whole_step_by_part_and_block(model_path,
     assert all(v >= 0 for v in parts.values())                            # parts do not overlap
     # Arithmetic: ours skips the image tail and weight gradients in a step; the stand-in's step makes a whole image.
     assert 0 < p["gflop_per_step"] < stand_in["gflop_per_step"] and stand_in["gflop_per_step"] > stand_in["gflop_per_image"]
+    # A frame of ours finishes the image from the step's whole maps: at most a whole image's arithmetic.
+    assert 0 < p["gflop_per_frame"] <= p["gflop_per_image"] and "gflop_per_frame" not in stand_in
     blocks = p["blocks"]
     # A 64-px generator's feature block is its last (b64): every block runs forward and backward with autograd;
     # only the optimized rows' layers need gradients, but every layer up to the features is on the loss's path.

@@ -13,6 +13,8 @@ Wall-clock timers, in a fresh process per line, on the steps after the first (wh
     autograd), the feature map's resize (`F.interpolate`), the backward, Adam, the app's frame; the
     rest of `_render_drag_impl` (tracking, the loss, the image to PIL) and Python is what is left.
 A category's "rest" is the step's wall time less every timed part: Python, glue, what no timer covers.
+Arithmetic is counted apart (torch's FlopCounterMode): per step without frames, per frame as ours renders one
+mid-drag (the image finished from the step's whole low-resolution maps), and per whole image from scratch.
 """
 from __future__ import annotations
 
@@ -157,15 +159,28 @@ def profile_method(source: str | int, device: str, steps: int, threads: int, met
     G.requires_grad_(False)
     image = gflop(lambda: engine.render(G, job.w_start, job.noise_mode, cfg.compute_dtype(torch.device(device))))
     G.requires_grad_(stand_in)
-    counts = []
+    counts, frame_counts = [], []
     with FlopCounterMode(display=False) as counter:
+        if not stand_in:  # ours: a frame finishes the image from the step's whole maps (its first frame, step 0)
+            G.synthesis.image_from_features = _counted(G.synthesis.image_from_features, counter, frame_counts)
         for f in run_drag(method, dataclasses.replace(job, config=cfg) if stand_in else job):
             counts.append((steps_done(f), counter.get_total_flops() / 1e9))
             if stand_in and f.step >= steps:  # its last step's frame: its image came with the step
                 break
     (s0, f0), (s1, f1) = counts[0], counts[-1]
     per_step = (f1 - f0 - (0 if stand_in else image)) / (s1 - s0)  # ours: less the last frame's image
-    return {**out, "gflop_per_step": round(per_step, 2), "gflop_per_image": round(image, 2)}
+    frame = {"gflop_per_frame": round(frame_counts[0], 2)} if frame_counts else {}
+    return {**out, "gflop_per_step": round(per_step, 2), **frame, "gflop_per_image": round(image, 2)}
+
+
+def _counted(fn: Callable, counter: FlopCounterMode, into: list) -> Callable:
+    """`fn`, each call's GFLOP (as `counter` counts them) appended to `into`."""
+    def counted(*args, **kwargs):
+        before = counter.get_total_flops()
+        out = fn(*args, **kwargs)
+        into.append((counter.get_total_flops() - before) / 1e9)
+        return out
+    return counted
 
 
 def profile_official(checkout: str, source: str | int, device: str, steps: int, threads: int,
@@ -224,7 +239,9 @@ def table(profiles: list[dict]) -> str:
     head = "| ms per step | " + " | ".join(f"{p['line']}, {p['resolution']} px" for p in profiles) + " |"
     rows = [head, "|---" * (len(profiles) + 1) + "|",
             "| **whole step** | " + " | ".join(f"**{p['ms_per_step']:.1f}**" for p in profiles) + " |"]
-    for key, name in (("gflop_per_step", "GFLOP per step (frames apart)"), ("gflop_per_image", "GFLOP per whole image")):
+    for key, name in (("gflop_per_step", "GFLOP per step (frames apart)"),
+                      ("gflop_per_frame", "GFLOP per frame (finished from the step's whole maps)"),
+                      ("gflop_per_image", "GFLOP per whole image")):
         if any(key in p for p in profiles):
             rows.append(f"| {name} | " + " | ".join(f"{p[key]:.1f}" if key in p else "" for p in profiles) + " |")
     for section in ("parts", "blocks"):
