@@ -168,7 +168,7 @@ def auto_refine(job: DragJob) -> Iterator[DragFrame]:
     if last is None or job.stop.is_set():
         yield _unchanged(job, "stopped") if last is None else dataclasses.replace(last, done=True, reason="stopped")
         return
-    for frame in engine.optimize_latent(job, last.latent, last.handles_xy, refs=refs, start_xy=last.start_xy):
+    for frame in engine.drag_latent(job, last.latent, last.handles_xy, refs=refs, start_xy=last.start_xy):
         yield dataclasses.replace(frame, step=frame.step + last.step)
 
 
