@@ -177,7 +177,7 @@ class DragConfig:
                                    "CUDA, bf16 on CPUs with native bf16, else fp32")
     local: str = _setting("auto", "Local steps", "choice", choices=tuple((v, v) for v in LOCAL),
                           help="crop the high-resolution blocks to where a step reads them: on, off; auto = on "
-                               "except on CUDA. Never with a mask")
+                               "except on CUDA. Never with the image or feature mask terms")
 
     # The settings a model's catalog `drag_defaults` may set (those whose Setting has reset=True).
     MODEL_KEYS: ClassVar[tuple[str, ...]] = ()
