@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from draggan import DragConfig, DragSession
-from draggan.engine import composite_loss, image_mask_loss, image_mask_weight, stop_distance
+from draggan.composite import composite_loss
+from draggan.engine import image_mask_loss, image_mask_weight, stop_distance
 from draggan.experiments.landmarks import landmark_box
 from draggan.experiments.pairs import landmark_pairs
 from draggan.experiments.workbench import BenchSpec, load_bench
