@@ -16,8 +16,9 @@ import torch
 
 from stylegan2.networks import image_to_uint8
 
+from . import engine
 from .config import DragFrame, DragJob
-from .engine import (FrameSchedule, features, optimize_latent, partial_mask, reference_features, render, rowcol,
+from .engine import (FrameSchedule, features, partial_mask, reference_features, render, rowcol,
                      square_offsets, start_handles, stop_distance, track_points, xy)
 from .features import downsample_mask
 
@@ -33,12 +34,12 @@ def drag_latent(job: DragJob, latent: torch.Tensor, handles_xy: list[list[float]
     """`optimize_latent`, then, with a mask and mask_term 'composite', `settle`: the drag runs without a mask
     term and the latent is then fitted to the dragged image inside the mask and the start image outside it."""
     if not (job.config.mask_term == "composite" and partial_mask(job.editable)):
-        yield from optimize_latent(job, latent, handles_xy, refs, start_xy)
+        yield from engine.optimize_latent(job, latent, handles_xy, refs=refs, start_xy=start_xy)
         return
     if refs is None:
         refs = reference_features(job.G, latent, handles_xy, min(job.config.feature_block, len(job.G.synthesis.blocks)),
                                   job.noise_mode)
-    for frame in optimize_latent(job, latent, handles_xy, refs, start_xy):
+    for frame in engine.optimize_latent(job, latent, handles_xy, refs=refs, start_xy=start_xy):
         if frame.done and frame.reason in ("reached", "max_steps"):
             yield from settle(job, frame, refs, start_xy)
         else:
