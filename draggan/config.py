@@ -141,15 +141,16 @@ class DragConfig:
                               help="stop after this many steps")
     time_limit_s: float = _setting(0.0, "Time limit (s)", "float", 0, 86_400, 1,
                                    help="stop the drag after this many seconds (0: none); a public server sets one")
-    # λ 10 with the image term on every model (scale-free: see engine.image_mask_weight); the paper's 20 is
-    # for its feature term (mask_term "features")
+    # λ 10 on every model: with the composite term (the default) the outside's mean weighs λ/10 of the inside's;
+    # with the image term it is scale-free (engine.image_mask_weight); the paper's 20 is for its feature term
     lambda_mask: float = _setting(10.0, "λ: how strongly the unpainted area is kept fixed", "float", 0, 100, 0.5,
                                   section="mask", reset=True,
                                   help="weight of the term that keeps the area outside the mask fixed")
-    mask_term: str = _setting("image", "Mask term", "choice",
-                              choices=(("features (paper)", "features"), ("image", "image")),
-                              help="what the mask term compares with the start outside the mask: the feature "
-                                   "block's map (paper) or the image (lambda per handle, in feature units)")
+    mask_term: str = _setting("composite", "Mask term", "choice",
+                              choices=(("features (paper)", "features"), ("image", "image"), ("composite", "composite")),
+                              help="how the area outside the mask is kept: the feature block's map (paper) or the "
+                                   "image (lambda per handle, in feature units) held on every step, or composite: "
+                                   "drag freely, then fit the image to the dragged inside and the start outside")
     feature_block: int = _setting(6, "Feature block", "int", 1, 9, 1, section="advanced", reset=True,
                                   help="1-based synthesis block whose features drive the drag (paper: 6th)")
     rows: int = _setting(6, "W+ rows optimized", "int", 1, 18, 1, section="advanced", reset=True,
@@ -176,7 +177,7 @@ class DragConfig:
                                    "CUDA, bf16 on CPUs with native bf16, else fp32")
     local: str = _setting("auto", "Local steps", "choice", choices=tuple((v, v) for v in LOCAL),
                           help="crop the high-resolution blocks to where a step reads them: on, off; auto = on "
-                               "except on CUDA. Never with a mask")
+                               "except on CUDA. Never with the image or feature mask terms")
 
     # The settings a model's catalog `drag_defaults` may set (those whose Setting has reset=True).
     MODEL_KEYS: ClassVar[tuple[str, ...]] = ()

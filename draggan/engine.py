@@ -6,7 +6,9 @@ One function per equation of the paper, then a loop that only schedules them:
   - `motion_loss`: mean |sg(F(q)) - F(q + d)| over q within r1 of each handle, d the unit
     vector towards its target (eq. 1), plus a mask term: the paper's `mask_loss`, lambda * mean
     |(F - F0) * M_fixed| (mask_term 'features'), or `image_mask_loss` on the image the latent draws
-    (mask_term 'image', the default: the tail then runs with autograd on every step of a masked drag);
+    (mask_term 'image': the tail then runs with autograd on every step of a masked drag);
+  - with mask_term 'composite' (the default) the drag runs without a mask term and `settle` then fits
+    the image to the dragged one inside the mask and the start one outside it (`composite_loss`);
   - `optimize_latent`: per step, synthesis up to the feature block with autograd, tracking,
     the loss, one Adam step on the first `rows` rows of W+ (the rest stay fixed, and the layers
     they drive convolve with weights modulated once per drag: `FrozenStyles`); the image
@@ -306,10 +308,9 @@ def start_handles(job: DragJob) -> list[list[float]]:
     return [[float(round(x)), float(round(y))] for x, y in handles]
 
 
-def draggan(job: DragJob) -> Iterator[DragFrame]:
-    """The DragGAN optimizer from `job.w_start`: frames as scheduled, then a last frame (done=True)."""
-    handles = start_handles(job)
-    yield from optimize_latent(job, job.w_start, handles, start_xy=handles)
+def partial_mask(editable: torch.Tensor | None) -> bool:
+    """A mask that leaves something editable and something fixed (anything else: no mask term)."""
+    return editable is not None and bool(editable.any()) and not bool(editable.all())
 
 
 def optimize_latent(job: DragJob, latent: torch.Tensor, handles_xy: list[list[float]],
@@ -328,7 +329,7 @@ def optimize_latent(job: DragJob, latent: torch.Tensor, handles_xy: list[list[fl
     r1 = cfg.radius_px(cfg.r1, res)
     window = square_offsets(cfg.radius_px(cfg.r2, res), dev)
     fixed = None
-    if job.editable is not None and bool(job.editable.any()) and not bool(job.editable.all()):
+    if partial_mask(job.editable) and cfg.mask_term != "composite":  # composite: `composite.settle` holds afterwards
         side = res if cfg.mask_term == "image" else G.synthesis.blocks[block - 1].resolution  # the term's map
         fixed = downsample_mask(~job.editable.to(dev), side)  # [1, 1, side, side]
     low = cfg.compute_dtype(dev)

@@ -23,6 +23,7 @@ import torch
 
 from . import engine
 from .baseline import straightforward
+from .composite import drag_latent, draggan
 from .config import DragFrame, DragInputError, DragJob  # noqa: F401 (DragJob re-exported)
 
 NO_PREDICTOR = ("this model has no Auto DragGAN predictor: train one with "
@@ -168,7 +169,7 @@ def auto_refine(job: DragJob) -> Iterator[DragFrame]:
     if last is None or job.stop.is_set():
         yield _unchanged(job, "stopped") if last is None else dataclasses.replace(last, done=True, reason="stopped")
         return
-    for frame in engine.optimize_latent(job, last.latent, last.handles_xy, refs=refs, start_xy=last.start_xy):
+    for frame in drag_latent(job, last.latent, last.handles_xy, refs=refs, start_xy=last.start_xy):
         yield dataclasses.replace(frame, step=frame.step + last.step)
 
 
@@ -180,7 +181,7 @@ def _unchanged(job: DragJob, reason: str) -> DragFrame:
 
 
 for _spec in (
-        MethodSpec("draggan", "DragGAN", engine.draggan, in_app=True, help="the DragGAN optimizer, our fast step"),
+        MethodSpec("draggan", "DragGAN", draggan, in_app=True, help="the DragGAN optimizer, our fast step"),
         MethodSpec("straightforward", "Straightforward (official step)", straightforward,
                    help="the same drag computed as the official code does (the yardstick)"),
         MethodSpec("auto", "Auto", _auto(), learned=True, in_app=True,

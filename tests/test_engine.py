@@ -219,7 +219,7 @@ def test_w_space_moves_all_optimized_rows_together(G64):
 def test_mask_keeps_features_outside_the_editable_area_closer_to_the_start(G64):
     editable = np.zeros((64, 64), bool)
     editable[8:40, 8:40] = True
-    cfg = DragConfig(max_steps=8, **FAST)
+    cfg = DragConfig(max_steps=8, mask_term="image", **FAST)  # the term held on every step (composite: test_mask_term)
 
     def change_outside(mask):
         s = DragSession.from_seed(G64, 2)
@@ -392,7 +392,7 @@ def test_the_mask_holds_the_fixed_area_not_the_editable_one(G64):
         s = DragSession.from_seed(G64, 2)
         f0 = G64.synthesis.features(s.latent, stop=4)[-1]
         s.set_mask(mask)
-        list(s.drag([[20, 20]], [[32, 30]], DragConfig(max_steps=8, lambda_mask=2.0, **FAST)))
+        list(s.drag([[20, 20]], [[32, 30]], DragConfig(max_steps=8, lambda_mask=2.0, mask_term="image", **FAST)))
         change = (G64.synthesis.features(s.latent, stop=4)[-1] - f0).abs().mean(1)[0]  # [32, 32]
         return float(change[inside].mean() / change[~inside].mean())
 
