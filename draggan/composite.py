@@ -1,4 +1,4 @@
-"""The default mask (mask_term 'composite'): drag freely, then settle the latent onto a composite image.
+"""The composite mask (mask_term 'composite', an option; the default is 'image'): drag freely, then settle the latent onto a composite image.
 
 The per-step mask terms (`engine.mask_loss`, `engine.image_mask_loss`) hold the area outside the mask while the
 motion term pushes the feature map; under a firm hold the map moves without the picture, tracking follows the

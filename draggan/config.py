@@ -141,12 +141,12 @@ class DragConfig:
                               help="stop after this many steps")
     time_limit_s: float = _setting(0.0, "Time limit (s)", "float", 0, 86_400, 1,
                                    help="stop the drag after this many seconds (0: none); a public server sets one")
-    # λ 10 on every model: with the composite term (the default) the outside's mean weighs λ/10 of the inside's;
-    # with the image term it is scale-free (engine.image_mask_weight); the paper's 20 is for its feature term
+    # λ 10 on every model: with the image term (the default) it is scale-free (engine.image_mask_weight); with the
+    # composite term the outside's mean weighs λ/10 of the inside's; the paper's 20 is for its feature term
     lambda_mask: float = _setting(10.0, "λ: how strongly the unpainted area is kept fixed", "float", 0, 100, 0.5,
                                   section="mask", reset=True,
                                   help="weight of the term that keeps the area outside the mask fixed")
-    mask_term: str = _setting("composite", "Mask term", "choice",
+    mask_term: str = _setting("image", "Mask term", "choice",
                               choices=(("features (paper)", "features"), ("image", "image"), ("composite", "composite")),
                               help="how the area outside the mask is kept: the feature block's map (paper) or the "
                                    "image (lambda per handle, in feature units) held on every step, or composite: "

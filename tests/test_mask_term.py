@@ -73,7 +73,7 @@ def _settled(G, lambda_mask: float | None) -> tuple[float, list]:
     if lambda_mask is not None:
         s.set_mask(editable)
     cfg = DragConfig(max_steps=200, lambda_mask=10.0 if lambda_mask is None else lambda_mask, lr=0.05, r1=24, r2=64,
-                     feature_block=4, precision="fp32")
+                     feature_block=4, precision="fp32", mask_term="composite")
     frames = list(s.drag([[20, 20]], [[26, 24]], cfg))
     return float(np.abs(s.image() - start)[~editable].mean()), frames
 
@@ -82,7 +82,6 @@ def test_composite_settle_keeps_the_outside_while_the_handle_stays_arrived():
     G64 = tiny_generator(64, 32)
     free, free_frames = _settled(G64, None)
     held, frames = _settled(G64, 10.0)
-    assert DragConfig().mask_term == "composite"
     assert frames[-1].reason == free_frames[-1].reason == "reached"
     assert max(frames[-1].distances) <= stop_distance(64)      # the settle keeps only states where it arrived
     assert frames[-1].step > free_frames[-1].step               # it went on after the drag arrived
@@ -92,11 +91,14 @@ def test_composite_settle_keeps_the_outside_while_the_handle_stays_arrived():
 
 
 @pytest.mark.skipif(not MODEL.is_file(), reason="models/toyfaces-64.safetensors is not there")
-def test_default_mask_on_the_toy_model_keeps_the_outside_and_the_nose_arrives_as_without_a_mask():
-    """Four oracle pairs that move the nose over 5 px (the box around it + 8 px painted), the model's defaults."""
+@pytest.mark.parametrize("mask_term", ["image", "composite"])
+def test_masks_on_the_toy_model_keep_the_outside(mask_term):
+    """Four oracle pairs that move the nose over 5 px (the box around it + 8 px painted), the model's defaults:
+    the image term (the default) holds the outside (measured 0.37 of the unmasked change) though the nose may end
+    about 1 px further; the composite holds less (0.55-0.7) but the nose arrives as without a mask."""
     bench = load_bench(BenchSpec("toyfaces-64", "cpu", "toy", None))
-    cfg = DragConfig.for_model("toyfaces-64", max_steps=300, precision="fp32")
-    assert cfg.mask_term == "composite"
+    cfg = DragConfig.for_model("toyfaces-64", max_steps=300, precision="fp32", mask_term=mask_term)
+    assert DragConfig.for_model("toyfaces-64").mask_term == "image"  # the default: cheaper (see docs/mask.md)
     change, miss = {False: [], True: []}, {False: [], True: []}
     for pair in [p for p in landmark_pairs(bench.G, bench.detector, 12, 1, 0, 0.7) if p.md_before() > 5][:4]:
         box = landmark_box(pair, 8, 64)
@@ -110,5 +112,8 @@ def test_default_mask_on_the_toy_model_keeps_the_outside_and_the_nose_arrives_as
             found = bench.detector.detect(s.image(), 1)
             miss[masked].append(float(np.linalg.norm(found - np.asarray(pair.targets_xy), axis=1).mean()))
     ratio = sum(change[True]) / sum(change[False])
-    assert ratio < 0.7, (ratio, change)
-    assert np.mean(miss[True]) < np.mean(miss[False]) + 0.5, miss  # the image term at λ 10 ended 1 px further
+    if mask_term == "image":
+        assert ratio < 0.55, (ratio, change)  # measured 0.37; the paper's term at the old default over 100 pairs: 0.82
+    else:
+        assert ratio < 0.7, (ratio, change)
+        assert np.mean(miss[True]) < np.mean(miss[False]) + 0.5, miss  # the image term ended 1 px further
