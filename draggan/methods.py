@@ -21,10 +21,13 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from stylegan2.networks import image_to_uint8
+
 from . import engine
 from .baseline import straightforward
 from .composite import drag_latent, draggan
 from .config import DragFrame, DragInputError, DragJob  # noqa: F401 (DragJob re-exported)
+from .features import sample_resized
 
 NO_PREDICTOR = ("this model has no Auto DragGAN predictor: train one with "
                 "`python -m draggan train-auto --model MODEL --out DIR` and add it to the catalog entry as \"auto\"")
@@ -106,13 +109,19 @@ def __getattr__(name: str):
 # ----------------------------------------------------------------------------
 # Learned methods (Auto DragGAN).
 
-def _predicted(job: DragJob, n_steps: int | None, use_regularizer: bool,
-               ) -> Iterator[tuple[DragFrame, torch.Tensor]]:
+def _predicted(job: DragJob, n_steps: int | None, use_regularizer: bool, render_last: bool = True,
+               ) -> Iterator[tuple[DragFrame, torch.Tensor, bool]]:
     """Frames of the predictor's autoregressive steps: those the frame schedule shows, and always the last.
 
-    Each shown frame's handles are tracked as the optimizer tracks them (nearest feature to the
-    handle's feature on the start image), in a window that reaches the targets.
-    Yields (frame, reference features [N, C]).
+    Each such frame's handles are tracked as the optimizer tracks them (nearest feature to the
+    handle's feature on the start image), in a window that reaches the targets. Yields (frame,
+    reference features [N, C], shown): the last frame comes with shown=False and no image when the
+    schedule does not show it and `render_last` is False (auto-refine hands it to the optimizer,
+    whose first frame draws the same latent).
+
+    Generator passes per edit: the start latent's features to the feature block once (the handles'
+    reference features and the predictor's F0 both read them), then per shown frame its features to
+    the block (tracking) and the rest of the generator from there (`image_from_features`).
     """
     from .auto import rollout
 
@@ -120,11 +129,13 @@ def _predicted(job: DragJob, n_steps: int | None, use_regularizer: bool,
     dev = job.w_start.device
     block = min(cfg.feature_block, len(G.synthesis.blocks))
     handles = [[float(round(x)), float(round(y))] for x, y in job.handles_xy]
-    refs = engine.reference_features(G, job.w_start, handles, block, job.noise_mode)
     start, targets = engine.rowcol(handles, dev), engine.rowcol(job.targets_xy, dev)
+    with torch.no_grad():  # as engine.reference_features, keeping the maps for the predictor's F0
+        feats0 = G.synthesis.features(job.w_start, stop=block, noise_mode=job.noise_mode)
+    refs = sample_resized(feats0[-1].float(), start, res).T                       # [N, C]
     t0 = time.perf_counter()
     latents = rollout(job.auto, G, job.w_start, handles, job.targets_xy, n_steps=n_steps or cfg.auto_steps or None,
-                      use_regularizer=use_regularizer, noise_mode=job.noise_mode)
+                      use_regularizer=use_regularizer, noise_mode=job.noise_mode, start_features=feats0)
     ms = (time.perf_counter() - t0) * 1000 / max(len(latents), 1)
     reach = cfg.radius_px(cfg.r2, res) + math.ceil(float((targets - start).norm(dim=1).max()))
     window = engine.square_offsets(reach, dev)
@@ -136,20 +147,25 @@ def _predicted(job: DragJob, n_steps: int | None, use_regularizer: bool,
             break
         if job.on_step is not None:
             job.on_step(i, ws, None)
-        if i < len(latents) and not schedule.render(i - 1):
+        last = i == len(latents) or job.stop.is_set()  # stopped here: this latent is where the drag ends
+        # Frame i shows the latent after i predicted steps: shown when i is a step the schedule draws
+        # (every frame_every-th), and the last one unless the caller draws it otherwise.
+        shown = schedule.render(i) or (last and render_last)
+        if not (shown or last):
             continue
         with torch.no_grad():
-            feat = G.synthesis.features(ws, stop=block, noise_mode=job.noise_mode)[-1].float()
-            points = engine.track_points(feat, start, refs, window, cfg.tracking, res)
+            feats = G.synthesis.features(ws, stop=block, noise_mode=job.noise_mode)
+            points = engine.track_points(feats[-1].float(), start, refs, window, cfg.tracking, res)
+            image = image_to_uint8(G.synthesis.image_from_features(ws, feats, job.noise_mode)) if shown else None
         dist = (targets - points).norm(dim=1).tolist()
-        yield DragFrame(i, engine.xy(points), job.targets_xy, dist, float("nan"), ms,
-                        engine.render(G, ws, job.noise_mode), latent=ws, start_xy=handles), refs
+        yield DragFrame(i, engine.xy(points), job.targets_xy, dist, float("nan"), ms, image, latent=ws,
+                        start_xy=handles), refs, shown
 
 
 def _auto(n_steps: int | None = None, use_regularizer: bool = True) -> Method:
     def method(job: DragJob) -> Iterator[DragFrame]:
         last = None
-        for last, _ in _predicted(job, n_steps, use_regularizer):
+        for last, _, _ in _predicted(job, n_steps, use_regularizer):
             yield last
         if last is None:  # stopped before the first prediction
             yield _unchanged(job, "stopped")
@@ -162,12 +178,20 @@ def _auto(n_steps: int | None = None, use_regularizer: bool = True) -> Method:
 
 
 def auto_refine(job: DragJob) -> Iterator[DragFrame]:
-    """The prediction, then DragGAN's optimizer from the predicted latent, tracking the same features."""
+    """The prediction, then DragGAN's optimizer from the predicted latent, tracking the same features.
+
+    The last predicted frame is drawn only when the schedule shows it or the drag ends there (stopped):
+    otherwise the optimizer's first frame draws that latent."""
     last, refs = None, None
-    for last, refs in _predicted(job, None, True):
-        yield last
+    for last, refs, shown in _predicted(job, None, True, render_last=False):
+        if shown:
+            yield last
     if last is None or job.stop.is_set():
-        yield _unchanged(job, "stopped") if last is None else dataclasses.replace(last, done=True, reason="stopped")
+        if last is None:
+            yield _unchanged(job, "stopped")
+            return
+        image = last.image if last.image is not None else engine.render(job.G, last.latent, job.noise_mode)
+        yield dataclasses.replace(last, image=image, done=True, reason="stopped")
         return
     for frame in drag_latent(job, last.latent, last.handles_xy, refs=refs, start_xy=last.start_xy):
         yield dataclasses.replace(frame, step=frame.step + last.step)

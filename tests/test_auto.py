@@ -225,3 +225,92 @@ def test_rollout_feeds_each_regularized_prediction_back_unless_told_not_to(G):
     assert [float(w.mean()) for w in reg] == [2.0, 6.0, 14.0]   # (0+1)*2, (2+1)*2, (6+1)*2
     plain = rollout(Stub(), G, w0, [[1, 1]], [[3, 3]], use_regularizer=False, n_steps=2)
     assert [float(w.mean()) for w in plain] == [1.0, 2.0]
+
+
+# -- the learned drag methods: generator passes per edit, outputs as computed the long way -----------------
+
+def _moving_model(G):
+    """A predictor whose untrained (zero) heads are replaced by random ones: every step moves the latent."""
+    model = AutoTrainer(tiny_cfg(G), G).model.eval().requires_grad_(False)
+    gen = torch.Generator().manual_seed(5)
+    for head in (model.predictor.head[2], model.regularizer.head):
+        head.weight.copy_(0.05 * torch.randn(head.weight.shape, generator=gen))
+    return model
+
+
+@pytest.mark.parametrize("frame_every", [1, 2, 1000])
+@pytest.mark.parametrize("feature_block", [3, 2])  # the predictor's block (F0 shared) and an earlier one
+def test_auto_frames_are_the_rollouts_latents_drawn_and_tracked_the_long_way(G, frame_every, feature_block):
+    """Each frame of `auto`: the rollout's latent (F0 computed on its own), the whole generator's image of it,
+    and the handles tracked on a fresh pass with the start image's reference features. The frames shown are
+    those at every frame_every-th predicted step, and the last."""
+    from draggan import engine, methods
+    from draggan.config import DragConfig, DragJob
+
+    model = _moving_model(G)
+    w0 = G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(3)), None, truncation_psi=0.7)
+    handles, targets = [[10.0, 12.0], [20.0, 9.0]], [[14.0, 15.0], [17.0, 11.0]]
+    cfg = DragConfig(feature_block=feature_block, r2=64, frame_every=frame_every)
+    frames = list(methods.run_drag("auto", DragJob(G, w0, handles, targets, cfg, auto=model)))
+    expected = rollout(model, G, w0, handles, targets)
+    n = len(expected)
+    assert [f.step for f in frames] == [i for i in range(1, n + 1) if i % frame_every == 0 or i == n] + [n]
+    refs = engine.reference_features(G, w0, handles, feature_block, "const")
+    start = engine.rowcol(handles, "cpu")
+    for frame in frames:
+        ws = expected[frame.step - 1]
+        assert torch.allclose(frame.latent, ws, atol=1e-6)
+        assert not torch.allclose(ws, w0, atol=1e-3)  # the latent moved: a wrong step index would show
+        assert (frame.image.astype(int) - engine.render(G, ws, "const").astype(int)).__abs__().max() <= 1
+        feat = G.synthesis.features(ws, stop=feature_block)[-1]
+        window = engine.square_offsets(cfg.radius_px(cfg.r2, 32) + 5, "cpu")
+        points = engine.track_points(feat, start, refs, window, cfg.tracking, 32)
+        assert sum(frame.handles_xy, []) == pytest.approx(sum(engine.xy(points), []), abs=1e-4)
+    assert frames[-1].done
+
+
+def _count_passes(G, monkeypatch) -> dict[str, int]:
+    """Counts of generator passes: to a feature block (`features`), from features on, and whole images."""
+    counts = {"features": 0, "from_features": 0, "whole": 0}
+    synthesis = G.synthesis
+    for name, key in (("features", "features"), ("image_from_features", "from_features"), ("forward", "whole")):
+        real = getattr(synthesis, name)
+
+        def counted(*a, _real=real, _key=key, **k):
+            counts[_key] += 1
+            return _real(*a, **k)
+        monkeypatch.setattr(synthesis, name, counted)
+    return counts
+
+
+def test_an_auto_edit_runs_the_generator_once_to_the_block_for_the_start_and_once_for_the_last_frame(
+        G, monkeypatch):
+    """One frame shown (the last): the start's features serve the reference features and the predictor's F0;
+    the last latent's features serve its tracking and then finish its image."""
+    from draggan import methods
+    from draggan.config import DragConfig, DragJob
+
+    model = _moving_model(G)
+    w0 = G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(3)), None, truncation_psi=0.7)
+    counts = _count_passes(G, monkeypatch)
+    job = DragJob(G, w0, [[10.0, 12.0]], [[14.0, 15.0]], DragConfig(feature_block=3, frame_every=1000), auto=model)
+    frames = list(methods.run_drag("auto", job))
+    assert frames[-1].done and frames[-1].step == model.cfg.n_steps
+    assert counts == {"features": 2, "from_features": 1, "whole": 0}
+
+
+def test_auto_refine_draws_the_handover_latent_once(G, monkeypatch):
+    """The last predicted latent is the optimizer's first: auto-refine does not draw it before handing over
+    (the optimizer's first frame does), nor compute the start's features twice."""
+    from draggan import methods
+    from draggan.config import DragConfig, DragJob
+
+    model = _moving_model(G)
+    w0 = G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(3)), None, truncation_psi=0.7)
+    counts = _count_passes(G, monkeypatch)
+    cfg = DragConfig(feature_block=3, frame_every=1000, max_steps=1, local="off")
+    frames = list(methods.run_drag("auto-refine", DragJob(G, w0, [[10.0, 12.0]], [[14.0, 15.0]], cfg, auto=model)))
+    n = model.cfg.n_steps
+    assert [f.step for f in frames] == [n, n + 1] and frames[-1].done
+    # start (1), last prediction tracked (1), the optimizer's step (1); its frame, then the final image
+    assert counts == {"features": 3, "from_features": 1, "whole": 1}

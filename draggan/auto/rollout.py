@@ -17,11 +17,14 @@ def points_tensor(points_xy: list[list[float]] | torch.Tensor, device: torch.dev
 @torch.no_grad()
 def rollout(model: AutoDragModel, G: Generator, w0: torch.Tensor, handles_xy: list[list[float]] | torch.Tensor,
             targets_xy: list[list[float]] | torch.Tensor, *, n_steps: int | None = None,
-            use_regularizer: bool = True, noise_mode: str = "const") -> list[torch.Tensor]:
+            use_regularizer: bool = True, noise_mode: str = "const",
+            start_features: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
     """Predict the drag's latents ŵ1..ŵn autoregressively, each (optionally) through the regularizer.
 
     w0: [1, num_ws, w_dim] on G's device; handles_xy, targets_xy: K (x, y) image pixels, 1 <= K <=
-    cfg.max_points. n_steps: None = the model's n (at most that). Returns n tensors [1, num_ws, w_dim].
+    cfg.max_points. n_steps: None = the model's n (at most that). start_features: the feature maps of w0's
+    blocks 1..k (`G.synthesis.features(w0, stop=k)`) when the caller has them: F0 is read from there if
+    k >= cfg.feature_block instead of running the generator again. Returns n tensors [1, num_ws, w_dim].
     """
     cfg = model.cfg
     n = cfg.n_steps if n_steps is None else n_steps
@@ -33,7 +36,10 @@ def rollout(model: AutoDragModel, G: Generator, w0: torch.Tensor, handles_xy: li
         raise DragInputError(f"Auto DragGAN needs 1 to {cfg.max_points} handles, each with a target; got "
                              f"{h.shape[1]} handles and {t.shape[1]} targets")
     assert w0.shape == (1, model.num_ws, model.w_dim), w0.shape
-    feat0 = G.synthesis.features(w0, stop=cfg.feature_block, noise_mode=noise_mode)[-1]   # [1, C, s, s]
+    if start_features is not None and len(start_features) >= cfg.feature_block:
+        feat0 = start_features[cfg.feature_block - 1]                                # [1, C, s, s]
+    else:
+        feat0 = G.synthesis.features(w0, stop=cfg.feature_block, noise_mode=noise_mode)[-1]
     mask = torch.ones(1, h.shape[1], dtype=torch.bool, device=device)
     memory, pad = model.predictor.encode(feat0, h, t, mask)
     seq = [w0]
