@@ -59,6 +59,7 @@ def follow_model(ctx: AppContext, applied: str | None, request: gr.Request):
 def unload(ctx: AppContext, runs: ExperimentRuns, request: gr.Request) -> None:
     """A tab closed: its experiment stops and its session ends."""
     runs.stop(request.session_hash)
+    ctx.points_order.forget(request.session_hash)
     ctx.sessions.close(request.session_hash)
 
 

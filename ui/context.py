@@ -17,6 +17,7 @@ from draggan.sessions import EditSession, SessionManager
 from pti import PRESETS, PTIPreset
 from stylegan2 import catalog
 
+from .ordering import InOrder
 from .views import render_view
 
 HELP_TEXT = ("Click a **handle** (red disc) and then its **target** (blue square); add as many pairs as you like, "
@@ -85,6 +86,7 @@ class AppContext:
         self.device_label = device_label
         self.presets = dict(presets or PRESETS)
         self.on_load: Callable | None = None  # the first-load handler, for tests without a browser
+        self.points_order = InOrder()         # each page's points events, in the order it made them
 
     def session(self, request: Any) -> EditSession:
         return self.sessions.get(request.session_hash)

@@ -9,6 +9,7 @@ missing; CI installs both.
 import contextlib
 import dataclasses
 import io
+import json
 import os
 import re
 import shutil
@@ -225,18 +226,31 @@ def test_phone_layout_and_bad_input_keeps_the_image(served, tmp_path):
 
 def test_clicks_right_after_clear_points_are_kept(served):
     """Add a pair, press Clear points, and at once click a handle and a target: the session has exactly
-    that one pair, and the hint says so."""
+    that one pair, handle first, and the hint says so, even when the three requests reach the server in the
+    opposite order (held here until all three are sent, then let through last first, each once the server has
+    taken the one before: what two connections can do to a quick person's clicks)."""
     with app_tab(served) as tab:
+        page = tab.page
         tab.add_pair((0.3, 0.3), (0.6, 0.6))
-        box = tab.image.bounding_box()
-        tab.page.locator("#clear_points").click()
-        for fx, fy in ((0.25, 0.7), (0.75, 0.2)):  # at once, not waiting for any answer, as a quick person
-            tab.page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
         sess = tab.session()
-        deadline = time.monotonic() + 60      # liveness only: the two clicks' answers, however loaded the machine
-        while not sess.targets_xy and time.monotonic() < deadline:
-            time.sleep(0.05)
-        sync_api.expect(tab.info).to_contain_text("Target 1 at")  # the page has the target's answer too
+        old_handles = list(sess.handles_xy)
+        box = tab.image.bounding_box()
+        held = []
+
+        def last_first(route):
+            held.append(route)
+            if len(held) == 3:
+                for r in reversed(held):
+                    r.fulfill(response=r.fetch())   # the join's answer: the server has queued this event
+        page.route("**/queue/join*", last_first)
+        page.locator("#clear_points").click()
+        for fx, fy in ((0.25, 0.7), (0.75, 0.2)):  # at once, not waiting for any answer, as a quick person
+            page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+        deadline = time.monotonic() + 60      # liveness only: the answers, however loaded the machine
+        while not (sess.targets_xy and sess.handles_xy != old_handles) and time.monotonic() < deadline:
+            page.wait_for_timeout(50)         # (the held requests are let through while Playwright waits)
+        events = [json.loads(r.request.post_data).get("event_data") for r in held]
+        assert len(events) == 3 and [bool(e and e.get("index")) for e in events] == [False, True, True], events
         assert len(sess.handles_xy) == 1 and len(sess.targets_xy) == 1, (sess.handles_xy, sess.targets_xy)
         hx, hy = sess.handles_xy[0]
         tx, ty = sess.targets_xy[0]
