@@ -9,13 +9,14 @@ import http.server
 import json
 import threading
 import tracemalloc
+from pathlib import Path
 
 import pytest
 from huggingface_hub import constants as hf_constants
 from safetensors.torch import load_file
 
 from stylegan2 import catalog, checkpoints, downloads, safe_pickle
-from stylegan2.checkpoints import CheckpointError, ModelNotAllowedError, load_generator
+from stylegan2.checkpoints import CheckpointError, ModelNotAllowedError, load_generator, resolve_spec
 from stylegan2.downloads import DownloadError, check_url
 from stylegan2.stylegan3 import Generator
 from test_checkpoints import hf_home  # noqa: F401 (fixture)
@@ -307,6 +308,17 @@ def test_other_schemes_hosts_and_ports_are_refused(url):
     assert downloads.TEST_ORIGINS == frozenset()  # the product allows no test origin
     with pytest.raises(DownloadError, match="refused to download from .*only https from api.ngc.nvidia.com"):
         check_url(url)
+
+
+def test_every_catalog_url_is_allowed_and_a_stylegan3_name_resolves_to_ngc():
+    shipped = json.loads(Path(catalog.__file__).with_name("catalog.json").read_text())["models"]  # not the tests'
+    urls = [e["url"] for e in shipped if "url" in e]
+    assert len(urls) >= 12
+    for url in urls:
+        assert check_url(url).hostname == "api.ngc.nvidia.com"
+    source = resolve_spec("stylegan3-t-ffhq-1024")
+    assert source.url.endswith("/stylegan3-t-ffhq-1024x1024.pkl") and source.key == ("url", source.url)
+    assert catalog.get_entry("stylegan3-r-afhqv2-512").format == "stylegan3"
 
 
 @pytest.mark.parametrize("change, message", [
