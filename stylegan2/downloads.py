@@ -14,6 +14,7 @@ used, else one line says how to get it by hand (`--model PATH`).
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import http.client
@@ -25,7 +26,7 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import BinaryIO, Iterator
-from urllib.parse import SplitResult, urljoin, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urljoin, urlsplit, urlunsplit
 
 from huggingface_hub import constants as hf_constants
 from tqdm.auto import tqdm
@@ -173,7 +174,10 @@ def _attempt(url: str, f: BinaryIO, max_bytes: int, filename: str, progress: boo
         if resp.status == 416:  # the part does not fit what the server has now: start over
             f.truncate(0)
             raise _Transient("the server refused to resume the partial file, which was dropped")
-        if have and not (resp.status == 206 and _range_start(resp) == have):
+        if resp.status == 206 and (not have or _range_start(resp) != have):
+            f.truncate(0)
+            raise _Transient("the server sent another part of the file than the one asked for; starting over")
+        if have and resp.status != 206:
             f.truncate(0)  # the server sends the whole file (it ignored the Range): start over
             have = 0
         length = _content_length(resp)
@@ -254,10 +258,7 @@ def _connect(parts: SplitResult) -> http.client.HTTPConnection:
             proxy = urllib.request.getproxies().get("https")
             context = ssl.create_default_context()
             if proxy and not urllib.request.proxy_bypass(host):
-                via = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-                conn = http.client.HTTPSConnection(via.hostname, via.port or 8080, timeout=CONNECT_TIMEOUT_S,
-                                                   context=context)
-                conn.set_tunnel(host, port or 443)
+                conn = _through_proxy(proxy, host, port or 443, context)
             else:
                 conn = http.client.HTTPSConnection(host, port or 443, timeout=CONNECT_TIMEOUT_S, context=context)
         conn.connect()
@@ -269,6 +270,18 @@ def _connect(parts: SplitResult) -> http.client.HTTPConnection:
     except OSError as e:
         raise _Transient(f"cannot connect to {host} ({type(e).__name__}: {shorten(e, 80)})") from None
     conn.sock.settimeout(READ_TIMEOUT_S)
+    return conn
+
+
+def _through_proxy(proxy: str, host: str, port: int, context: ssl.SSLContext) -> http.client.HTTPSConnection:
+    """An https connection tunnelled (CONNECT) through the proxy `$HTTPS_PROXY` names, as urllib would use."""
+    via = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    conn = http.client.HTTPSConnection(via.hostname, via.port or 80, timeout=CONNECT_TIMEOUT_S, context=context)
+    headers = None
+    if via.username:
+        login = f"{unquote(via.username)}:{unquote(via.password or '')}".encode()
+        headers = {"Proxy-Authorization": "Basic " + base64.b64encode(login).decode()}
+    conn.set_tunnel(host, port, headers=headers)
     return conn
 
 

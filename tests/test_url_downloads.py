@@ -5,6 +5,7 @@ module constant no visitor can reach), serving a small StyleGAN3 pickle built fr
 """
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import threading
@@ -43,9 +44,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         else:
             route(srv.data)
 
-    def send_data(self, data: bytes) -> None:
-        """The file, or the part a `Range: bytes=N-` asks for."""
-        start = int(self.headers["Range"][6:-1]) if self.headers.get("Range") else 0
+    def do_CONNECT(self) -> None:
+        """A proxy's tunnel request: recorded with its credentials, and refused."""
+        self.server.requests.append((f"CONNECT {self.path}", self.headers.get("Proxy-Authorization")))
+        self.send_error(502)
+
+    def send_data(self, data: bytes, ranged: bool = True) -> None:
+        """The file, or (when `ranged`) the part a `Range: bytes=N-` asks for."""
+        start = int(self.headers["Range"][6:-1]) if ranged and self.headers.get("Range") else 0
         self.send_response(206 if start else 200)
         if start:
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
@@ -64,6 +70,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data[: len(data) // 2])
+
+    def route_cut_whole(self, data: bytes) -> None:
+        """Cut like route_cut, then the whole file whatever the Range asks."""
+        if sum(path == self.path for path, _ in self.server.requests) > 1:
+            return self.send_data(data, ranged=False)
+        self.route_cut(data)
+
+    def route_cut_wrong(self, data: bytes) -> None:
+        """Cut like route_cut, then a part from byte 1 whatever the Range asks, then the whole file."""
+        seen = sum(path == self.path for path, _ in self.server.requests)
+        if seen == 2:
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes 1-{len(data) - 1}/{len(data)}")
+            self.send_header("Content-Length", str(len(data) - 1))
+            self.end_headers()
+            return self.wfile.write(data[1:])
+        self.route_cut(data) if seen == 1 else self.send_data(data)
 
     def route_declared_big(self, data: bytes) -> None:
         self.send_response(200)
@@ -119,7 +142,8 @@ def server(reference, extra_catalog):
     httpd.daemon_threads = True
     httpd.data, httpd.requests, httpd.sent, httpd.release = reference[0], [], 0, threading.Event()
     httpd.origin = f"http://127.0.0.1:{httpd.server_port}"
-    routes = ["sg3", "cut", "declared-big", "endless", "away", "hop", "busy", "stall", "missing"]
+    routes = ["sg3", "cut", "cut-whole", "cut-wrong", "declared-big", "endless", "away", "hop", "busy", "stall",
+              "missing"]
     extra_catalog(*({"name": f"url-{r}", "label": r, "format": "stylegan3", "resolution": 64, "shows": "test",
                      "licence": "test", "source": "test", "url": f"{httpd.origin}/{r}.pkl", "filename": f"{r}.pkl",
                      **({"max_bytes": SMALL_CAP} if r in ("declared-big", "endless") else {})} for r in routes))
@@ -198,6 +222,17 @@ def test_a_cut_answer_is_resumed_with_a_range_request(online, reference, hf_home
     assert online.requests == [("/cut.pkl", None), ("/cut.pkl", f"bytes={half}-")]
     entry = catalog.get_entry("url-cut")
     assert downloads.cached_path(entry.url, entry.filename).read_bytes() == reference[0]
+
+
+def test_a_server_that_ignores_the_range_or_answers_another_part_is_read_from_the_start(online, reference,
+                                                                                       hf_home):  # noqa: F811
+    half = len(reference[0]) // 2
+    for name in ("cut-whole", "cut-wrong"):
+        load_generator(f"url-{name}")
+        entry = catalog.get_entry(f"url-{name}")
+        assert downloads.cached_path(entry.url, entry.filename).read_bytes() == reference[0], name
+    assert online.requests == [("/cut-whole.pkl", None), ("/cut-whole.pkl", f"bytes={half}-"),
+                               ("/cut-wrong.pkl", None), ("/cut-wrong.pkl", f"bytes={half}-"), ("/cut-wrong.pkl", None)]
 
 
 def test_a_cut_download_keeps_its_part_and_the_next_call_resumes_it(online, reference, hf_home,  # noqa: F811
@@ -282,6 +317,19 @@ def test_offline_makes_no_request_says_so_then_uses_a_downloaded_file(online, re
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     assert rel_err(_image(load_generator("url-sg3"), reference[1]), reference[1]["img_const"]) < 1e-4
     assert len(online.requests) == 1
+
+
+def test_https_goes_through_the_proxy_the_environment_names(online, monkeypatch, hf_home):  # noqa: F811
+    """$HTTPS_PROXY (here the loopback server, which refuses the tunnel): a CONNECT with the proxy's login."""
+    monkeypatch.setattr(downloads.urllib.request, "getproxies",
+                        lambda: {"https": f"http://me:p%40ss@127.0.0.1:{online.server_port}"})
+    monkeypatch.setattr(downloads.urllib.request, "proxy_bypass", lambda host: False)
+    monkeypatch.setattr(downloads, "ATTEMPTS", 1)
+    with pytest.raises(DownloadError, match="could not download x.pkl from api.ngc.nvidia.com: cannot connect to "
+                                            "api.ngc.nvidia.com .*502"):
+        downloads.fetch("https://api.ngc.nvidia.com/v2/x.pkl", "x.pkl", 1 << 20, progress=False)
+    assert online.requests == [("CONNECT api.ngc.nvidia.com:443", "Basic " + base64.b64encode(b"me:p@ss").decode())]
+    assert downloaded(hf_home) == []
 
 
 def test_a_url_is_never_a_model_spec_only_a_catalog_entry_downloads(online):
