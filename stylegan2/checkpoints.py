@@ -315,6 +315,19 @@ def _locate(source: Source, progress: bool) -> Path:
     return source.path
 
 
+def _read_located(source: Source, progress: bool) -> Generator:
+    """The generator in `source`'s file; a downloaded URL file that cannot be read is removed from the cache
+    (a download whose length the server did not say may have been cut), so the next load fetches it again."""
+    path = _locate(source, progress)
+    try:
+        return read_generator_file(path)
+    except CheckpointError as e:
+        if source.url is None:
+            raise
+        path.unlink(missing_ok=True)
+        raise type(e)(f"{e} (the downloaded copy was removed: the next load downloads it again)") from None
+
+
 def _file_identity(path: Path) -> tuple[str, ...]:
     """The file as it is now (real path, inode, size, mtime): a file replaced under its name is another file."""
     with open_regular_file(path, MAX_MODEL_BYTES) as f:
@@ -445,6 +458,6 @@ def load_generator(spec: str, device: str | torch.device = "cpu", progress: bool
     key = _file_identity(_locate(source, progress)) if source.path is not None else source.key
 
     def load() -> Generator:
-        return read_generator_file(_locate(source, progress)).to(dev).eval().requires_grad_(False)
+        return _read_located(source, progress).to(dev).eval().requires_grad_(False)
 
     return generator_cache.get((key, str(dev)), load)

@@ -123,7 +123,7 @@ def _download(url: str, dest: Path, host: str | None, max_bytes: int, filename: 
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     with _locked_part(part, filename) as f:
-        if dest.is_file():  # another process finished it while this one waited
+        if dest.is_file():  # another process finished it just before this one took the lock
             return dest
         last = None
         for attempt in range(ATTEMPTS):

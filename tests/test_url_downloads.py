@@ -117,6 +117,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Location", "/sg3.pkl")
         self.end_headers()
 
+    def route_junk(self, data: bytes) -> None:
+        """Not a pickle, and no Content-Length: the download cannot tell it from a cut one."""
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 3])
+
     def route_busy(self, data: bytes) -> None:
         self.send_error(503)
 
@@ -143,7 +149,7 @@ def server(reference, extra_catalog):
     httpd.data, httpd.requests, httpd.sent, httpd.release = reference[0], [], 0, threading.Event()
     httpd.origin = f"http://127.0.0.1:{httpd.server_port}"
     routes = ["sg3", "cut", "cut-whole", "cut-wrong", "declared-big", "endless", "away", "hop", "busy", "stall",
-              "missing"]
+              "missing", "junk"]
     extra_catalog(*({"name": f"url-{r}", "label": r, "format": "stylegan3", "resolution": 64, "shows": "test",
                      "licence": "test", "source": "test", "url": f"{httpd.origin}/{r}.pkl", "filename": f"{r}.pkl",
                      **({"max_bytes": SMALL_CAP} if r in ("declared-big", "endless") else {})} for r in routes))
@@ -268,6 +274,14 @@ def test_an_endless_answer_is_cut_at_the_cap_in_bounded_memory(online, hf_home):
     assert "endless.pkl is over its limit of 1 MB: refused" in msg
     assert downloaded(hf_home) == [] and len(online.requests) == 1
     assert peak < 8 * downloads.CHUNK_BYTES  # streamed to disk, a chunk at a time (an answer read whole: 64 MB)
+
+
+def test_a_downloaded_file_that_does_not_read_is_dropped_and_fetched_again(online, hf_home):  # noqa: F811
+    msg = one_line_error("url-junk", CheckpointError)
+    assert msg.endswith("(the downloaded copy was removed: the next load downloads it again)")
+    assert downloaded(hf_home) == []
+    one_line_error("url-junk", CheckpointError)
+    assert online.requests == [("/junk.pkl", None)] * 2
 
 
 def test_too_little_free_disk_is_refused_before_writing(online, hf_home, monkeypatch):  # noqa: F811
