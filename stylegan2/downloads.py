@@ -56,6 +56,8 @@ MAX_REDIRECTS = 5
 CHUNK_BYTES = 1 << 20     # read and written at a time: all the memory a download holds
 FREE_MARGIN_BYTES = 64 << 20  # left free on the disk after the download
 _REDIRECTS = (301, 302, 303, 307, 308)
+# How messages name the folder (not its path: a public server's visitor sees them).
+CACHE_NAME = "download cache ($DRAGGAN_CACHE/downloads, else <HF_HOME>/draggan/downloads)"
 
 
 class DownloadError(CheckpointError):
@@ -107,14 +109,14 @@ def fetch(url: str, filename: str, max_bytes: int, progress: bool = True) -> Pat
         return dest
     manual = _manual(url)
     if hf_constants.is_offline_mode():
-        raise DownloadError(f"{shorten(filename)} is needed but is not in the download cache ({dest.parent}) and "
+        raise DownloadError(f"{shorten(filename)} is needed but is not in the {CACHE_NAME} and "
                             f"HF_HUB_OFFLINE is set (offline): {manual}, or unset HF_HUB_OFFLINE to download it")
     host = check_url(url).hostname
     try:
         return _download(url, dest, host, max_bytes, filename, progress, manual)
     except OSError as e:  # the cache folder: read-only, or the disk filled while writing (not the network's errors)
         why = e.strerror or type(e).__name__
-        raise DownloadError(f"could not write {shorten(filename)} into {dest.parent} ({why}); free some space or "
+        raise DownloadError(f"could not write {shorten(filename)} into the {CACHE_NAME} ({why}); free some space or "
                             "set DRAGGAN_CACHE to a writable folder") from None
 
 
@@ -155,7 +157,7 @@ def _locked_part(part: Path, filename: str) -> Iterator[BinaryIO]:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         f.close()
-        raise DownloadError(f"another process is downloading {shorten(filename)} into {part.parent}: "
+        raise DownloadError(f"another process is downloading {shorten(filename)} into the {CACHE_NAME}: "
                             "try again when it has finished") from None
     try:
         yield f
@@ -301,6 +303,7 @@ def _range_start(resp: http.client.HTTPResponse) -> int | None:
 def _check_disk(folder: Path, needed: int) -> None:
     free = shutil.disk_usage(folder).free
     if free < needed + FREE_MARGIN_BYTES:
-        raise DownloadError(f"not enough disk space in {folder}: the download needs {needed / 2**20:.0f} MB and "
-                            f"{FREE_MARGIN_BYTES / 2**20:.0f} MB to spare, {free / 2**20:.0f} MB are free; "
+        raise DownloadError(f"not enough disk space for the {CACHE_NAME}: the download needs "
+                            f"{needed / 2**20:.0f} MB and {FREE_MARGIN_BYTES / 2**20:.0f} MB to spare, "
+                            f"{free / 2**20:.0f} MB are free; "
                             "free some space or set DRAGGAN_CACHE to another disk")

@@ -396,3 +396,19 @@ def test_a_url_entry_is_checked_when_the_catalog_is_read(change, message):
              "url": "https://api.ngc.nvidia.com/x.pkl", "filename": "x.pkl"}
     with pytest.raises(ValueError, match=f"catalog entry 'x': {message}"):
         catalog.CatalogEntry(**(entry | change))
+
+
+def test_the_cli_renders_a_url_entry_by_name_and_says_offline_in_one_line(online, tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    from draggan.__main__ import main
+
+    out = tmp_path / "x.png"
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    assert main(["render", "--model", "url-sg3", "--device", "cpu", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: sg3.pkl is needed") and err.count("\n") == 1 and "--model PATH" in err
+    assert online.requests == [] and not out.exists()
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    assert main(["render", "--model", "url-sg3", "--device", "cpu", "--out", str(out)]) == 0
+    assert Image.open(out).size == (64, 64) and len(online.requests) == 1
