@@ -8,13 +8,17 @@ import torch
 
 from draggan.auto import AutoConfig, load_auto_model, rollout
 from draggan.auto.files import generator_shape
-from draggan.auto.lean import LeanRollout
+from draggan.auto.lean import LeanRollout, encode
 from draggan.auto.networks import AutoDragModel, LatentPredictor
 from stylegan2.testing import tiny_generator
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY, TOY_AUTO = ROOT / "models" / "toyfaces-64.safetensors", ROOT / "models" / "toyfaces-64-auto.safetensors"
-TOL = 1e-5
+TOL = 1e-5  # float32 rounding: |lean - modules| <= TOL * max(1, max |modules|)
+
+
+def close(got: torch.Tensor, want: torch.Tensor) -> bool:
+    return bool((got - want).abs().max() <= TOL * max(1.0, float(want.abs().max())))
 
 
 def random_model(num_ws: int = 8, w_dim: int = 32, G=None, **sizes) -> AutoDragModel:
@@ -53,10 +57,10 @@ def assert_steps_match(model: AutoDragModel, memory, pad, w0: torch.Tensor) -> N
     for _ in range(model.cfg.n_steps):
         want = model.predict(memory, pad, torch.stack(seq, dim=1))[:, -1]
         got = lean.predict(seq[-1])
-        assert (got - want).abs().max() <= TOL
+        assert close(got, want)
         assert (want - seq[-1]).abs().max() > 1e-2
         want_reg, got_reg = model.regularize(want), lean.regularize(want)
-        assert (got_reg - want_reg).abs().max() <= TOL
+        assert close(got_reg, want_reg)
         assert (want_reg - want).abs().max() > 1e-2
         seq.append(want_reg)
 
@@ -82,8 +86,32 @@ def test_lean_steps_equal_the_modules_on_other_shapes(sizes):
     assert_steps_match(model, memory, pad, torch.randn(1, num_ws, model.w_dim))
 
 
+@pytest.mark.parametrize("feat_size,points,padded", [(16, 5, 0), (16, 5, 2), (18, 1, 0)])
+@torch.no_grad()
+def test_lean_encode_equals_the_module(feat_size, points, padded):
+    """The memory and its padding mask; 18 cells do not divide by the conv's stride 4 (the conv drops the rest)."""
+    cfg_sizes = dict(feat_stride=4)
+    model = random_model(**cfg_sizes)
+    pred = model.predictor
+    if feat_size != 16:
+        model = AutoDragModel(model.cfg, 8, 32, feat_channels=8, feat_size=feat_size, image_size=36)
+        for p in model.parameters():
+            p.copy_(0.3 * torch.randn(p.shape))
+        pred = model.eval().predictor
+    g = torch.Generator().manual_seed(6)
+    feat = torch.randn(1, 8, feat_size, feat_size, generator=g)
+    h, t = 32 * torch.rand(1, points, 2, generator=g), 32 * torch.rand(1, points, 2, generator=g)
+    mask = torch.ones(1, points, dtype=torch.bool)
+    mask[:, points - padded:] = False
+    want, want_pad = pred.encode(feat, h, t, mask)
+    got, got_pad = encode(pred, feat, h, t, mask)
+    assert torch.equal(got_pad, want_pad) and int(want_pad.sum()) == padded
+    assert close(got[~want_pad], want[~want_pad])
+    assert want.abs().max() > 0.1
+
+
 def test_rollout_runs_the_lean_path_and_equals_the_modules(monkeypatch):
-    """`rollout` computes its steps lean by default (the modules' decode is never called) and gives the
+    """`rollout` computes its steps lean by default (the modules' encode and decode are never called) and gives the
     module path's latents; lean=False is the module path."""
     G = tiny_generator(resolution=32, channels=16, w_dim=32, seed=0)
     model = random_model(G=G)
@@ -91,13 +119,13 @@ def test_rollout_runs_the_lean_path_and_equals_the_modules(monkeypatch):
     handles, targets = [[10.0, 12.0], [20.0, 9.0]], [[14.0, 15.0], [17.0, 11.0]]
     slow = rollout(model, G, w0, handles, targets, lean=False)
     calls = []
-    decode = LatentPredictor.decode
-    monkeypatch.setattr(LatentPredictor, "decode", lambda *a, **k: calls.append(1) or decode(*a, **k))
+    for name in ("encode", "decode"):
+        monkeypatch.setattr(LatentPredictor, name, lambda *a, name=name, **k: calls.append(name))
     fast = rollout(model, G, w0, handles, targets)
     assert calls == []
     assert len(fast) == len(slow) == model.cfg.n_steps
     for a, b in zip(fast, slow):
-        assert (a - b).abs().max() <= TOL
+        assert close(a, b)
         assert torch.equal(a[:, model.cfg.rows:], w0[:, model.cfg.rows:])
     assert not torch.allclose(slow[-1], w0, atol=1e-2)
     assert len(rollout(model, G, w0, handles, targets, n_steps=2)) == 2

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .networks import AutoDragModel
+from .networks import AutoDragModel, LatentPredictor, sample_patches
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
@@ -119,18 +119,19 @@ def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.view(x.shape[0], heads, -1).transpose(0, 1)
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Scaled dot-product attention of q [heads, n, e] over k, v [heads, T, e] -> [n, heads * e], heads
-    concatenated as nn.MultiheadAttention does."""
-    p = torch.bmm(q, k.transpose(1, 2)).mul_(q.shape[-1] ** -0.5).softmax(-1)
+    concatenated as nn.MultiheadAttention does; bias [T]: added to the scores (-inf: a padding key)."""
+    scores = torch.bmm(q, k.transpose(1, 2)).mul_(q.shape[-1] ** -0.5)
+    p = (scores.add_(bias) if bias is not None else scores).softmax(-1)
     return torch.bmm(p, v).transpose(0, 1).reshape(q.shape[1], -1)
 
 
-def _self_attention(x: torch.Tensor, attn: _Attention) -> torch.Tensor:
-    """Self-attention over all tokens of x [n, d], no mask."""
+def _self_attention(x: torch.Tensor, attn: _Attention, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Self-attention over all tokens of x [n, d]; bias as `_attend`'s."""
     n = x.shape[0]
     q, k, v = attn.qkv(x).view(n, 3, attn.heads, -1).permute(1, 2, 0, 3)         # each [heads, n, d/heads]
-    return attn.out(_attend(q, k, v))
+    return attn.out(_attend(q, k, v, bias))
 
 
 def _cross_attention(x: torch.Tensor, attn: _Attention, memory: torch.Tensor) -> torch.Tensor:
@@ -141,9 +142,11 @@ def _cross_attention(x: torch.Tensor, attn: _Attention, memory: torch.Tensor) ->
     return attn.out(_attend(q, k, v))
 
 
-def _residual(x: torch.Tensor, layer: _Layer, memory: torch.Tensor | None) -> torch.Tensor:
-    """One pre-norm layer over all tokens (the regularizer's): x + SA(LN x) [+ CA(LN x, memory)] + FF(LN x)."""
-    x = x + _self_attention(layer.norm1(x), layer.self_attn)
+def _residual(x: torch.Tensor, layer: _Layer, memory: torch.Tensor | None, bias: torch.Tensor | None = None,
+              ) -> torch.Tensor:
+    """One pre-norm layer over all tokens: x + SA(LN x) [+ CA(LN x, memory)] + FF(LN x); bias: the
+    self-attention's key padding (encoder layers)."""
+    x = x + _self_attention(layer.norm1(x), layer.self_attn, bias)
     if layer.cross is None:
         return x + layer.ff(layer.norm2(x))
     x = x + _cross_attention(layer.norm2(x), layer.cross, memory)
@@ -179,6 +182,34 @@ def _fold(attn: _Attention, memory: torch.Tensor, pad: torch.Tensor) -> _Folded:
     qk_bias = qk_bias.masked_fill(pad[None], -math.inf).reshape(-1)
     vo = torch.bmm(v, attn.out.weight.view(d, H, e).permute(1, 2, 0))            # [H, T, d]
     return _Folded(H, qk.reshape(H * T, d).t(), qk_bias, vo.reshape(H * T, d), attn.out.bias)
+
+
+def encode(pred: LatentPredictor, feat0: torch.Tensor, handles_xy: torch.Tensor, targets_xy: torch.Tensor,
+           point_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`pred.encode(...)` at batch 1, the same numbers in fewer calls: the strided feature conv (kernel = stride)
+    as one matmul over the map's cells, the handles' and targets' patches in one sample, the encoder lean."""
+    assert feat0.shape[0] == 1, "lean encode is batch 1"
+    conv, cfg = pred.feat_conv, pred.cfg
+    s, C = conv.stride[0], feat0.shape[1]
+    assert conv.kernel_size == (s, s) and conv.stride == (s, s) and conv.padding == (0, 0), "a strided patch conv"
+    n = feat0.shape[2] // s
+    cells = feat0[0, :, :n * s, :n * s].reshape(C, n, s, n, s).permute(1, 3, 0, 2, 4).reshape(n * n, C * s * s)
+    tokens = torch.addmm(conv.bias, cells, conv.weight.view(conv.out_channels, -1).t()) + pred.feat_pos
+    tokens = _mlp(pred.feat_mlp)(tokens) + pred.kind[0]                           # [T, d]
+    reduced = F.conv2d(feat0, pred.patch_reduce.weight, pred.patch_reduce.bias)
+    K = handles_xy.shape[1]
+    patches = sample_patches(reduced, torch.cat([handles_xy, targets_xy], dim=1), pred.image_size, cfg.patch)
+    ph, pt = patches[0].reshape(2, K, -1)                                         # [K, c * P * P] each
+    h = handles_xy[0] / pred.image_size * 2 - 1
+    t = targets_xy[0] / pred.image_size * 2 - 1
+    points = _mlp(pred.point_mlp)(torch.cat([ph, pt, h, t, (t - h) * 4], dim=-1)) + pred.kind[1]  # [K, d]
+    memory = _mlp(pred.memory_mlp)(torch.cat([tokens, points]))                  # [T + K, d]
+    pad = torch.cat([torch.zeros(n * n, dtype=torch.bool, device=feat0.device), ~point_mask[0]])
+    bias = torch.zeros(pad.shape, dtype=memory.dtype, device=memory.device).masked_fill_(pad, -math.inf) \
+        if bool(pad.any()) else None
+    for layer in _encoder_layers(pred.encoder):
+        memory = _residual(memory, layer, None, bias)
+    return memory[None], pad[None]
 
 
 class LeanRollout:

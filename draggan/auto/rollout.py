@@ -6,7 +6,7 @@ import torch
 from draggan.config import DragInputError
 from stylegan2.networks import Generator
 
-from .lean import LeanRollout
+from .lean import LeanRollout, encode
 from .networks import AutoDragModel
 
 
@@ -44,12 +44,13 @@ def rollout(model: AutoDragModel, G: Generator, w0: torch.Tensor, handles_xy: li
     else:
         feat0 = G.synthesis.features(w0, stop=cfg.feature_block, noise_mode=noise_mode)[-1]
     mask = torch.ones(1, h.shape[1], dtype=torch.bool, device=device)
-    memory, pad = model.predictor.encode(feat0, h, t, mask)
     seq = [w0]
     if lean and isinstance(model, AutoDragModel):
+        memory, pad = encode(model.predictor, feat0, h, t, mask)
         steps = LeanRollout(model, memory, pad, w0)
         predict, regularize = (lambda: steps.predict(seq[-1])), steps.regularize
     else:
+        memory, pad = model.predictor.encode(feat0, h, t, mask)
         predict = lambda: model.predict(memory, pad, torch.stack(seq, dim=1))[:, -1]  # noqa: E731
         regularize = model.regularize
     for _ in range(n):
