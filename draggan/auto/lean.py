@@ -1,4 +1,4 @@
-"""The rollout's arithmetic at batch 1, lean: the numbers of the nn.Transformer modules in fewer ATen calls.
+"""The rollout's arithmetic at batch 1, lean: the numbers of the nn.Transformer modules at under half their cost.
 
 `rollout` feeds the predictor one new query per autoregressive step. Through the modules
 (`LatentPredictor.decode`, `LatentRegularizer.forward`) every step re-runs the decoder over the whole
@@ -215,7 +215,7 @@ def encode(pred: LatentPredictor, feat0: torch.Tensor, handles_xy: torch.Tensor,
 class LeanRollout:
     """The predictor's and regularizer's inference for one edit at batch 1 (see the module's docstring).
 
-        lean = LeanRollout(model, memory, pad, w0)   # memory, pad: `LatentPredictor.encode`'s, batch 1
+        lean = LeanRollout(model, memory, pad, w0)   # memory, pad: `encode`'s (or the module's), batch 1
         w1 = lean.regularize(lean.predict(w0))        # each [1, num_ws, w_dim], as model.predict / regularize
         w2 = lean.regularize(lean.predict(w1))        # step i's input must be step i-1's output (the cache)
 
