@@ -123,7 +123,7 @@ async def astream_newest(items: Iterator[T], stop: Callable[[], Any]) -> AsyncIt
             finished = False
             yield item
     finally:
-        if not finished:
+        if not finished:  # the reader left (the client closed its page, or cancelled)
             stop()
 
 
