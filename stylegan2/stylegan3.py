@@ -98,38 +98,31 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int = 1, down: int = 
     return F.conv2d(x, weight, stride=down, groups=c)
 
 
-def _transposed_pass(x: torch.Tensor, f: torch.Tensor, up: int, pad0: int, pad1: int, dim: int,
-                     ) -> tuple[torch.Tensor, int, int]:
+def _transposed_pass(x: torch.Tensor, f: torch.Tensor, up: int, pad0: int, pad1: int, dim: int) -> torch.Tensor:
     """Along `dim` (2 rows, 3 cols): insert up-1 zeros after each sample, pad (pad0, pad1), convolve with `f`.
 
     One transposed convolution computes the full convolution of the zero-stuffed signal without multiplying
-    the zeros; the padding then becomes a crop (or zeros) of that full result: returned as (full result,
-    pad before, pad after) along `dim`, negative a crop.
+    the zeros; the padding then becomes a crop (or zeros) of that full result. An equal crop of both ends
+    (StyleGAN3's layers) is the transposed convolution's own `padding`: only the kept samples are computed.
     """
     c, k, n = x.shape[1], f.shape[0], x.shape[dim]
     shape, stride = ((c, 1, k, 1), (up, 1)) if dim == 2 else ((c, 1, 1, k), (1, up))
-    y = F.conv_transpose2d(x, f.reshape(1, 1, *shape[2:]).expand(shape), stride=stride, groups=c)  # (n-1)*up + k
-    return y, pad0 - (k - 1), n * up + pad1 - y.shape[dim]
-
-
-def _pad_or_crop(x: torch.Tensor, pads: list[int]) -> torch.Tensor:
-    """F.pad's (x0, x1, y0, y1), negative a crop; a view of `x` when all are crops."""
-    if max(pads) > 0:
-        return F.pad(x, pads)
-    x0, x1, y0, y1 = pads
-    return x[:, :, -y0:x.shape[2] + y1, -x0:x.shape[3] + x1]
+    weight = f.reshape(1, 1, *shape[2:]).expand(shape)
+    lo, hi = pad0 - (k - 1), n * up + pad1 - ((n - 1) * up + k)  # crop (negative) or zero-pad (positive) each side
+    if lo == hi <= 0:
+        crop = (-lo, 0) if dim == 2 else (0, -lo)
+        return F.conv_transpose2d(x, weight, stride=stride, padding=crop, groups=c)
+    y = F.conv_transpose2d(x, weight, stride=stride, groups=c)  # (n-1)*up + k samples
+    return F.pad(y, [lo, hi, 0, 0] if dim == 3 else [0, 0, lo, hi])
 
 
 def upsample_separable(x: torch.Tensor, f: torch.Tensor, up: int, padding: tuple[int, int, int, int],
                        gain: float) -> torch.Tensor:
     """The fast path of `upfirdn2d(x, f, up=up, padding=padding, gain=gain)` for a 1-D filter: the same numbers
-    up to float rounding (tested), about 2.5x faster on a CPU at StyleGAN3's sizes. Both passes run on the
-    uncropped signal and the crop comes last, as a view (no copy of the largest tensor of the layer)."""
+    up to float rounding (tested), about 2.5x faster on a CPU at StyleGAN3's sizes."""
     f = f.to(x.dtype) * math.sqrt(gain)
     x0, x1, y0, y1 = padding
-    x, lo_x, hi_x = _transposed_pass(x, f, up, x0, x1, 3)
-    x, lo_y, hi_y = _transposed_pass(x, f, up, y0, y1, 2)
-    return _pad_or_crop(x, [lo_x, hi_x, lo_y, hi_y])
+    return _transposed_pass(_transposed_pass(x, f, up, x0, x1, 3), f, up, y0, y1, 2)
 
 
 def upsample(x: torch.Tensor, f: torch.Tensor | None, up: int, padding: tuple[int, int, int, int],
@@ -170,8 +163,11 @@ def filtered_lrelu_fast(x: torch.Tensor, fu: torch.Tensor | None, fd: torch.Tens
     layout = torch.channels_last if x.device.type == "cpu" else torch.contiguous_format
     x = x.contiguous(memory_format=layout) + b.to(x.dtype).reshape(1, -1, 1, 1)
     x = upsample(x, fu, up, padding, gain=up * up)
-    x = F.leaky_relu(x, slope) if slope != 1 else x.clone(memory_format=layout)  # a fresh buffer, reused:
-    x = x.mul_(gain) if gain != 1 else x                                           # autograd allows it
+    # x is a fresh buffer (the bias add or the upsampling made it): the activation, gain and clamp run in it,
+    # but for a leaky ReLU autograd records (it keeps its output); autograd checks the rest.
+    recorded = torch.is_grad_enabled() and x.requires_grad
+    x = F.leaky_relu(x, slope, inplace=not recorded) if slope != 1 else x
+    x = x.mul_(gain) if gain != 1 else x
     x = x.clamp_(-clamp, clamp) if clamp is not None else x
     return upfirdn2d(x, fd, down=down).contiguous()
 

@@ -191,3 +191,4 @@ def test_fast_filtered_lrelu_equals_the_plain_one(reference_dir, name, grad):
         assert (outs[0].abs() > 0).any()
         for fast_grad, plain_grad in zip(*grads) if grad else ():
             assert rel_err(fast_grad, plain_grad) < 1e-5, g.name
+
