@@ -192,3 +192,20 @@ def test_fast_filtered_lrelu_equals_the_plain_one(reference_dir, name, grad):
         for fast_grad, plain_grad in zip(*grads) if grad else ():
             assert rel_err(fast_grad, plain_grad) < 1e-5, g.name
 
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fast_filtered_lrelu_in_bfloat16_stays_within_bfloat16_rounding(reference_dir, name):
+    """bfloat16 layers (precision bf16, what `auto` picks on CPUs with native bf16): the fast path upsamples in
+    float32 and rounds once; its output is bfloat16, within a few bfloat16 roundings of the float32 result."""
+    from stylegan2.stylegan3 import filtered_lrelu
+    G = reference_generator(reference_dir, name)
+    gen = torch.Generator().manual_seed(3)
+    for layer in G.synthesis.blocks[:-1]:
+        g = layer.geo
+        side = g.in_size + g.conv_kernel - 1
+        x, bias = torch.randn([1, 3, side, side], generator=gen) * 40, torch.randn([3], generator=gen)
+        run = lambda x, fast: filtered_lrelu(x, layer.up_filter, layer.down_filter, bias, g.up_factor, g.down_factor,
+                                             g.padding, 2 ** 0.5, 0.2, layer.conv_clamp, fast=fast)
+        exact, fast = run(x.bfloat16().float(), False), run(x.bfloat16(), True)
+        assert fast.dtype == torch.bfloat16 and fast.shape == exact.shape, g.name
+        assert rel_err(fast.float(), exact) < 2 ** -6, g.name  # bfloat16 keeps 8 significant bits
