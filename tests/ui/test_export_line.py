@@ -27,13 +27,19 @@ def server(tmp_path_factory, extra_catalog):
     model = save_generator(tiny_generator(32, seed=0), folder / "tiny.safetensors")
     extra_catalog({"name": MODEL, "label": "Tiny exports", "path": str(model), "resolution": 32, "shows": "noise",
                    "licence": "test", "source": "tests"})
-    built = draggan_app.build_demo(MODEL, "cpu", public=True, max_sessions=16, max_per_client=16)
+    started = start_server(max_sessions=16, threads=THREADS)
+    yield started
+    started.built.demo.close()
+
+
+def start_server(max_sessions: int, threads: int) -> types.SimpleNamespace:
+    """A public server of the tiny model (in the catalog once `server` has run) with `threads` worker threads."""
+    built = draggan_app.build_demo(MODEL, "cpu", public=True, max_sessions=max_sessions, max_per_client=max_sessions)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    draggan_app.launch(built, "127.0.0.1", port, prevent_thread_lock=True, quiet=True, max_threads=THREADS)
-    yield types.SimpleNamespace(url=f"http://127.0.0.1:{port}/", built=built)
-    built.demo.close()
+    draggan_app.launch(built, "127.0.0.1", port, prevent_thread_lock=True, quiet=True, max_threads=threads)
+    return types.SimpleNamespace(url=f"http://127.0.0.1:{port}/", built=built)
 
 
 def client(server):
@@ -230,3 +236,33 @@ def test_the_drag_button_waits_says_its_place_and_stop_or_a_closed_page_ends_the
     assert text.startswith("**Stopped** after 0 steps")
     assert seen["second"][2]["reason"] == "waiting"
     assert not sess.editor.history  # nothing ran
+
+
+def test_every_session_may_have_a_drag_and_an_export_waiting_and_still_be_served(server):
+    """Gradio's queue runs as many events at once as it has worker threads, plus one for each drag and each
+    export that can wait (one of each per session): with every session's drag and export waiting on a server of
+    one thread, a session's Save still completes."""
+    small = start_server(max_sessions=2, threads=1)
+    sessions = small.built.ctx.sessions
+    try:
+        visitors = [client(small) for _ in range(2)]
+        for c in visitors:
+            c.predict(api_name="/generate")
+            c.predict(handles="[[6, 6]]", targets="[[20, 18]]", max_steps=3, api_name="/drag")
+        device, export_slot = hold_the_device(sessions), hold_the_export_slot(sessions)
+        try:
+            jobs = [job for c in visitors for job in (
+                c.submit(handles="[[6, 6]]", targets="[[20, 18]]", max_steps=3, api_name="/drag"),
+                c.submit("gif", True, api_name="/export_video"))]
+            wait_until(lambda: all(sessions.get(c.session_hash).line.busy and sessions.get(c.session_hash).exports.busy
+                                   for c in visitors), "not every drag and export arrived in line")
+            saved = visitors[0].submit(api_name="/save_image")
+            assert saved.result(timeout=DEADLINE_S).endswith(".png"), "a Save waited behind the waiting jobs"
+            assert not any(job.done() for job in jobs)
+        finally:
+            sessions.slots.release(device)
+            sessions.export_slots.release(export_slot)
+        for job in jobs:
+            job.result(timeout=DEADLINE_S)
+    finally:
+        small.built.demo.close()
