@@ -1,7 +1,8 @@
 """How long jobs share the device and how their frames reach a reader.
 
 - `stream_newest`: a producer (a drag) runs at its own pace in a thread; a slow reader gets the newest item.
-  `astream_newest`: the same for a reader on an event loop (an export), which holds no thread while it waits.
+  `astream_newest`: the same for a reader on an event loop (the app's drags and exports), which holds no
+  thread while it waits.
 - `DeviceSlots`: at most n long jobs (drags, inversions, experiments) on the device at once.
 - `DragLine`: one session's drag, running or waiting for the device, with its Stop (also: one session's export).
 
@@ -273,7 +274,7 @@ class DragLine:
         """Join the line; returns this drag's ticket (the armed one if there is one: maybe already set).
 
         A line holds one drag, running or waiting for the device: another is refused (LineFullError), so
-        one visitor cannot pile up drags that each hold a server thread while they wait."""
+        one visitor cannot pile up drags that each hold a place in the server's queue while they wait."""
         with self._lock:
             if self._tickets:
                 raise LineFullError(self._full)

@@ -44,14 +44,15 @@ def quiet_queue(demo: gr.Blocks) -> None:
         queue.sleep_when_free = max(queue.sleep_when_free, QUEUE_POLL_S)
 
 
-def room_for_exports(demo: gr.Blocks, waiting: int) -> None:
+def room_for_waiting_jobs(demo: gr.Blocks, waiting: int) -> None:
     """Give Gradio's queue `waiting` job slots beyond its worker threads. Gradio runs at most max_threads events
-    at once, each holding a slot until it ends, whether it holds a thread or not. An export waiting its turn holds
-    no thread (its handler awaits, `ui/sections/save.py`) but would hold a slot, so a line of exports could fill
-    the queue and stall everyone's Generate: with a slot more for each export that can wait (one per session),
-    they never take the slots the other events need. Applied each time the queue starts."""
+    at once, each holding a slot until it ends, whether it holds a thread or not. A drag or an export waiting its
+    turn holds no thread (its handler awaits: `ui/sections/drag.py`, `ui/sections/save.py`) but would hold a
+    slot, so a line of them could fill the queue and stall everyone's Generate: with a slot more for each drag
+    and each export that can wait (one of each per session), they never take the slots the other events need.
+    Applied each time the queue starts."""
     start = getattr(demo, "run_startup_events", None)
-    if start is None or getattr(start, "room_for_exports", False):
+    if start is None or getattr(start, "room_for_waiting_jobs", False):
         return
 
     def run_startup_events() -> None:
@@ -59,7 +60,7 @@ def room_for_exports(demo: gr.Blocks, waiting: int) -> None:
         jobs = getattr(getattr(demo, "_queue", None), "active_jobs", None)
         if isinstance(jobs, list):
             jobs.extend([None] * waiting)
-    run_startup_events.room_for_exports = True
+    run_startup_events.room_for_waiting_jobs = True
     demo.run_startup_events = run_startup_events
 
 
@@ -88,7 +89,7 @@ def launch(built: BuiltApp, host: str | None = None, port: int | None = None, sh
     app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), guard]
     kwargs["app_kwargs"] = app_kwargs
     quiet_queue(built.demo)
-    room_for_exports(built.demo, built.ctx.sessions.max_sessions)
+    room_for_waiting_jobs(built.demo, 2 * built.ctx.sessions.max_sessions)  # a drag and an export each
     return built.demo.launch(server_name=host, server_port=port, share=share, css=CSS, theme=theme(),
                              ssr_mode=False, **kwargs)
 

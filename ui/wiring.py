@@ -4,6 +4,7 @@ and `Page`, what the sections share while the page is built."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -25,8 +26,9 @@ def _wrap(fn: Callable, call: Callable) -> Callable:
     if inspect.isasyncgenfunction(fn):
         @functools.wraps(fn)
         async def agen(*args, **kwargs):
-            async for item in call(*args, **kwargs):
-                yield item
+            async with contextlib.aclosing(call(*args, **kwargs)) as items:  # closed with this one (a client left)
+                async for item in items:
+                    yield item
         return agen
 
     if inspect.iscoroutinefunction(fn):
@@ -115,8 +117,9 @@ def _async_generator_guard(fn: Callable, on_error: Callable) -> Callable:
     @functools.wraps(fn)
     async def agen(*args, **kwargs):
         try:
-            async for item in fn(*args, **kwargs):
-                yield item
+            async with contextlib.aclosing(fn(*args, **kwargs)) as items:
+                async for item in items:
+                    yield item
         except (UserError, gr.Error) as e:
             outcome = on_error(e, _request_of(args, kwargs))
             if outcome is not None:

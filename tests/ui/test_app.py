@@ -1,4 +1,5 @@
 """The app over HTTP, driven by gradio_client on a tiny generator saved to a temporary file."""
+import asyncio
 import base64
 import io
 import json
@@ -62,6 +63,15 @@ def wait_frames(job, n: int, timeout: float = 60) -> list:
 def all_outputs(job, timeout: float = 120) -> list:
     job.result(timeout=timeout)
     return job.outputs()
+
+
+def run_handler(outputs, first: bool = False):
+    """A streaming handler's outputs (an async generator, as Gradio runs it on its event loop): all, or the first."""
+    async def read():
+        if first:
+            return await anext(outputs)
+        return [out async for out in outputs]
+    return asyncio.run(read())
 
 
 def test_generate_then_drag_streams_frames_and_moves_the_handle(server):
@@ -208,7 +218,7 @@ def test_out_of_range_settings_are_refused_naming_the_field(server):
     request = types.SimpleNamespace(session_hash=c.session_hash, client=None)
     values = dict(controls.control_defaults(server.model), lr=5.0)
     with pytest.warns(UserWarning, match="Step size must be"):  # gr.Warning outside a request: the toast's text
-        out = list(ui_drag("[[5, 5]]", "[[9, 9]]", *[values[n] for n in controls.drag_parameters()], request))
+        out = run_handler(ui_drag("[[5, 5]]", "[[9, 9]]", *[values[n] for n in controls.drag_parameters()], request))
     assert len(out) == 1 and out[0][1] == "⚠️ Step size must be between 0.0005 and 0.1, got 5"
     assert all(isinstance(o, dict) and o.get("__type__") == "update" and len(o) == 1 for o in out[0][::2])
 
@@ -344,11 +354,11 @@ def test_a_stop_pressed_before_the_drag_reaches_the_session_stops_it(server):
     request = types.SimpleNamespace(session_hash=c.session_hash, client=None)
     drag_section.arm_drag(ctx, request)
     history.stop(ctx, request)
-    *_, (_, text, last) = list(drag_section.drag(ctx, "[[2, 2]]", "[[29, 29]]", max_steps=50, request=request))
+    *_, (_, text, last) = run_handler(drag_section.drag(ctx, "[[2, 2]]", "[[29, 29]]", max_steps=50, request=request))
     assert last["done"] and last["reason"] == "stopped" and last["step"] == 0 and text.startswith("**Stopped** after 0 steps")
     assert np.array_equal(load(c.predict(api_name="/save_image")), before)
-    *_, (_, _, again) = list(drag_section.drag(ctx, "[[2, 2]]", "[[29, 29]]", max_steps=3, frame_rate=0,
-                                               request=request))
+    *_, (_, _, again) = run_handler(drag_section.drag(ctx, "[[2, 2]]", "[[29, 29]]", max_steps=3, frame_rate=0,
+                                                      request=request))
     assert again["step"] >= 1                     # the Stop was spent: the next drag runs
 
 
@@ -398,7 +408,8 @@ def test_a_setting_given_a_section_joins_the_page_the_endpoint_and_its_checks(mo
         request = types.SimpleNamespace(session_hash="s", client=None)
         built.ctx.sessions.new_session("s", built.ctx.default_model, 0)
         with pytest.raises(DragInputError, match="^Nearest rate must be between 0 and 1, got 5$"):
-            next(drag_section.drag(built.ctx, "[[5, 5]]", "[[9, 9]]", nearest_rate=5, request=request))
+            run_handler(drag_section.drag(built.ctx, "[[5, 5]]", "[[9, 9]]", nearest_rate=5, request=request),
+                        first=True)
     finally:
         built.ctx.sessions.close("s")
         monkeypatch.undo()

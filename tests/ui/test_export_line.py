@@ -1,6 +1,7 @@
-"""Exports wait their turn like drags (issue 26): while one export holds the export slot, the others wait in
-line in our code, awaited on Gradio's event loop, holding none of its worker threads; each says its place in
-line, and every other request (a newcomer's first image, a waiting visitor's Save) still gets through."""
+"""Exports and drags wait their turn (issue 26): while one job holds the device (a drag's slot, or the export
+slot), the others wait in line in our code, awaited on Gradio's event loop, holding none of its worker threads;
+each says its place in line, and every other request (a newcomer's first image, a waiting visitor's Save) still
+gets through."""
 import asyncio
 import socket
 import threading
@@ -26,13 +27,19 @@ def server(tmp_path_factory, extra_catalog):
     model = save_generator(tiny_generator(32, seed=0), folder / "tiny.safetensors")
     extra_catalog({"name": MODEL, "label": "Tiny exports", "path": str(model), "resolution": 32, "shows": "noise",
                    "licence": "test", "source": "tests"})
-    built = draggan_app.build_demo(MODEL, "cpu", public=True, max_sessions=16, max_per_client=10)
+    started = start_server(max_sessions=16, threads=THREADS)
+    yield started
+    started.built.demo.close()
+
+
+def start_server(max_sessions: int, threads: int) -> types.SimpleNamespace:
+    """A public server of the tiny model (in the catalog once `server` has run) with `threads` worker threads."""
+    built = draggan_app.build_demo(MODEL, "cpu", public=True, max_sessions=max_sessions, max_per_client=max_sessions)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    draggan_app.launch(built, "127.0.0.1", port, prevent_thread_lock=True, quiet=True, max_threads=THREADS)
-    yield types.SimpleNamespace(url=f"http://127.0.0.1:{port}/", built=built)
-    built.demo.close()
+    draggan_app.launch(built, "127.0.0.1", port, prevent_thread_lock=True, quiet=True, max_threads=threads)
+    return types.SimpleNamespace(url=f"http://127.0.0.1:{port}/", built=built)
 
 
 def client(server):
@@ -124,3 +131,138 @@ def test_the_export_button_says_its_place_then_gives_the_file(server):
     assert not pressing.is_alive(), "the export never ended"
     path, video, note = outputs[-1]
     assert path.endswith(".mp4") and video.visible and note == ""
+
+
+def hold_the_device(sessions) -> object:
+    """Take the server's one device slot, as a long drag would; `release` it to let the line go on."""
+    holder = object()
+    sessions.slots.join(holder)
+    assert sessions.slots.take(holder)
+    return holder
+
+
+def drag_place(job) -> int | None:
+    """The place in line a drag's latest frame says (its JSON: reason 'waiting', queue.place), or None."""
+    outputs = job.outputs()
+    frame = outputs[-1][2] if outputs else None
+    return frame["queue"]["place"] if isinstance(frame, dict) and frame.get("reason") == "waiting" else None
+
+
+def test_drags_waiting_in_line_hold_no_worker_thread(server):
+    """More drags wait for the device than the server has worker threads; each says its place in line; a
+    newcomer's first image and a waiting visitor's Save still complete, and the worker threads stay free (a
+    waiting drag's report borrows one for a moment to encode its line, so: free at most of the times looked);
+    then every drag runs and ends with its frames."""
+    sessions = server.built.ctx.sessions
+    limiter = server.built.demo.limiter
+    visitors = [client(server) for _ in range(WAITING)]
+    for c in visitors:
+        c.predict(api_name="/generate")
+    holder = hold_the_device(sessions)
+    try:
+        jobs = [c.submit(handles="[[6, 6]]", targets="[[20, 18]]", max_steps=3, api_name="/drag") for c in visitors]
+        wait_until(lambda: all(sessions.get(c.session_hash).line.busy for c in visitors),
+                   "not every drag arrived in line")
+        wait_until(lambda: sorted(drag_place(job) or 0 for job in jobs) == list(range(1, WAITING + 1)),
+                   "a drag never said its place in line")
+        newcomer = client(server)
+        first = newcomer.submit(seed=5, api_name="/generate")
+        assert first.result(timeout=DEADLINE_S)[0], "a newcomer's first image waited for the drags"
+        saved = visitors[0].submit(api_name="/save_image")
+        assert saved.result(timeout=DEADLINE_S).endswith(".png")
+        threads_in_use = []
+        for _ in range(40):
+            threads_in_use.append(limiter.borrowed_tokens)
+            time.sleep(0.02)
+        assert not any(job.done() for job in jobs)                      # the drags still wait their turn
+        assert threads_in_use.count(0) > len(threads_in_use) // 2, \
+            f"waiting drags held worker threads: {threads_in_use}"      # ... holding no worker thread
+    finally:
+        sessions.slots.release(holder)
+    for job in jobs:
+        job.result(timeout=DEADLINE_S)
+        outputs = job.outputs()
+        frames = [out[2] for out in outputs]
+        assert frames[0]["reason"] == "waiting", frames[0]
+        assert frames[-1]["done"] and frames[-1]["reason"] in ("reached", "max_steps") and frames[-1]["step"] >= 1
+        assert str(outputs[-1][0]).endswith(".png")                     # the last view, as a file
+    assert not any(sessions.get(c.session_hash).line.busy for c in visitors)
+
+
+def test_the_drag_button_waits_says_its_place_and_stop_or_a_closed_page_ends_the_wait(server):
+    """The Drag button's handler, called as Gradio calls it, while the device is held: its line says the drag's
+    place (the image left as it is), a second Drag is refused in one line, Stop ends the waiting drag before
+    its first step; a drag whose page closes (Gradio closes the handler) leaves the line without running."""
+    from draggan.scheduling import DRAG_BUSY
+    from ui.sections import drag as drag_section, history
+    from ui.wiring import bind, keep_on_error
+
+    ctx, sessions = server.built.ctx, server.built.ctx.sessions
+    c = client(server)
+    c.predict(api_name="/generate")
+    sess = sessions.get(c.session_hash)
+    request = types.SimpleNamespace(session_hash=c.session_hash, client=None, headers={})
+    press = keep_on_error(3, 1)(bind(drag_section.drag, ctx))  # as the Drag button wires it
+    seen, closed = {}, threading.Event()
+
+    async def visit() -> None:
+        first = press("[[6, 6]]", "[[20, 18]]", max_steps=3, request=request)
+        seen["waiting"] = await anext(first)
+        seen["again"] = [out async for out in press("[[6, 6]]", "[[20, 18]]", request=request)]
+        history.stop(ctx, request)
+        seen["stopped"] = [out async for out in first]
+        second = press("[[6, 6]]", "[[20, 18]]", max_steps=3, request=request)
+        seen["second"] = await anext(second)
+        await second.aclose()  # the page closed
+        closed.set()
+
+    holder = hold_the_device(sessions)
+    # Run on a thread of its own, so that a handler that blocks instead of awaiting fails the test in time.
+    visiting = threading.Thread(target=asyncio.run, args=(visit(),), daemon=True)
+    visiting.start()
+    try:
+        assert closed.wait(DEADLINE_S), "the drags never ended while the device was held"
+        wait_until(lambda: not sess.line.busy, "a drag whose page closed stayed in line")
+        assert sessions.slots.position(holder) == 0  # ... all while the device was held
+    finally:
+        sessions.slots.release(holder)
+    visiting.join(DEADLINE_S)
+    view, text, frame = seen["waiting"]
+    assert view == {"__type__": "update"} and frame["reason"] == "waiting"
+    assert text.startswith("⏳ Waiting for the device: **1st** in line")
+    assert [out[1] for out in seen["again"]] == [f"⚠️ {DRAG_BUSY}"]  # one line; the first drag goes on waiting
+    *_, (_, text, last) = seen["stopped"]
+    assert last["done"] and last["reason"] == "stopped" and last["step"] == 0
+    assert text.startswith("**Stopped** after 0 steps")
+    assert seen["second"][2]["reason"] == "waiting"
+    assert not sess.editor.history  # nothing ran
+
+
+def test_every_session_may_have_a_drag_and_an_export_waiting_and_still_be_served(server):
+    """Gradio's queue runs as many events at once as it has worker threads, plus one for each drag and each
+    export that can wait (one of each per session): with every session's drag and export waiting on a server of
+    one thread, a session's Save still completes."""
+    small = start_server(max_sessions=2, threads=1)
+    sessions = small.built.ctx.sessions
+    try:
+        visitors = [client(small) for _ in range(2)]
+        for c in visitors:
+            c.predict(api_name="/generate")
+            c.predict(handles="[[6, 6]]", targets="[[20, 18]]", max_steps=3, api_name="/drag")
+        device, export_slot = hold_the_device(sessions), hold_the_export_slot(sessions)
+        try:
+            jobs = [job for c in visitors for job in (
+                c.submit(handles="[[6, 6]]", targets="[[20, 18]]", max_steps=3, api_name="/drag"),
+                c.submit("gif", True, api_name="/export_video"))]
+            wait_until(lambda: all(sessions.get(c.session_hash).line.busy and sessions.get(c.session_hash).exports.busy
+                                   for c in visitors), "not every drag and export arrived in line")
+            saved = visitors[0].submit(api_name="/save_image")
+            assert saved.result(timeout=DEADLINE_S).endswith(".png"), "a Save waited behind the waiting jobs"
+            assert not any(job.done() for job in jobs)
+        finally:
+            sessions.slots.release(device)
+            sessions.export_slots.release(export_slot)
+        for job in jobs:
+            job.result(timeout=DEADLINE_S)
+    finally:
+        small.built.demo.close()

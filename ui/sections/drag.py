@@ -2,14 +2,16 @@
 buttons sit under the image too (history.py, points.py)."""
 from __future__ import annotations
 
+import contextlib
 import inspect
-from typing import Any, Iterator
+from typing import Any, AsyncIterator, Iterator
 
+import anyio
 import gradio as gr
 
 from draggan.config import DragFrame, parse_points, validate_points
 from draggan.methods import METHODS
-from draggan.sessions import stream_newest
+from draggan.sessions import EditSession, astream_newest
 
 from ..context import AppContext
 from ..controls import OpenRadio, drag_config, drag_parameters
@@ -22,10 +24,10 @@ DONE_TEXT = {"reached": "Reached the targets", "stopped": "Stopped", "max_steps"
 AFTER_TEXT = {"time_limit": "A drag may run for a limited time here: press **Drag** to continue from where it stopped."}
 
 
-def drag_frames(ctx: AppContext, handles: str, targets: str, values: dict[str, Any],
-                request: gr.Request) -> Iterator[tuple]:
+def start_drag(ctx: AppContext, handles: str, targets: str, values: dict[str, Any],
+               request: gr.Request) -> tuple[EditSession, list, Iterator[DragFrame]]:
     """Every input checked (points and settings here, the method by the session against its model) before
-    anything changes, then the drag's frames as (view, line, JSON)."""
+    anything changes: (the session, the handles as asked, its drag, not started yet). Run on a thread."""
     sess = ctx.session(request)
     h, t = parse_points(handles, "handles"), parse_points(targets, "targets")
     if not h and not t:
@@ -34,22 +36,30 @@ def drag_frames(ctx: AppContext, handles: str, targets: str, values: dict[str, A
     cfg, method = drag_config(sess.model, values)
     asked = [[float(round(x)), float(round(y))] for x, y in h]
     # Checks the method (nothing has changed if it is refused); reports its place while it waits for the device.
-    frames = sess.run_drag(h, t, cfg, method, report_wait=True)
-    # The drag runs in its own thread and the stream shows its newest frame: encoding and sending a
-    # frame never holds up the next step.
+    return sess, asked, sess.run_drag(h, t, cfg, method, report_wait=True)
+
+
+async def drag_frames(ctx: AppContext, handles: str, targets: str, values: dict[str, Any],
+                      request: gr.Request) -> AsyncIterator[tuple]:
+    """The drag's frames as (view, line, JSON), once its inputs are checked (`start_drag`, on a thread). The drag
+    runs in a thread of its own, where it also waits its turn for the device, and this awaits its newest frame
+    on the event loop (astream_newest): a drag in line holds none of Gradio's worker threads, and encoding and
+    sending a frame never holds up the next step. Each view is drawn on a thread too."""
+    sess, asked, frames = await anyio.to_thread.run_sync(start_drag, ctx, handles, targets, values, request)
     NOTICES.clear(request)
-    for frame in stream_newest(frames, sess.stop):
-        # Something refused meanwhile ("Wait for the drag to finish ...") stays in the line until the drag ends.
-        notice = "" if frame.done or not NOTICES.get(request) else f"  \n⚠️ {NOTICES.get(request)}"
-        if frame.reason == "waiting":  # in line for the device: the image stays as it is
-            yield gr.skip(), waiting_text(frame.queue) + notice, waiting_json(frame)
-            continue
-        moved = [(i, a, b) for i, (a, b) in enumerate(zip(asked, frame.start_xy or asked)) if a != b]
-        view = ctx.view(sess, frame)
-        yield view if frame.done else InlineFrame(view), frame_text(frame, moved) + notice, frame_json(frame, moved)
+    async with contextlib.aclosing(astream_newest(frames, sess.stop)) as stream:  # a client that leaves stops it
+        async for frame in stream:
+            # Something refused meanwhile ("Wait for the drag to finish ...") stays in the line until the drag ends.
+            notice = "" if frame.done or not NOTICES.get(request) else f"  \n⚠️ {NOTICES.get(request)}"
+            if frame.reason == "waiting":  # in line for the device: the image stays as it is
+                yield gr.skip(), waiting_text(frame.queue) + notice, waiting_json(frame)
+                continue
+            moved = [(i, a, b) for i, (a, b) in enumerate(zip(asked, frame.start_xy or asked)) if a != b]
+            view = await anyio.to_thread.run_sync(ctx.view, sess, frame)
+            yield view if frame.done else InlineFrame(view), frame_text(frame, moved) + notice, frame_json(frame, moved)
 
 
-def drag(ctx: AppContext, *args, **kwargs) -> Iterator[tuple]:
+async def drag(ctx: AppContext, *args, **kwargs) -> AsyncIterator[tuple]:
     """Drag handles to targets, streaming frames at the frame rate: handles and targets are JSON lists of
     [x, y] image pixels (both empty: the points clicked in the UI); method: draggan, straightforward, auto,
     auto-refine. Yields the view, a progress line and the frame as JSON (step, handles, targets, distances,
@@ -58,14 +68,18 @@ def drag(ctx: AppContext, *args, **kwargs) -> Iterator[tuple]:
     or null}. Views before the last come inline as JPEG data
     URLs ({"url": "data:image/jpeg;base64,..."}); the last view is a file (PNG)."""
     handles, targets, values, request = drag_arguments(args, kwargs)
-    yield from drag_frames(ctx, handles, targets, values, request)
+    async with contextlib.aclosing(drag_frames(ctx, handles, targets, values, request)) as frames:
+        async for out in frames:
+            yield out
 
 
-def refine(ctx: AppContext, *args, **kwargs) -> Iterator[tuple]:
+async def refine(ctx: AppContext, *args, **kwargs) -> AsyncIterator[tuple]:
     """Continue a drag that Auto ended short: the optimizer (method draggan) from where it stopped, towards the
     session's targets; the other settings as for /drag."""
     _, _, values, request = drag_arguments(args, kwargs)
-    yield from drag_frames(ctx, "", "", {**values, "method": "draggan"}, request)
+    async with contextlib.aclosing(drag_frames(ctx, "", "", {**values, "method": "draggan"}, request)) as frames:
+        async for out in frames:
+            yield out
 
 
 def drag_arguments(args: tuple, kwargs: dict) -> tuple[str, str, dict[str, Any], Any]:
