@@ -71,7 +71,7 @@ class Editor:
         self.recorder = FrameRecorder()         # the last drag's frames as shown (a runner in another process)
         self.steps = StepRecorder()             # the last drag's every step, as latents: its video
         self.memory_budget = default_memory_budget(self.device)  # bytes a drag's tracking may take (a server: less)
-        self.hold: Hold | None = None           # mask_term 'hold': the picture shown outside the mask (hold.py)
+        self.hold: Hold | None = None           # DragConfig.hold: the picture shown outside the mask (hold.py)
         self._video_hold: Hold | None = None    # the last drag's: its video shows the same pictures
         self._stop = threading.Event()
         self._image: np.ndarray | None = None
@@ -161,7 +161,7 @@ class Editor:
         job = DragJob(self.G, self.latent, list(handles_xy), list(targets_xy), config,
                       editable=editable, latent_space=self.latent_space, noise_mode=self.noise_mode,
                       stop=stop, auto=self.auto, image=self.image(), on_step=self.steps.add)
-        job.hold = job_hold(job)  # the picture outside the mask, kept (mask_term 'hold'); else None
+        job.hold = job_hold(job)  # the picture outside the mask, kept (DragConfig.hold); else None
         self._stop = stop
         return self._run(method, job, runner or run_drag)
 

@@ -1,18 +1,20 @@
-"""The held mask (mask_term 'hold', the default): what is outside the painted area stays exactly as it was.
+"""The held mask (`DragConfig.hold`, on by default): what is outside the painted area stays exactly as it was.
 
 No latent term keeps a small area of a StyleGAN image fixed while the rest moves: W+ rows act on the whole
 picture, and every per-step term measured (docs/mask.md) either lets the outside change or stalls the drag.
-So the drag runs as without a mask, and every picture it shows is a blend: the latent's own picture inside the
+So the drag runs with whatever mask term is chosen (by default none: as without a mask), and every picture it
+shows is a blend: the latent's own picture inside the
 painted area, the picture from before the drag outside it, over a short ramp just inside the painted edge
 
     shown = alpha * picture + (1 - alpha) * before      alpha: 0 outside the painted area, rising to 1 over
                                                         `ramp_width(res)` px inside its edge
 
-The unpainted pixels are the start picture's, bit for bit; the handles move as far and as fast as without a
-mask. What it costs: the shown picture is not the latent's own picture any more (the editor keeps the `Hold`
-beside its latent, for Undo, the next drag and the video), and a drag that moves the whole head shows a seam at
-the painted edge, softened by the ramp. A drag without a mask (or with another mask term) lets the whole picture
-follow the latent again.
+The unpainted pixels are the start picture's, bit for bit; with no mask term the handles move as far and as fast
+as without a mask. What it costs: the shown picture is not the latent's own picture any more (the editor keeps
+the `Hold` beside its latent, for Undo, the next drag and the video), and a drag that moves the whole head shows
+a seam at the painted edge, softened by the ramp (a mask term makes the latent move less outside, so the seam is
+smaller, at the cost of the drag's reach: docs/mask.md). A drag without a mask (or with the hold off) lets the
+whole picture follow the latent again.
 """
 from __future__ import annotations
 
@@ -77,11 +79,11 @@ class Hold:
 
 
 def job_hold(job: "DragJob") -> Hold | None:
-    """The hold a drag shows its pictures through: with mask_term 'hold' and a mask that leaves something
-    fixed, the start picture (`job.image`, or the start latent's) outside the painted area; else None."""
+    """The hold a drag shows its pictures through: with `config.hold` and a mask that leaves something fixed, the
+    start picture (`job.image`, or the start latent's) outside the painted area; else None."""
     from .engine import partial_mask, render   # engine imports config; this module is imported by methods
 
-    if job.config.mask_term != "hold" or not partial_mask(job.editable):
+    if not job.config.hold or not partial_mask(job.editable):
         return None
     before = job.image if job.image is not None else render(job.G, job.w_start, job.noise_mode)
     return Hold(np.asarray(before), job.editable.detach().cpu().numpy())

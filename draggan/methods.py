@@ -86,8 +86,8 @@ def check_method(name: str, has_predictor: bool) -> MethodSpec:
 
 
 def run_drag(method: str, job: DragJob) -> Iterator[DragFrame]:
-    """Run `job` with the registered method called `method`; with mask_term 'hold', its pictures show the start
-    picture outside the mask (`hold.py`)."""
+    """Run `job` with the registered method called `method`; with `config.hold` and a mask, its pictures show the
+    start picture outside the mask (`hold.py`)."""
     spec = check_method(method, job.auto is not None)
     if job.hold is None:
         job.hold = job_hold(job)

@@ -50,7 +50,7 @@ def test_features_term_is_still_there_and_differs_from_the_image_term():
         s = DragSession.from_seed(G64, 2)
         s.set_mask(editable)
         list(s.drag([[20, 20]], [[32, 30]], DragConfig(max_steps=4, mask_term=term, lr=0.05, r1=24, r2=64,
-                                                                    feature_block=4, precision="fp32")))
+                                                                    feature_block=4, precision="fp32", hold=False)))
         latents[term] = s.latent
     assert not torch.equal(latents["features"], latents["image"])
 
@@ -76,7 +76,7 @@ def _settled(G, lambda_mask: float | None) -> tuple[float, list]:
     if lambda_mask is not None:
         s.set_mask(editable)
     cfg = DragConfig(max_steps=200, lambda_mask=10.0 if lambda_mask is None else lambda_mask, lr=0.05, r1=24, r2=64,
-                     feature_block=4, precision="fp32", mask_term="composite")
+                     feature_block=4, precision="fp32", mask_term="composite", hold=False)
     frames = list(s.drag([[20, 20]], [[26, 24]], cfg))
     return float(np.abs(s.image() - start)[~editable].mean()), frames
 
@@ -97,12 +97,15 @@ def test_composite_settle_keeps_the_outside_while_the_handle_stays_arrived():
 @pytest.mark.parametrize("mask_term", ["hold", "image", "composite"])
 def test_masks_on_the_toy_model_keep_the_outside(mask_term):
     """Four oracle pairs that move the nose over 5 px (the box around it + 8 px painted), the model's defaults:
-    the hold (the default) keeps the outside exactly and the nose lands where it lands without a mask; the image
-    term holds the outside (measured 0.37 of the unmasked change) though the nose may end about 1 px further; the
-    composite holds less (0.55-0.7) but the nose arrives as without a mask."""
+    the hold with no mask term (the default) keeps the outside exactly and the nose lands where it lands without a
+    mask; without the hold, the image term holds the latent's outside (measured 0.37 of the unmasked change)
+    though the nose may end about 1 px further; the composite holds less (0.55-0.7) but the nose arrives as
+    without a mask."""
     bench = load_bench(BenchSpec("toyfaces-64", "cpu", "toy", None))
-    cfg = DragConfig.for_model("toyfaces-64", max_steps=300, precision="fp32", mask_term=mask_term)
-    assert DragConfig.for_model("toyfaces-64").mask_term == "hold"  # the default (see docs/mask.md)
+    defaults = DragConfig.for_model("toyfaces-64")
+    assert defaults.mask_term == "none" and defaults.hold  # the default (see docs/mask.md)
+    terms = {"hold": dict(mask_term="none", hold=True)}.get(mask_term, dict(mask_term=mask_term, hold=False))
+    cfg = DragConfig.for_model("toyfaces-64", max_steps=300, precision="fp32", **terms)
     change, miss = {False: [], True: []}, {False: [], True: []}
     for pair in [p for p in landmark_pairs(bench.G, bench.detector, 12, 1, 0, 0.7) if p.md_before() > 5][:4]:
         box = landmark_box(pair, 8, 64)
@@ -165,7 +168,7 @@ def test_a_held_drag_moves_as_without_a_mask_and_keeps_the_unpainted_pixels():
     editable = np.zeros((64, 64), bool)
     editable[8:36, 8:36] = True
     cfg = DragConfig(max_steps=30, lr=0.05, r1=24, r2=64, feature_block=4, precision="fp32")
-    assert cfg.mask_term == "hold"
+    assert cfg.hold and cfg.mask_term == "none"
     free, start, free_frames = _drag(G64, None, cfg)
     s, start2, frames = _drag(G64, editable, cfg)
     assert (start == start2).all()
@@ -224,3 +227,17 @@ def test_the_undo_history_keeps_held_pictures_within_its_byte_bound(monkeypatch)
     held = [snap for snap in s.history if snap.hold is not None]
     assert 1 <= len(held) <= 3 and sum(snap.hold.nbytes for snap in held) <= editor_module.MAX_HOLD_BYTES
     assert isinstance(s.history[-1], _Snapshot) and s.history[-1].hold is not None   # the newest stay
+
+
+def test_the_hold_goes_with_a_mask_term_and_can_be_turned_off():
+    """The hold shows the start picture outside the mask whatever term the drag uses; hold=False shows the
+    latent's own picture (the paper's behaviour with mask_term 'features')."""
+    G64 = tiny_generator(64, 32)
+    editable = np.zeros((64, 64), bool)
+    editable[8:36, 8:36] = True
+    for hold in (True, False):
+        cfg = DragConfig(max_steps=6, lr=0.05, r1=24, r2=64, feature_block=4, precision="fp32", mask_term="image",
+                         hold=hold)
+        s, start, frames = _drag(G64, editable, cfg)
+        kept = (s.image()[~editable] == start[~editable]).all()
+        assert kept == hold and (s.hold is not None) == hold
