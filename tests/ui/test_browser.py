@@ -352,6 +352,11 @@ def test_a_painted_mask_drag_reaches_its_target_and_keeps_the_rest(served):
         change = np.abs(after - before).mean(axis=2)
         editable = sess.editable  # as the drag had it (the last strokes may have landed after the first read)
         assert change[~editable].max() == 0 and change[editable].mean() > 0, change[~editable].max()
+        page.get_by_role("tab", name="Mask").click()   # the Mask tab after the drag, for a person to look at
+        sync_api.expect(page.get_by_label("Keep the unpainted pixels")).to_be_visible()
+        shot = os.environ.get("DRAGGAN_SCREENSHOT_MASK")
+        if shot:
+            save_screenshot(page.screenshot(full_page=True), Path(shot))
 
 
 def test_the_drags_result_line_stays_after_the_mask_tab_was_opened(served):
