@@ -124,7 +124,7 @@ def settle(job: DragJob, dragged: DragFrame, refs: torch.Tensor, start_xy: list[
             dists = (targets - points).norm(dim=1).tolist()
             yield DragFrame(step, xy(points), job.targets_xy, dists, value, ms, image_to_uint8(img.detach()),
                             latent=ws.detach(), start_xy=start_xy)
-        if step % cfg.check_every == 0:
+        if step % schedule.check_every == 0:
             checks.append(best_loss)
             if len(checks) > PATIENCE and best_loss >= 0.99 * checks[-1 - PATIENCE]:
                 break

@@ -172,8 +172,9 @@ class DragConfig:
     # (a CPU at 256 px and up) shows fewer frames, not fewer steps
     frame_share: float = _setting(0.0, "Frame share", "float", 0, 1, below_maximum=True,
                                   help="frames take at most this share of the drag's time (0: no bound)")
-    check_every: int = _setting(10, "Check every", "int", 1, 10_000,
-                                help="between frames, read back every n-th step whether the handles arrived")
+    check_every: int = _setting(0, "Check every", "int", 0, 10_000,
+                                help="between frames, read back every n-th step whether the handles arrived (0: "
+                                     "every step where local steps read the handles back anyway, a CPU; else 10)")
     auto_steps: int = _setting(0, "Auto steps", "int", 0, 64,
                                help="learned methods: autoregressive steps (0: the predictor's own n)")
     # auto = fp16 on CUDA (as the official code), bf16 on CPUs with native bf16, else fp32

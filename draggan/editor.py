@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import threading
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -192,12 +192,20 @@ class Editor:
         spaced), rendered now from the recorded latents; returns the path. fps: None for a steady rate that
         shows the drag in about three seconds (steady_fps). progress(done, total) after each frame rendered.
         A drag run in another process (no step latents came back) is written from the frames it showed."""
+        for kind, value in self.render_video(path, overlay=overlay, fps=fps):
+            if kind == "rendering" and progress is not None:
+                progress(*value)
+        return value
+
+    def render_video(self, path, overlay: bool = True, fps: float | None = None) -> Iterator[tuple[str, Any]]:
+        """`export_video` in steps: ("rendering", (frames done, total)) after each frame, then ("done", path)."""
         video_format(path)  # a bad name is refused before any rendering
         steps = self.steps.steps()
         if len(steps) < 2:
             if not len(self.recorder):
                 raise DragInputError("No drag to export yet: press Drag first")
-            return self.recorder.export(path, overlay=overlay, fps=fps or 15.0)
+            yield "done", self.recorder.export(path, overlay=overlay, fps=fps or 15.0)
+            return
         records, handles = [], self.steps.start_xy
         width = content_width(self.G)     # a non-square model's video shows its own picture, not the white pad
         side = (self.resolution - width) // 2
@@ -209,10 +217,9 @@ class Editor:
             if self._video_hold is not None:
                 image = self._video_hold.apply(image)
             records.append((image[:, side:side + width], shift(handles), shift(self.steps.targets_xy)))
-            if progress is not None:
-                progress(i + 1, len(steps))
+            yield "rendering", (i + 1, len(steps))
         fps = fps or steady_fps(len(records))
-        return export_records(records, path, overlay=overlay, fps=fps, hold_last_s=1.0)
+        yield "done", export_records(records, path, overlay=overlay, fps=fps, hold_last_s=1.0)
 
 
 DragSession = Editor  # the name scripts written for versions 1 and 2 use

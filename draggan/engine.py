@@ -39,6 +39,7 @@ from .window import plan_windows, windows_features
 
 T = TypeVar("T")
 STEP_MASK_TERMS = ("features", "image")  # the mask terms added to each step's loss ('none', 'composite': none)
+DEFAULT_CHECK_EVERY = 10  # steps between arrival checks where reading the handles back costs a host sync (CUDA)
 
 
 # ----------------------------------------------------------------------------
@@ -191,12 +192,14 @@ class FrameSchedule:
     `frame_share` > 0, frames are also spaced so that rendering them (`rendered` says how long the last
     one took) is at most that share of the time: where a frame costs as much as a step, the drag
     shows one every few steps instead of spending half its time on pictures.
-    Between frames the host reads back every `check_every` steps whether the handles arrived.
+    Between frames the host reads back every `check_every` steps whether the handles arrived (the setting's 0:
+    every step when `reads_handles`, the local steps having read them back already; else every 10th).
     """
 
-    def __init__(self, cfg: DragConfig, clock: Callable[[], float] = time.perf_counter):
+    def __init__(self, cfg: DragConfig, clock: Callable[[], float] = time.perf_counter, reads_handles: bool = False):
         self.cfg = cfg
         self.clock = clock
+        self.check_every = cfg.check_every or (1 if reads_handles else DEFAULT_CHECK_EVERY)
         self.last_frame = -math.inf
         self.gap = 0.0  # seconds from one frame to the next that keep frames within their share
 
@@ -222,7 +225,7 @@ class FrameSchedule:
         return out
 
     def sync(self, steps_done: int, rendered: bool) -> bool:
-        return rendered or steps_done >= self.cfg.max_steps or steps_done % self.cfg.check_every == 0
+        return rendered or steps_done >= self.cfg.max_steps or steps_done % self.check_every == 0
 
 
 def rowcol(points_xy: list[list[float]], device: torch.device | str) -> torch.Tensor:
@@ -347,7 +350,7 @@ def optimize_latent(job: DragJob, latent: torch.Tensor, handles_xy: list[list[fl
     def full_latent() -> torch.Tensor:                                          # [1, num_ws, w_dim]
         return torch.cat([param.expand(-1, rows, -1), tail], dim=1)
 
-    schedule, feat0, img0 = FrameSchedule(cfg), None, None
+    schedule, feat0, img0 = FrameSchedule(cfg, reads_handles=local), None, None  # local: the host has them
     pending: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (step, points, distances, loss)
     step, reason, t_last = 0, "", time.perf_counter()
     deadline = t_last + cfg.time_limit_s if cfg.time_limit_s else math.inf

@@ -1,6 +1,7 @@
 """How long jobs share the device and how their frames reach a reader.
 
 - `stream_newest`: a producer (a drag) runs at its own pace in a thread; a slow reader gets the newest item.
+  `astream_newest`: the same for a reader on an event loop (an export), which holds no thread while it waits.
 - `DeviceSlots`: at most n long jobs (drags, inversions, experiments) on the device at once.
 - `DragLine`: one session's drag, running or waiting for the device, with its Stop (also: one session's export).
 
@@ -8,17 +9,65 @@ Imports nothing from Gradio or from the rest of the app.
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import contextvars
 import threading
 import time
 import weakref
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, AsyncIterator, Callable, Iterator, TypeVar
 
 from stylegan2.errors import UserError
 
 T = TypeVar("T")
+
+
+class _Newest:
+    """What a producer running in a thread of its own leaves for one reader: the newest item not yet taken, and
+    how the producer ended. `wake` is called after each change (from the producer's thread)."""
+
+    def __init__(self, wake: Callable[[], None] = lambda: None):
+        self.cond = threading.Condition()
+        self._wake = wake
+        self._item: Any = None
+        self._fresh = self._done = False
+        self._error: BaseException | None = None
+
+    def start(self, items: Iterator[Any]) -> None:
+        """Run `items` in a daemon thread, in a copy of the caller's context (ZeroGPU's decorator reads the
+        request from it)."""
+        context = contextvars.copy_context()
+        threading.Thread(target=context.run, args=(self._produce, items), daemon=True, name="stream-newest").start()
+
+    def _produce(self, items: Iterator[Any]) -> None:
+        try:
+            for item in items:
+                with self.cond:
+                    self._item, self._fresh = item, True
+                    self.cond.notify()
+                self._wake()
+        except BaseException as e:  # handed to the reader
+            self._error = e
+        finally:
+            with self.cond:
+                self._done = True
+                self.cond.notify()
+            self._wake()
+
+    def ready(self) -> bool:
+        """An item to take, or the producer has ended."""
+        return self._fresh or self._done
+
+    def take(self) -> tuple[bool, Any]:
+        """(True, the newest item), or (False, None) once the producer has ended (its exception raised here)."""
+        with self.cond:
+            if self._fresh:
+                self._fresh = False
+                return True, self._item
+            if self._error is not None:
+                raise self._error
+            return False, None
 
 
 def stream_newest(items: Iterator[T], stop: Callable[[], Any]) -> Iterator[T]:
@@ -29,40 +78,52 @@ def stream_newest(items: Iterator[T], stop: Callable[[], Any]) -> Iterator[T]:
     caller's context (ZeroGPU's decorator reads the request from it). Abandoning this iterator calls
     `stop` and lets the producer run to its end; the producer's exception is raised here.
     """
-    cond = threading.Condition()
-    state: dict[str, Any] = {"item": None, "fresh": False, "done": False, "error": None}
-
-    def produce() -> None:
-        try:
-            for item in items:
-                with cond:
-                    state["item"], state["fresh"] = item, True
-                    cond.notify()
-        except BaseException as e:  # handed to the reader
-            state["error"] = e
-        finally:
-            with cond:
-                state["done"] = True
-                cond.notify()
-
-    context = contextvars.copy_context()
-    threading.Thread(target=context.run, args=(produce,), daemon=True, name="stream-newest").start()
+    newest = _Newest()
+    newest.start(items)
     finished = False
     try:
         while True:
-            with cond:
-                cond.wait_for(lambda: state["fresh"] or state["done"])
-                if state["fresh"]:
-                    item, state["fresh"] = state["item"], False
-                elif state["error"] is not None:
-                    finished = True
-                    raise state["error"]
-                else:
-                    finished = True
-                    return
+            with newest.cond:
+                newest.cond.wait_for(newest.ready)
+            finished = True  # until an item comes: an exception or the end finishes the stream
+            fresh, item = newest.take()
+            if not fresh:
+                return
+            finished = False
             yield item
     finally:
         if not finished:
+            stop()
+
+
+async def astream_newest(items: Iterator[T], stop: Callable[[], Any]) -> AsyncIterator[T]:
+    """`stream_newest` for a reader on an event loop: the reader awaits, it never blocks a thread, so a job
+    that waits in line (in its own thread) holds none of the web framework's worker threads meanwhile.
+    Abandoning it (the client left) calls `stop`; the producer's exception is raised here."""
+    loop = asyncio.get_running_loop()
+    news = asyncio.Event()
+
+    def wake() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody reads any more
+            loop.call_soon_threadsafe(news.set)
+
+    newest = _Newest(wake)
+    newest.start(items)
+    finished = False
+    try:
+        while True:
+            news.clear()
+            if not newest.ready():
+                await news.wait()
+                continue
+            finished = True
+            fresh, item = newest.take()
+            if not fresh:
+                return
+            finished = False
+            yield item
+    finally:
+        if not finished:  # the reader left (the client closed its page, or cancelled)
             stop()
 
 
@@ -254,17 +315,6 @@ class DragLine:
                 next(steps)
             except StopIteration as done:
                 return bool(done.value)
-
-    @contextlib.contextmanager
-    def turn(self, slots: DeviceSlots, closed: Callable[[], bool]) -> Iterator[bool]:
-        """Join the line (LineFullError if it is full), wait for the turn, and leave the line when done: gives
-        True while the turn (and a slot) is held, False if closed first."""
-        ticket, started = self.join(), False
-        try:
-            started = self.wait_turn(ticket, slots, closed)
-            yield started
-        finally:
-            self.leave(ticket, started, slots)
 
     def leave(self, ticket: threading.Event, started: bool, slots: DeviceSlots) -> None:
         """`ticket`'s drag is over (started: it held the turn and a slot, both given back now)."""

@@ -14,7 +14,8 @@ Every method is thread-safe: Gradio runs events of different users, and a Stop d
 of the same user, on different threads.
 
 Real photos (`invert_photo`, `load_photo`, `save_photo`) are the manager's other half, in `photos.py`;
-how drags wait for their turn and stream their frames is in `scheduling.py`.
+how drags wait for their turn and stream their frames is in `scheduling.py`; a session's video export, in
+`exports.py`.
 
 Imports nothing from Gradio; errors meant for the user are `UserError`s.
 """
@@ -39,9 +40,11 @@ from .config import (MAX_POINTS, SEED_MAX, DragConfig, DragFrame, DragInputError
                      check_psi, check_seed, validate_points)
 from .editor import Editor, Runner, seed_latent
 from .engine import check_drag_memory
+from .exports import SessionExports
 from .methods import check_method
 from .photos import PerceptualLoader, PhotoLimitError, PhotoSessions, PhotoSlots, read_photo  # noqa: F401
-from .scheduling import DRAG_BUSY, EXPORT_BUSY, DeviceSlots, DragLine, stream_newest  # noqa: F401 (the app's imports)
+from .scheduling import (DRAG_BUSY, EXPORT_BUSY, DeviceSlots, DragLine, LineFullError,  # noqa: F401 (the app's imports)
+                         astream_newest, stream_newest)
 
 Loader = Callable[[str, str], Generator]  # (model spec, device) -> generator, one shared copy per model
 PredictorLoader = Callable[[str, Generator], object]  # (model spec, its generator) -> AutoDragModel or None
@@ -62,7 +65,7 @@ def _default_predictor(spec: str, G: Generator):
     return predictor_for(spec, G)
 
 
-class Session:
+class Session(SessionExports):
     """One user's editing state: a Editor over a shared generator (or, for a photo, over the
     session's own tuned copy), its clicked points and mask.
 
@@ -143,6 +146,10 @@ class Session:
 
     # -- points and mask ---------------------------------------------------
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise NoSessionError("This session has ended: press Generate to start again")
+
     def _check_idle(self, what: str) -> None:
         if self.line.running:
             raise DragInputError(f"Wait for the drag to finish (or press Stop) before {what}")
@@ -214,8 +221,7 @@ class Session:
             config = dataclasses.replace(config, time_limit_s=self.time_limit_s)
         check_method(method, self.editor.auto is not None)
         check_drag_memory(self.editor.G, config, len(handles_xy), self.editor.memory_budget)
-        if self._closed:
-            raise NoSessionError("This session has ended: press Generate to start again")
+        self._check_open()
         if self.line.busy:
             raise DragInputError(DRAG_BUSY)
         return self.line.track(self._drag_in_line(handles_xy, targets_xy, config, method, report_wait))
@@ -266,15 +272,6 @@ class Session:
         dist = [float(np.hypot(t[0] - h[0], t[1] - h[1])) for h, t in zip(handles_xy, targets_xy)]
         return DragFrame(0, handles_xy, targets_xy, dist, float("nan"), 0.0, d.image(), done=True,
                          reason="stopped", latent=d.latent, start_xy=handles_xy)
-
-    def export_video(self, path, overlay: bool = True, progress: Callable[[int, int], None] | None = None):
-        """The last drag as a video (Editor.export_video), rendered on the compute thread after waiting its turn
-        among all sessions' exports here (not in the web framework's queue); a second is refused: LineFullError."""
-        with self.exports.turn(self.export_slots, lambda: self.closed) as started, self._lock:
-            if not started:
-                raise NoSessionError("This session has ended: press Generate to start again")
-            self._check_idle("exporting its video")
-            return self.compute.call(lambda: self.editor.export_video(path, overlay=overlay, progress=progress))
 
     def undo(self) -> bool:
         """Undo the last drag (or reset). False if there is nothing to undo."""

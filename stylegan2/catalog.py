@@ -1,7 +1,9 @@
 """The models the app offers by name, read from `catalog.json` beside this file.
 
-Each entry points either at a file on the Hugging Face Hub (`repo_id`, `filename`, optional
-`revision`) or at a file inside this repository (`path`, relative to the repository root).
+Each entry points at a file on the Hugging Face Hub (`repo_id`, `filename`, optional `revision`),
+at a file inside this repository (`path`, relative to the repository root), or at an https `url`
+on an allowed host (NVIDIA NGC; `filename` names the downloaded copy, `max_bytes` caps its size:
+`stylegan2.downloads`).
 `stylegan2.checkpoints.load_generator(name)` loads an entry by its name.
 
 Entries come from published tables (DragGAN's `scripts/download_models.json`, the file list of
@@ -11,8 +13,9 @@ that source states it. `verified` is true only for a file someone here downloade
 `checked` says what was done (a location named by a table is not a file loaded).
 
 The default model is `$DRAGGAN_MODEL` when set, else the first of the JSON's `default_order`
-whose weights are on this machine (a repo-local file that exists, or a Hub file already in the
-Hugging Face cache, asked offline through huggingface_hub's cache API); real models come first, so
+whose weights are on this machine (a repo-local file that exists, a Hub file already in the
+Hugging Face cache, asked offline through huggingface_hub's cache API, or a URL file already
+downloaded); real models come first, so
 a Space that preloads Lions (or Human) opens on it, and the toy model, last, is what a machine with
 nothing cached opens on, offline. Startup never reaches for the network.
 
@@ -28,9 +31,12 @@ import json
 import math
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from huggingface_hub import try_to_load_from_cache
 
+from .downloads import cached_path
+from .model_files import MAX_MODEL_BYTES
 CATALOG_PATH = Path(__file__).with_name("catalog.json")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The DragConfig fields an entry's drag_defaults may set, and their types.
@@ -40,7 +46,7 @@ DRAG_DEFAULT_KEYS = {"lr": float, "r1": float, "r2": float, "r3": float, "featur
 
 @dataclasses.dataclass(frozen=True)
 class CatalogEntry:
-    """One named model. Exactly one of (repo_id + filename) or path is set."""
+    """One named model. Exactly one of (repo_id + filename), path, or (url + filename) is set."""
     name: str                   # what --model and the app use, e.g. "lions-512"
     label: str                  # human-readable, for a dropdown
     resolution: int             # output side in pixels
@@ -53,18 +59,27 @@ class CatalogEntry:
     width: int | None = None    # image columns when not square; None = resolution
     checked: str = ""           # what was done to check the location (e.g. named by a table, not downloaded)
     repo_id: str | None = None  # Hub repository, e.g. "ZeqiangLai/StyleGAN2-pkl"
-    filename: str | None = None  # file inside the Hub repository
+    filename: str | None = None  # file inside the Hub repository; for a url, the downloaded copy's name
     revision: str | None = None  # Hub branch, tag or commit; None = main
     path: str | None = None     # repo-local file, relative to the repository root
+    url: str | None = None      # https file on an allowed host (stylegan2.downloads.ALLOWED_HOSTS)
+    max_bytes: int = MAX_MODEL_BYTES  # a url download larger than this is refused
     notes: str = ""
     # DragConfig fields (keys of DRAG_DEFAULT_KEYS) that suit this model better than the paper's; read-only
     drag_defaults: dict[str, float] = dataclasses.field(default_factory=dict, hash=False)
     auto: str | None = None     # its Auto DragGAN predictor: a repo-local path, or a Hub "repo_id:filename"
 
     def __post_init__(self) -> None:
-        hub = self.repo_id is not None and self.filename is not None
-        if hub == (self.path is not None) or (self.repo_id is None) != (self.filename is None):
-            raise ValueError(f"catalog entry {self.name!r}: give either repo_id and filename, or path")
+        where = [self.repo_id is not None, self.path is not None, self.url is not None]
+        if sum(where) != 1 or (self.filename is None) == (self.path is None):
+            raise ValueError(f"catalog entry {self.name!r}: give either repo_id and filename, or path, "
+                             "or url and filename")
+        if self.url is not None and (not self.filename.lower().endswith((".pkl", ".safetensors"))
+                                     or self.filename != Path(self.filename).name):
+            raise ValueError(f"catalog entry {self.name!r}: a url's filename is a plain .pkl or .safetensors name")
+        if type(self.max_bytes) is not int or not 0 < self.max_bytes <= MAX_MODEL_BYTES:
+            raise ValueError(f"catalog entry {self.name!r}: max_bytes must be a whole number from 1 to "
+                             f"{MAX_MODEL_BYTES}")
         if (self.height is None) != (self.width is None) or max(self.height or 0, self.width or 0) > self.resolution:
             raise ValueError(f"catalog entry {self.name!r}: give both height and width, at most the resolution")
         if not isinstance(self.drag_defaults, dict):
@@ -88,25 +103,27 @@ class CatalogEntry:
 
     @property
     def is_local(self) -> bool:
-        """True for a repo-local file, False for a Hub file."""
+        """True for a repo-local file, False for a Hub or URL file."""
         return self.path is not None
 
     @property
     def local_path(self) -> Path | None:
-        """Absolute path of a repo-local entry's file (which may not exist yet); None for a Hub entry."""
+        """Absolute path of a repo-local entry's file (which may not exist yet); None for a Hub or URL entry."""
         return REPO_ROOT / self.path if self.path is not None else None
 
     @property
     def hub_spec(self) -> str | None:
-        """The entry as a `repo_id:filename[@revision]` spec; None for a repo-local entry."""
+        """The entry as a `repo_id:filename[@revision]` spec; None for a repo-local or URL entry."""
         if self.repo_id is None:
             return None
         return f"{self.repo_id}:{self.filename}" + (f"@{self.revision}" if self.revision else "")
 
     def is_available_offline(self) -> bool:
-        """Whether the weights are on this machine: the local file exists, or the Hub file is cached."""
+        """Whether the weights are on this machine: the local file exists, the Hub or URL file is cached."""
         if self.local_path is not None:
             return self.local_path.is_file()
+        if self.url is not None:
+            return cached_path(self.url, self.filename).is_file()
         cached = try_to_load_from_cache(self.repo_id, self.filename, revision=self.revision)
         return isinstance(cached, str)
 
@@ -178,7 +195,8 @@ def models_table() -> str:
     rows = ["| Name | Shows | Size (H x W) | Format | Licence | File |", "|---|---|---|---|---|---|"]
     for e in list_models():
         h, w = e.image_size
-        where = f"`{e.path}` (this repository)" if e.is_local else f"`{e.repo_id}` `{e.filename}`"
+        where = (f"`{e.path}` (this repository)" if e.is_local else f"`{e.repo_id}` `{e.filename}`" if e.repo_id
+                 else f"`{e.filename}` from {urlsplit(e.url).hostname} (URL, not the Hub)")
         cells = [f"`{e.name}`", e.shows, f"{h} x {w}", FORMAT_NAMES.get(e.format, e.format), e.licence, where]
         rows.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     return "\n".join(rows) + "\n"

@@ -7,6 +7,10 @@
   the first download);
 - a local `.pkl` (NVIDIA) or `.safetensors` (ours) path.
 
+A catalog entry with a `url` (NVIDIA's StyleGAN3 pickles, on NGC) is downloaded by
+`stylegan2.downloads` into the cache below (allowed https hosts only, bounded, resumed, offline
+under `HF_HUB_OFFLINE`), then read as any local pickle.
+
 Our file format is one `.safetensors` file: the generator's state dict under NVIDIA's names
 (`mapping.fc0.weight`, `synthesis.b4.const`, ...) and, in the safetensors metadata,
 `draggan_config` = the `GeneratorConfig` as JSON (plus `format` = `draggan-stylegan2`).
@@ -51,7 +55,8 @@ from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTT
                                     LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError)
 from tqdm.auto import tqdm
 
-from . import catalog, safe_pickle
+from . import catalog, downloads, safe_pickle
+from .downloads import cache_dir  # noqa: F401 (re-exported: the conversion cache and the downloads share it)
 from .networks import Generator
 from .errors import CheckpointError, ModelNotAllowedError, UnsafeCheckpointError, UnsupportedCheckpointError
 from .model_files import (CONFIG_KEY, FORMAT, MAX_HEADER_BYTES, MAX_MODEL_BYTES,  # noqa: F401 (re-exported)
@@ -105,11 +110,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 # ----------------------------------------------------------------------------
 # Pickles, through the conversion cache.
-
-def cache_dir() -> Path:
-    """Where converted pickles go: $DRAGGAN_CACHE, else <HF_HOME>/draggan."""
-    return Path(os.environ.get("DRAGGAN_CACHE") or Path(hf_constants.HF_HOME) / "draggan").expanduser()
-
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
@@ -176,19 +176,23 @@ def check_spec_allowed(spec: object, allow_custom: bool) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-    """Where a spec's file lives: a local path, or a Hub file (repo_id, filename, revision)."""
+    """Where a spec's file lives: a local path, a Hub file (repo_id, filename, revision), or a catalog URL."""
     spec: str                    # as the user gave it
     path: Path | None = None     # local file (may not exist)
     repo_id: str | None = None
     filename: str | None = None
     revision: str | None = None  # None = main
     model_name: str | None = None  # catalog name, when the spec was one
+    url: str | None = None       # a catalog entry's https file (filename: the downloaded copy's name)
+    max_bytes: int = MAX_MODEL_BYTES  # the URL download's cap
 
     @property
     def key(self) -> tuple[str, ...]:
         """Names the file without touching the file system or the network (a path as given, made absolute)."""
         if self.path is not None:
             return ("file", os.path.abspath(self.path))
+        if self.url is not None:
+            return ("url", self.url)
         return ("hub", str(self.repo_id), str(self.filename), self.revision or "main")
 
 
@@ -206,6 +210,8 @@ def resolve_spec(spec: str) -> Source:
         entry = catalog.get_entry(spec)
         if entry.local_path is not None:
             return Source(spec, path=entry.local_path, model_name=spec)
+        if entry.url is not None:
+            return Source(spec, filename=entry.filename, url=entry.url, max_bytes=entry.max_bytes, model_name=spec)
         return Source(spec, repo_id=entry.repo_id, filename=entry.filename, revision=entry.revision, model_name=spec)
     path = Path(spec).expanduser()
     if _exists(path):
@@ -292,11 +298,14 @@ def _download(source: Source, progress: bool) -> Path:
 
 
 def locate(spec: str, progress: bool = True) -> Path:
-    """The local file for `spec`, downloading a Hub file into the Hugging Face cache when needed."""
+    """The local file for `spec`, downloading a Hub file into the Hugging Face cache (a URL file into
+    `cache_dir()/downloads`) when needed."""
     return _locate(resolve_spec(spec), progress)
 
 
 def _locate(source: Source, progress: bool) -> Path:
+    if source.url is not None:
+        return downloads.fetch(source.url, source.filename, source.max_bytes, progress)
     if source.path is None:
         return _download(source, progress)
     if source.model_name is not None and not _exists(source.path):
@@ -304,6 +313,19 @@ def _locate(source: Source, progress: bool) -> Path:
                               "pick another --model")
     _file_identity(source.path)  # one line for a missing file, a folder, a FIFO, a symlink loop, a huge file
     return source.path
+
+
+def _read_located(source: Source, progress: bool) -> Generator:
+    """The generator in `source`'s file; a downloaded URL file that cannot be read is removed from the cache
+    (a download whose length the server did not say may have been cut), so the next load fetches it again."""
+    path = _locate(source, progress)
+    try:
+        return read_generator_file(path)
+    except CheckpointError as e:
+        if source.url is None:
+            raise
+        path.unlink(missing_ok=True)
+        raise type(e)(f"{e} (the downloaded copy was removed: the next load downloads it again)") from None
 
 
 def _file_identity(path: Path) -> tuple[str, ...]:
@@ -436,6 +458,6 @@ def load_generator(spec: str, device: str | torch.device = "cpu", progress: bool
     key = _file_identity(_locate(source, progress)) if source.path is not None else source.key
 
     def load() -> Generator:
-        return read_generator_file(_locate(source, progress)).to(dev).eval().requires_grad_(False)
+        return _read_located(source, progress).to(dev).eval().requires_grad_(False)
 
     return generator_cache.get((key, str(dev)), load)

@@ -165,9 +165,10 @@ def test_catalog_entries_carry_what_the_app_needs():
     for e in entries:
         assert e.label and e.resolution >= 4 and e.shows and e.licence and e.source and e.checked, e.name
         assert e.format in readable, (e.name, e.format)
-        assert (e.hub_spec is None) == e.is_local
+        assert [e.hub_spec is not None, e.is_local, e.url is not None].count(True) == 1, e.name
         assert e.repo_id in (None, "DragGan/DragGan-Models", "ZeqiangLai/StyleGAN2-pkl"), e.name  # canonical names
-        assert e.verified == e.is_local, e.name  # only what was loaded here is verified; Hub files were not downloaded
+        assert e.url is None or (e.url.startswith("https://api.ngc.nvidia.com/") and e.format == "stylegan3"), e.name
+        assert e.verified == e.is_local, e.name  # only what was loaded here is verified
         if not e.verified:
             assert "not downloaded" in e.checked
     human = catalog.get_entry("human-512")
@@ -256,6 +257,9 @@ def test_readme_models_table_is_the_catalogs():
     assert len(table.splitlines()) == 2 + len(catalog.list_models())
     assert "| `human-512` | full-body people | 512 x 256 | StyleGAN-Human |" in table
     assert "| `cat-256` | cats | 256 x 256 | StyleGAN2 (TensorFlow) |" in table
+    assert ("| `stylegan3-t-ffhq-1024` | human faces (aligned, FFHQ) | 1024 x 1024 | StyleGAN3 | NVIDIA Source Code "
+            "License for StyleGAN3 (non-commercial") in table
+    assert "| `stylegan3-t-ffhq-1024x1024.pkl` from api.ngc.nvidia.com (URL, not the Hub) |" in table
 
 
 def test_safetensors_of_an_unknown_format_say_so_and_a_registered_format_loads(tmp_path, hf_home, monkeypatch):

@@ -306,6 +306,25 @@ def test_arrival_between_rare_frames_ends_the_drag_within_check_every_steps(G64,
     assert frames[-1].step < len(calls) <= frames[-1].step + 6
 
 
+@pytest.mark.parametrize("local", ["on", "off"])
+def test_where_local_steps_read_the_handles_back_arrival_is_checked_every_step(G64, monkeypatch, local):
+    """check_every 0 (the default): with local steps (a CPU) the host has the handles after every step, so the
+    drag ends at the step it arrived and computes no step after it; without them, every 10th step."""
+    calls = []
+    features = G64.synthesis.features
+    monkeypatch.setattr(G64.synthesis, "features", lambda *a, **k: calls.append(1) or features(*a, **k))
+    s = DragSession.from_seed(G64, 1)
+    cfg = DragConfig(max_steps=1000, frame_every=1000, local=local, **FAST)
+    assert cfg.check_every == 0
+    frames = list(s.drag([[24, 32]], [[40, 32]], cfg))
+    assert frames[-1].reason == "reached" and frames[-1].step % 10 != 9   # an arrival a 10-step check would pass
+    computed = len(calls)                                                  # steps computed, one features pass each
+    if local == "on":
+        assert computed == frames[-1].step + 1, (computed, frames[-1].step)
+    else:
+        assert computed % 10 == 0 and frames[-1].step < computed <= frames[-1].step + 10, (computed, frames[-1].step)
+
+
 def test_frame_schedule_paces_by_time_and_keeps_frames_within_their_share():
     from draggan.engine import FrameSchedule
 

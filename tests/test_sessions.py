@@ -756,6 +756,79 @@ def test_a_waiting_drag_reports_its_place_in_line(loads):
     assert all(f.image is not None for f in seen["a"] if f.reason != "waiting")
 
 
+def test_an_export_waits_in_line_saying_its_place_and_its_stop_ends_the_wait(manager, tmp_path):
+    """Exports take turns like drags: while the export slot is held, an export says its place (the drags'
+    `waiting` reports), a second from the same session is refused at once, and once the slot is free it renders
+    frame by frame and ends with its file; a stop set while it waits ends it, writing nothing."""
+    from draggan.sessions import EXPORT_BUSY, LineFullError
+
+    a, b = manager.new_session("a", "tiny", seed=1), manager.new_session("b", "tiny", seed=2)
+    for sess in (a, b):
+        list(sess.run_drag([[6, 6]], [[20, 18]], DragConfig(max_steps=3)))
+    holder = object()
+    manager.export_slots.join(holder)
+    assert manager.export_slots.take(holder)
+    steps = b.export_steps(tmp_path / "b.gif")
+    assert next(steps) == ("waiting", (1, None))
+    with pytest.raises(LineFullError, match=EXPORT_BUSY):
+        b.export_steps(tmp_path / "again.gif")
+    stop = threading.Event()
+    stopped = a.export_steps(tmp_path / "a.gif", stop=stop)
+    assert next(stopped) == ("waiting", (2, None))
+    stop.set()
+    assert all(kind == "waiting" for kind, _ in stopped)     # it ends without rendering
+    assert not a.exports.busy and not (tmp_path / "a.gif").exists()
+    manager.export_slots.release(holder)
+    rest = list(steps)
+    assert [v for k, v in rest if k == "rendering"][-1] == (4, 4)   # steps 0-2 and the final latent
+    assert rest[-1] == ("done", tmp_path / "b.gif") and (tmp_path / "b.gif").stat().st_size > 0
+    kinds = [kind for kind, _ in a.export_steps(tmp_path / "a.gif")]   # the line and the slot were given back:
+    assert kinds[0] == "rendering" and kinds[-1] == "done"            # the next export renders without waiting
+
+
+def test_astream_newest_awaits_the_newest_item_and_stops_an_abandoned_producer():
+    import asyncio
+
+    from draggan.scheduling import astream_newest
+
+    finished, stop = threading.Event(), threading.Event()
+
+    def produce():
+        for i in range(40):
+            yield i
+        finished.set()
+
+    def endless():
+        i = 0
+        while not stop.is_set():
+            i += 1
+            yield i
+
+    def broken():
+        yield 1
+        raise ValueError("bad frame")
+
+    async def read_all(items, hold: threading.Event | None = None) -> list:
+        seen = []
+        async for item in astream_newest(items, stop=lambda: None):
+            seen.append(item)
+            if len(seen) == 1 and hold is not None:
+                assert await asyncio.to_thread(hold.wait, 60)  # liveness only: the producer ran to its end
+        return seen
+
+    async def abandon() -> None:
+        stream = astream_newest(endless(), stop=stop.set)
+        await stream.__anext__()
+        await stream.aclose()
+
+    seen = asyncio.run(read_all(produce(), hold=finished))
+    assert seen[-1] == 39 and seen == sorted(seen) and len(seen) <= 2
+    asyncio.run(abandon())
+    assert stop.wait(1)
+    with pytest.raises(ValueError, match="bad frame"):
+        asyncio.run(read_all(broken()))
+
+
 def test_a_photo_inverts_into_a_non_square_model(perceptual, tmp_path):
     """StyleGAN-Human-shaped generator: the photo is cropped to its shape and padded as it pads, then inverted."""
     G = tiny_generator(32, seed=0, square=False)

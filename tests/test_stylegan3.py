@@ -161,3 +161,51 @@ def test_fast_upsampling_equals_the_plain_op_for_any_padding(up, taps, padding):
     plain = upfirdn2d(x, f, up=up, padding=padding, gain=up * up)
     fast = upsample_separable(x, f, up, padding, up * up)
     assert fast.shape == plain.shape and rel_err(fast, plain) < 1e-5
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("grad", [False, True])
+def test_fast_filtered_lrelu_equals_the_plain_one(reference_dir, name, grad):
+    """Every layer's nonlinearity (ToRGB's included): the fast path's output (and, when autograd records, its
+    gradients for the input and the bias) equal the plain ops' to float rounding."""
+    from stylegan2.stylegan3 import filtered_lrelu
+    G = reference_generator(reference_dir, name)
+    gen = torch.Generator().manual_seed(1)
+    for layer in G.synthesis.blocks:
+        g = layer.geo
+        side = g.in_size + g.conv_kernel - 1
+        x = torch.randn([2, 3, side, side], generator=gen) * 40  # some values past the clamp (256 / sqrt 2)
+        bias = torch.randn([3], generator=gen)
+        gain, slope = (1.0, 1.0) if g.is_torgb else (2 ** 0.5, 0.2)
+        outs, grads = [], []
+        for fast in (False, True):
+            xi, bi = x.clone().requires_grad_(grad), bias.clone().requires_grad_(grad)
+            with torch.set_grad_enabled(grad):
+                y = filtered_lrelu(xi, layer.up_filter, layer.down_filter, bi, g.up_factor, g.down_factor, g.padding,
+                                   gain, slope, layer.conv_clamp, fast=fast)
+            outs.append(y.detach())
+            if grad:
+                y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(2)))
+                grads.append((xi.grad, bi.grad))
+        assert outs[1].shape == outs[0].shape and rel_err(outs[1], outs[0]) < 1e-5, g.name
+        assert (outs[0].abs() > 0).any()
+        for fast_grad, plain_grad in zip(*grads) if grad else ():
+            assert rel_err(fast_grad, plain_grad) < 1e-5, g.name
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fast_filtered_lrelu_in_bfloat16_stays_within_bfloat16_rounding(reference_dir, name):
+    """bfloat16 layers (precision bf16, what `auto` picks on CPUs with native bf16): the fast path upsamples in
+    float32 and rounds once; its output is bfloat16, within a few bfloat16 roundings of the float32 result."""
+    from stylegan2.stylegan3 import filtered_lrelu
+    G = reference_generator(reference_dir, name)
+    gen = torch.Generator().manual_seed(3)
+    for layer in G.synthesis.blocks[:-1]:
+        g = layer.geo
+        side = g.in_size + g.conv_kernel - 1
+        x, bias = torch.randn([1, 3, side, side], generator=gen) * 40, torch.randn([3], generator=gen)
+        run = lambda x, fast: filtered_lrelu(x, layer.up_filter, layer.down_filter, bias, g.up_factor, g.down_factor,
+                                             g.padding, 2 ** 0.5, 0.2, layer.conv_clamp, fast=fast)
+        exact, fast = run(x.bfloat16().float(), False), run(x.bfloat16(), True)
+        assert fast.dtype == torch.bfloat16 and fast.shape == exact.shape, g.name
+        assert rel_err(fast.float(), exact) < 2 ** -6, g.name  # bfloat16 keeps 8 significant bits

@@ -126,6 +126,8 @@ MUTANTS = [
      "abandoned stream not stopped"),
     ("S22", SES, "                if not finished:\n                    ticket.set()", "                if False:\n                    ticket.set()",
      f"{S} -k abandoned", "abandoned drag not stopped"),
+    ("S23", SCH, "        if not finished:  # the reader left", "        if False:  # the reader left", f"{S} -k astream",
+     "abandoned awaited stream (an export) not stopped"),
     ("P1", PHO, "if key not in owners and len(owners) >= self.limit:", "if key not in owners and len(owners) > self.limit:",
      f"{S} -k max_photos", "one photo copy too many"),
     ("P2", PHO, "if self.per_client is not None and len(mine) >= self.per_client:", "if self.per_client is not None and len(mine) > self.per_client:",

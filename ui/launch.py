@@ -44,6 +44,25 @@ def quiet_queue(demo: gr.Blocks) -> None:
         queue.sleep_when_free = max(queue.sleep_when_free, QUEUE_POLL_S)
 
 
+def room_for_exports(demo: gr.Blocks, waiting: int) -> None:
+    """Give Gradio's queue `waiting` job slots beyond its worker threads. Gradio runs at most max_threads events
+    at once, each holding a slot until it ends, whether it holds a thread or not. An export waiting its turn holds
+    no thread (its handler awaits, `ui/sections/save.py`) but would hold a slot, so a line of exports could fill
+    the queue and stall everyone's Generate: with a slot more for each export that can wait (one per session),
+    they never take the slots the other events need. Applied each time the queue starts."""
+    start = getattr(demo, "run_startup_events", None)
+    if start is None or getattr(start, "room_for_exports", False):
+        return
+
+    def run_startup_events() -> None:
+        start()
+        jobs = getattr(getattr(demo, "_queue", None), "active_jobs", None)
+        if isinstance(jobs, list):
+            jobs.extend([None] * waiting)
+    run_startup_events.room_for_exports = True
+    demo.run_startup_events = run_startup_events
+
+
 def gradio_warning(version: str = gr.__version__) -> str | None:
     """A line for a Gradio older than MIN_GRADIO, else None. Older Gradio 6 releases break the page in ways our
     tests catch (6.0: it never shows the first image; 6.16: six app and browser tests fail; 6.25-6.27: one)."""
@@ -69,6 +88,7 @@ def launch(built: BuiltApp, host: str | None = None, port: int | None = None, sh
     app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), guard]
     kwargs["app_kwargs"] = app_kwargs
     quiet_queue(built.demo)
+    room_for_exports(built.demo, built.ctx.sessions.max_sessions)
     return built.demo.launch(server_name=host, server_port=port, share=share, css=CSS, theme=theme(),
                              ssr_mode=False, **kwargs)
 

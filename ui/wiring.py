@@ -20,7 +20,21 @@ def skips(n: int) -> tuple:
 
 
 def _wrap(fn: Callable, call: Callable) -> Callable:
-    """A function with fn's name, docstring and generator-ness that runs call(*args, **kwargs)."""
+    """A function with fn's name, docstring and kind (plain, generator, coroutine or async generator: Gradio
+    runs the last two on its event loop, holding none of its worker threads) that runs call(*args, **kwargs)."""
+    if inspect.isasyncgenfunction(fn):
+        @functools.wraps(fn)
+        async def agen(*args, **kwargs):
+            async for item in call(*args, **kwargs):
+                yield item
+        return agen
+
+    if inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def coro(*args, **kwargs):
+            return await call(*args, **kwargs)
+        return coro
+
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def gen(*args, **kwargs):
@@ -97,14 +111,41 @@ def _plain_guard(fn: Callable, on_error: Callable) -> Callable:
     return plain
 
 
+def _async_generator_guard(fn: Callable, on_error: Callable) -> Callable:
+    @functools.wraps(fn)
+    async def agen(*args, **kwargs):
+        try:
+            async for item in fn(*args, **kwargs):
+                yield item
+        except (UserError, gr.Error) as e:
+            outcome = on_error(e, _request_of(args, kwargs))
+            if outcome is not None:
+                yield outcome
+    return agen
+
+
+def _coroutine_guard(fn: Callable, on_error: Callable) -> Callable:
+    @functools.wraps(fn)
+    async def coro(*args, **kwargs):
+        try:
+            return await fn(*args, **kwargs)
+        except (UserError, gr.Error) as e:
+            return on_error(e, _request_of(args, kwargs))
+    return coro
+
+
 def _guard(fn: Callable, on_error: Callable) -> Callable:
+    if inspect.isasyncgenfunction(fn):
+        return _async_generator_guard(fn, on_error)
+    if inspect.iscoroutinefunction(fn):
+        return _coroutine_guard(fn, on_error)
     return (_generator_guard if inspect.isgeneratorfunction(fn) else _plain_guard)(fn, on_error)
 
 
 def keep_on_error(n_outputs: int, message_at: int | None) -> Callable:
     """Turn a UserError into a warning beside the image: every output skipped (unchanged) except the
-    message output, which says what happened (and a drag running meanwhile keeps saying it). Wraps functions and
-    generator functions."""
+    message output, which says what happened (and a drag running meanwhile keeps saying it). Wraps functions,
+    generator functions and their async kinds."""
     def failed(e: Exception, request: Any) -> Any:
         message = e.message if isinstance(e, gr.Error) else str(e)
         gr.Warning(message)

@@ -6,6 +6,7 @@ import torch
 from draggan.config import DragInputError
 from stylegan2.networks import Generator
 
+from .lean import LeanRollout, encode
 from .networks import AutoDragModel
 
 
@@ -18,13 +19,15 @@ def points_tensor(points_xy: list[list[float]] | torch.Tensor, device: torch.dev
 def rollout(model: AutoDragModel, G: Generator, w0: torch.Tensor, handles_xy: list[list[float]] | torch.Tensor,
             targets_xy: list[list[float]] | torch.Tensor, *, n_steps: int | None = None,
             use_regularizer: bool = True, noise_mode: str = "const",
-            start_features: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+            start_features: list[torch.Tensor] | None = None, lean: bool = True) -> list[torch.Tensor]:
     """Predict the drag's latents ŵ1..ŵn autoregressively, each (optionally) through the regularizer.
 
     w0: [1, num_ws, w_dim] on G's device; handles_xy, targets_xy: K (x, y) image pixels, 1 <= K <=
     cfg.max_points. n_steps: None = the model's n (at most that). start_features: the feature maps of w0's
     blocks 1..k (`G.synthesis.features(w0, stop=k)`) when the caller has them: F0 is read from there if
-    k >= cfg.feature_block instead of running the generator again. Returns n tensors [1, num_ws, w_dim].
+    k >= cfg.feature_block instead of running the generator again. lean: compute each step with `LeanRollout`
+    (the same numbers as the modules, a key/value cache instead of re-running the prefix; an AutoDragModel
+    only); False: through the modules (`model.predict`, `model.regularize`). Returns n tensors [1, num_ws, w_dim].
     """
     cfg = model.cfg
     n = cfg.n_steps if n_steps is None else n_steps
@@ -41,9 +44,16 @@ def rollout(model: AutoDragModel, G: Generator, w0: torch.Tensor, handles_xy: li
     else:
         feat0 = G.synthesis.features(w0, stop=cfg.feature_block, noise_mode=noise_mode)[-1]
     mask = torch.ones(1, h.shape[1], dtype=torch.bool, device=device)
-    memory, pad = model.predictor.encode(feat0, h, t, mask)
     seq = [w0]
+    if lean and isinstance(model, AutoDragModel):
+        memory, pad = encode(model.predictor, feat0, h, t, mask)
+        steps = LeanRollout(model, memory, pad, w0)
+        predict, regularize = (lambda: steps.predict(seq[-1])), steps.regularize
+    else:
+        memory, pad = model.predictor.encode(feat0, h, t, mask)
+        predict = lambda: model.predict(memory, pad, torch.stack(seq, dim=1))[:, -1]  # noqa: E731
+        regularize = model.regularize
     for _ in range(n):
-        nxt = model.predict(memory, pad, torch.stack(seq, dim=1))[:, -1]         # [1, num_ws, w_dim]
-        seq.append(model.regularize(nxt) if use_regularizer else nxt)
+        nxt = predict()                                                            # [1, num_ws, w_dim]
+        seq.append(regularize(nxt) if use_regularizer else nxt)
     return seq[1:]

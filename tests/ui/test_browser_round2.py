@@ -154,3 +154,31 @@ def test_on_a_phone_the_mask_editors_label_is_not_covered(served):
                 const hit = document.elementFromPoint(box.x + f * box.width, box.y + box.height / 2);
                 return !(hit && (el.contains(hit) || hit.contains(el))); })""", [label.element_handle(), box])
         assert not covered, (box, covered)
+
+
+def test_an_export_waiting_its_turn_says_its_place_beside_the_button(served):
+    """While another export holds the export slot, pressing Export says beside the button where this one stands
+    ("Waiting for the device: 1st in line"), as a waiting drag's line does; once the slot is free the video comes
+    and plays in the page, and the line is cleared."""
+    with app_tab(served) as tab:
+        page = tab.page
+        tab.add_pair((0.35, 0.4), (0.65, 0.6))
+        page.locator("#drag").click()
+        expect(tab.info).to_contain_text(re.compile(r"Step ([3-9]|\d\d+) "))
+        page.locator("#stop").click()
+        expect(tab.info).to_contain_text(re.compile(r"Stopped after \d+ steps"))
+        slots, holder = tab.sessions.export_slots, object()
+        slots.join(holder)
+        assert slots.take(holder)                          # as another visitor's export rendering
+        note = page.locator("#save_note")
+        try:
+            page.get_by_text("Save", exact=True).click()   # the accordion
+            page.locator("#export_video").click()
+            expect(note).to_contain_text("⏳ Waiting for the device: 1st in line")
+        finally:
+            slots.release(holder)
+        video = page.locator("#drag_video video")
+        expect(video).to_be_attached()
+        page.wait_for_function("v => v.readyState >= 2 || v.error !== null", arg=video.element_handle())
+        assert video.evaluate("v => v.error") is None
+        expect(note).not_to_contain_text("Waiting")

@@ -153,11 +153,12 @@ def test_a_line_of_exports_never_delays_generate(server, monkeypatch):
     from draggan.sessions import EditSession
     gate, started = threading.Event(), threading.Semaphore(0)
 
-    def held_export(self, path, overlay=True, progress=None):
+    def held_export(self, path, overlay=True, stop=None):
         started.release()
         assert gate.wait(120)
         raise __import__("draggan.config", fromlist=["DragInputError"]).DragInputError("held export ended")
-    monkeypatch.setattr(EditSession, "export_video", held_export)
+        yield  # a generator, as Session.export_steps
+    monkeypatch.setattr(EditSession, "export_steps", held_export)
     clients = [gradio_client.Client(server.url, verbose=False) for _ in range(3)]
     try:
         jobs = []
@@ -211,14 +212,14 @@ def test_one_session_has_one_export_at_a_time_and_the_rest_are_refused_at_once(s
     from draggan.editor import Editor
     from draggan.sessions import EXPORT_BUSY
     gate, started, calls = threading.Event(), threading.Event(), []
-    real = Editor.export_video
+    real = Editor.render_video
 
-    def held_export(self, path, **kwargs):
+    def held_export(self, path, **kwargs):  # the render, held before its first frame
         calls.append(path)
         started.set()
         assert gate.wait(120), "the test never let the export go on"
-        return real(self, path, **kwargs)
-    monkeypatch.setattr(Editor, "export_video", held_export)
+        yield from real(self, path, **kwargs)
+    monkeypatch.setattr(Editor, "render_video", held_export)
     a, b = (gradio_client.Client(server.url, verbose=False) for _ in range(2))
     for c in (a, b):
         c.predict(api_name="/generate")

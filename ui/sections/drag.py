@@ -110,10 +110,11 @@ def ordinal(n: int) -> str:
     return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
 
-def waiting_text(queue: tuple[int, float | None] | None) -> str:
-    """'Waiting for the device: 2nd in line, about 20 s' (no estimate: '... 2nd in line')."""
+def waiting_text(queue: tuple[int, float | None] | None, bold: str = "**") -> str:
+    """'Waiting for the device: 2nd in line, about 20 s' (no estimate: '... 2nd in line'); in Markdown, unless
+    bold is "" (plain text: a progress line)."""
     place, seconds = queue or (1, None)
-    text = f"⏳ Waiting for the device: **{ordinal(place)}** in line"
+    text = f"⏳ Waiting for the device: {bold}{ordinal(place)}{bold} in line"
     return text + (f", about {max(1, round(seconds))} s" if seconds is not None else "")
 
 
