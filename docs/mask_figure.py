@@ -1,9 +1,10 @@
-"""docs/mask-before-after.png: one oracle pair dragged without a mask, with the old mask term and with the new.
+"""docs/mask-before-after.png: one oracle pair dragged without a mask and with three of the mask terms.
 
     PYTHONPATH=. python docs/mask_figure.py [--pair 16] [--points 1] [--out docs/mask-before-after.png]
 
 Panels: the start, the unmasked drag, the masked drag with the paper's term at the toy model's old default
-(features, lambda 1.5), the masked drag with today's defaults; the editable box (landmarks + 8 px) in white,
+(features, lambda 1.5), with the image term (version 3's first default, lambda 10) and with the hold (the
+default); the editable box (landmarks + 8 px) in white,
 handles as white rings, targets as black dots (the face's landmarks are coloured), and under each panel its
 outside change (mean absolute pixel change outside the box), its MD to the target and its steps.
 """
@@ -56,8 +57,9 @@ def main() -> None:
     editable = torch.from_numpy(box)
     new = DragConfig.for_model("toyfaces-64", max_steps=300, precision="fp32")
     old = dataclasses.replace(new, mask_term="features", lambda_mask=1.5)
-    runs = [("start", None, None), ("no mask", new, None), ("old mask (features, λ 1.5)", old, editable),
-            (f"new mask ({new.mask_term}, λ {new.lambda_mask:g})", new, editable)]
+    image_term = dataclasses.replace(new, mask_term="image", lambda_mask=10.0)
+    runs = [("start", None, None), ("no mask", new, None), ("features, λ 1.5", old, editable),
+            ("image term, λ 10", image_term, editable), (f"{new.mask_term} (the default)", new, editable)]
     panels = []
     for name, cfg, mask in runs:
         image, caption = start, name

@@ -141,16 +141,22 @@ class DragConfig:
                               help="stop after this many steps")
     time_limit_s: float = _setting(0.0, "Time limit (s)", "float", 0, 86_400, 1,
                                    help="stop the drag after this many seconds (0: none); a public server sets one")
-    # λ 10 on every model: with the image term (the default) it is scale-free (engine.image_mask_weight); with the
+    hold: bool = _setting(True, "Keep the unpainted pixels", "bool", section="mask",
+                          help="with a mask, every picture shows the start picture outside it, exactly (the "
+                               "latent's own picture inside, over a short ramp at the edge)")
+    mask_term: str = _setting("none", "Mask term", "choice", section="mask",
+                              choices=(("none", "none"), ("features (paper)", "features"), ("image", "image"),
+                                       ("composite", "composite")),
+                              help="what the drag itself does to keep the area outside the mask: nothing (none), "
+                                   "the feature block's map (paper) or the image (lambda per handle, in feature "
+                                   "units) held on every step, or composite: drag freely, then fit the latent to "
+                                   "the dragged inside and the start outside")
+    # λ 10 on every model: with the image term it is scale-free (engine.image_mask_weight); with the
     # composite term the outside's mean weighs λ/10 of the inside's; the paper's 20 is for its feature term
-    lambda_mask: float = _setting(10.0, "λ: how strongly the unpainted area is kept fixed", "float", 0, 100, 0.5,
+    lambda_mask: float = _setting(10.0, "λ: the mask term's weight", "float", 0, 100, 0.5,
                                   section="mask", reset=True,
-                                  help="weight of the term that keeps the area outside the mask fixed")
-    mask_term: str = _setting("image", "Mask term", "choice",
-                              choices=(("features (paper)", "features"), ("image", "image"), ("composite", "composite")),
-                              help="how the area outside the mask is kept: the feature block's map (paper) or the "
-                                   "image (lambda per handle, in feature units) held on every step, or composite: "
-                                   "drag freely, then fit the image to the dragged inside and the start outside")
+                                  help="weight of the mask term (features, image, composite) that keeps the area "
+                                       "outside the mask fixed")
     feature_block: int = _setting(6, "Feature block", "int", 1, 9, 1, section="advanced", reset=True,
                                   help="1-based synthesis block whose features drive the drag (paper: 6th)")
     rows: int = _setting(6, "W+ rows optimized", "int", 1, 18, 1, section="advanced", reset=True,
@@ -354,6 +360,8 @@ class DragJob:
     # on_step(step, latent [1, num_ws, w_dim], tracked (row, col) [N, 2] or None): every step's latent as it is
     # rendered, left on the device (no host sync); the editor keeps them to render the whole drag as a video
     on_step: Callable[[int, torch.Tensor, torch.Tensor | None], None] | None = None
+    hold: Any = None                      # draggan.hold.Hold: the picture kept outside the mask (config.hold);
+                                          # None: `run_drag` makes it when the settings ask for one
 
     def __getstate__(self) -> dict:
         # A job pickled into another process (ZeroGPU's worker) cannot share a stop event with this one:

@@ -27,6 +27,7 @@ from .methods import check_method, run_drag
 
 Runner = Callable[[str, DragJob], Iterator[DragFrame]]
 from .engine import check_drag_memory, default_memory_budget, rowcol
+from .hold import Hold, job_hold
 from .video import FrameRecorder, StepRecorder, export_records, steady_fps, video_format
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 
 MAX_HISTORY = 50  # undo steps kept per editor (each holds a W+ latent and the points)
+MAX_HOLD_BYTES = 32 << 20  # the held pictures (`Hold`) the undo steps keep, together: older steps go first
 
 
 @dataclasses.dataclass
@@ -41,6 +43,7 @@ class _Snapshot:
     latent: torch.Tensor                   # [1, num_ws, w_dim]
     handles_xy: list[list[float]]
     targets_xy: list[list[float]]
+    hold: Hold | None = None               # the picture kept outside the mask, when the state had one
 
 
 class Editor:
@@ -68,6 +71,8 @@ class Editor:
         self.recorder = FrameRecorder()         # the last drag's frames as shown (a runner in another process)
         self.steps = StepRecorder()             # the last drag's every step, as latents: its video
         self.memory_budget = default_memory_budget(self.device)  # bytes a drag's tracking may take (a server: less)
+        self.hold: Hold | None = None           # DragConfig.hold: the picture shown outside the mask (hold.py)
+        self._video_hold: Hold | None = None    # the last drag's: its video shows the same pictures
         self._stop = threading.Event()
         self._image: np.ndarray | None = None
 
@@ -83,19 +88,23 @@ class Editor:
 
     @torch.no_grad()
     def image(self) -> np.ndarray:
-        """The current latent's image, [H, W, 3] uint8."""
+        """The current picture, [H, W, 3] uint8: the latent's image, shown through the hold if there is one."""
         if self._image is None:
-            self._image = image_to_uint8(self.G.synthesis(self.latent, noise_mode=self.noise_mode))
+            image = image_to_uint8(self.G.synthesis(self.latent, noise_mode=self.noise_mode))
+            self._image = image if self.hold is None else self.hold.apply(image)
         return self._image
 
-    def _set_latent(self, latent: torch.Tensor, image: np.ndarray | None = None) -> None:
+    def _set_latent(self, latent: torch.Tensor, image: np.ndarray | None = None, hold: Hold | None = None) -> None:
         self.latent = latent.detach().clone()
+        self.hold = hold
         self._image = image
 
     def _snapshot(self) -> None:
         self.history.append(_Snapshot(self.latent.clone(), copy.deepcopy(self.handles_xy),
-                                      copy.deepcopy(self.targets_xy)))
+                                      copy.deepcopy(self.targets_xy), self.hold))
         del self.history[:-MAX_HISTORY]  # the oldest go: memory stays bounded however often one resets
+        while sum(s.hold.nbytes for s in self.history if s.hold is not None) > MAX_HOLD_BYTES:
+            del self.history[0]          # and however many masked drags kept a picture
 
     # -- editing state -----------------------------------------------------
 
@@ -120,12 +129,12 @@ class Editor:
         if not self.history:
             return False
         snap = self.history.pop()
-        self._set_latent(snap.latent)
+        self._set_latent(snap.latent, hold=snap.hold)
         self.handles_xy, self.targets_xy = snap.handles_xy, snap.targets_xy
         return True
 
     def reset(self) -> None:
-        """Back to w0 (undoable), keeping the points."""
+        """Back to w0 and its own picture (undoable), keeping the points."""
         self._snapshot()
         self._set_latent(self.w0)
 
@@ -152,6 +161,7 @@ class Editor:
         job = DragJob(self.G, self.latent, list(handles_xy), list(targets_xy), config,
                       editable=editable, latent_space=self.latent_space, noise_mode=self.noise_mode,
                       stop=stop, auto=self.auto, image=self.image(), on_step=self.steps.add)
+        job.hold = job_hold(job)  # the picture outside the mask, kept (DragConfig.hold); else None
         self._stop = stop
         return self._run(method, job, runner or run_drag)
 
@@ -161,6 +171,7 @@ class Editor:
         self._snapshot()
         self.recorder.clear()
         self.steps.clear(job.targets_xy, job.handles_xy)
+        self._video_hold = job.hold
         self.targets_xy = job.targets_xy
         last = None
         try:
@@ -171,7 +182,7 @@ class Editor:
                 yield last
         finally:
             if last is not None and last.latent is not None:
-                self._set_latent(last.latent.to(self.device), last.image if last.done else None)
+                self._set_latent(last.latent.to(self.device), last.image if last.done else None, job.hold)
                 if last.done:
                     self.steps.add(last.step, last.latent, rowcol(last.handles_xy, last.latent.device))
 
@@ -203,6 +214,8 @@ class Editor:
             handles = tracked if tracked is not None else handles
             with torch.no_grad():
                 image = image_to_uint8(self.G.synthesis(latent.to(self.device), noise_mode=self.noise_mode))
+            if self._video_hold is not None:
+                image = self._video_hold.apply(image)
             records.append((image[:, side:side + width], shift(handles), shift(self.steps.targets_xy)))
             yield "rendering", (i + 1, len(steps))
         fps = fps or steady_fps(len(records))

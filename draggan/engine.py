@@ -7,8 +7,9 @@ One function per equation of the paper, then a loop that only schedules them:
     vector towards its target (eq. 1), plus a mask term: the paper's `mask_loss`, lambda * mean
     |(F - F0) * M_fixed| (mask_term 'features'), or `image_mask_loss` on the image the latent draws
     (mask_term 'image': the tail then runs with autograd on every step of a masked drag);
-  - with mask_term 'composite' (the default) the drag runs without a mask term and `settle` then fits
-    the image to the dragged one inside the mask and the start one outside it (`composite_loss`);
+  - with mask_term 'none' (the default) the drag adds no mask term; with 'composite' it adds none and `settle` then
+    fits the image to the dragged one inside the mask and the start one outside it (`composite_loss`); either way
+    `DragConfig.hold` (on by default, `hold.py`) shows the start picture outside the mask;
   - `optimize_latent`: per step, synthesis up to the feature block with autograd, tracking,
     the loss, one Adam step on the first `rows` rows of W+ (the rest stay fixed, and the layers
     they drive convolve with weights modulated once per drag: `FrozenStyles`); the image
@@ -37,6 +38,7 @@ from .window import plan_windows, windows_features
 
 
 T = TypeVar("T")
+STEP_MASK_TERMS = ("features", "image")  # the mask terms added to each step's loss ('none', 'composite': none)
 DEFAULT_CHECK_EVERY = 10  # steps between arrival checks where reading the handles back costs a host sync (CUDA)
 
 
@@ -332,7 +334,7 @@ def optimize_latent(job: DragJob, latent: torch.Tensor, handles_xy: list[list[fl
     r1 = cfg.radius_px(cfg.r1, res)
     window = square_offsets(cfg.radius_px(cfg.r2, res), dev)
     fixed = None
-    if partial_mask(job.editable) and cfg.mask_term != "composite":  # composite: `composite.settle` holds afterwards
+    if partial_mask(job.editable) and cfg.mask_term in STEP_MASK_TERMS:  # composite settles after the drag
         side = res if cfg.mask_term == "image" else G.synthesis.blocks[block - 1].resolution  # the term's map
         fixed = downsample_mask(~job.editable.to(dev), side)  # [1, 1, side, side]
     low = cfg.compute_dtype(dev)

@@ -28,6 +28,7 @@ from .baseline import straightforward
 from .composite import drag_latent, draggan
 from .config import DragFrame, DragInputError, DragJob  # noqa: F401 (DragJob re-exported)
 from .features import sample_resized
+from .hold import held, job_hold
 
 NO_PREDICTOR = ("this model has no Auto DragGAN predictor: train one with "
                 "`python -m draggan train-auto --model MODEL --out DIR` and add it to the catalog entry as \"auto\"")
@@ -85,8 +86,12 @@ def check_method(name: str, has_predictor: bool) -> MethodSpec:
 
 
 def run_drag(method: str, job: DragJob) -> Iterator[DragFrame]:
-    """Run `job` with the registered method called `method`."""
-    return check_method(method, job.auto is not None).run(job)
+    """Run `job` with the registered method called `method`; with `config.hold` and a mask, its pictures show the
+    start picture outside the mask (`hold.py`)."""
+    spec = check_method(method, job.auto is not None)
+    if job.hold is None:
+        job.hold = job_hold(job)
+    return held(spec.run(job), job.hold)
 
 
 def available_methods(has_predictor: bool, in_app: bool = False) -> list[str]:

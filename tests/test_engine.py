@@ -30,7 +30,7 @@ def ref_G(reference_dir):
 def _reference_drag(reference_dir, lr: str):
     ref = load_file(str(reference_dir / f"sg2_res128_drag_lr{lr}.safetensors"))
     meta = json.loads((reference_dir / f"sg2_res128_drag_lr{lr}.json").read_text())
-    cfg = DragConfig(lr=meta["lr"], r1=meta["r1_arg"], r2=meta["r2_arg"], tracking="l2", mask_term="features",
+    cfg = DragConfig(lr=meta["lr"], r1=meta["r1_arg"], r2=meta["r2_arg"], tracking="l2", mask_term="features", hold=False,
                      lambda_mask=meta["lambda_mask"], rows=meta["optimized_ws"], feature_block=meta["feature_idx"] + 1,
                      max_steps=meta["steps"], precision="fp32")  # as the official code on a CPU
     handles = [[c, r] for r, c in meta["handles_rowcol"]]

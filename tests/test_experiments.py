@@ -101,6 +101,23 @@ def test_draggan_brings_toy_face_landmarks_closer(toy):
 
 
 @needs_toyfaces
+def test_a_masked_run_measures_the_picture_shown_and_the_latents_own(toy):
+    """With the hold (the default) the picture keeps the outside exactly, so the record also says how much the
+    latent's own picture changed there (what the hold hides); without the hold the two are one."""
+    pairs = [p for p in landmark_pairs(toy.G, toy.detector, 6, 1, seed=0) if p.md_before() > 4][:2]
+    held = run_landmarks(toy, ["draggan"], LandmarkSettings(points=1, max_steps=40, mask_margin=8), pairs)
+    plain = run_landmarks(toy, ["draggan"], LandmarkSettings(points=1, max_steps=40, mask_margin=8,
+                                                             drag={"hold": False}), pairs)
+    for h, p in zip(held.pairs, plain.pairs):
+        assert h["outside_change"] == 0.0 and h["latent_outside_change"] > 0.5
+        assert p["outside_change"] == p["latent_outside_change"]    # the same drag; its last frame drawn in the
+        assert p["outside_change"] == pytest.approx(h["latent_outside_change"], rel=0.01)  # drag's precision
+    assert "latent's outside Δ" in held.table()
+    unmasked = run_landmarks(toy, ["draggan"], LandmarkSettings(points=1, max_steps=40), pairs)
+    assert "latent_outside_change" not in unmasked.methods["draggan"] and "latent's" not in unmasked.table()
+
+
+@needs_toyfaces
 def test_nearest_ablation_has_the_baseline_and_one_row_per_radius(toy):
     settings = LandmarkSettings(points=1, max_steps=10)
     pairs = landmark_pairs(toy.G, toy.detector, 1, 1, seed=2)

@@ -316,7 +316,7 @@ def _human_drag(reference_dir):
     io = load_file(str(reference_dir / "human_res128_io.safetensors"))
     meta = json.loads((reference_dir / "human_res128_io.json").read_text())["drag"]
     cfg = DragConfig(lr=meta["lr"], r1=meta["r1_arg"], r2=meta["r2_arg"], tracking="l2",
-                     lambda_mask=meta["lambda_mask"], mask_term="features", rows=meta["optimized_ws_rows"],
+                     lambda_mask=meta["lambda_mask"], mask_term="features", hold=False, rows=meta["optimized_ws_rows"],
                      feature_block=meta["feature_idx"] + 1, max_steps=meta["steps"], precision="fp32")
     handles = [[c, r] for r, c in meta["handles_rowcol"]]
     targets = [[c, r] for r, c in meta["targets_rowcol"]]

@@ -25,7 +25,7 @@ def case(request, reference_dir):
 
 def _config(meta, **kw) -> DragConfig:
     settings = dict(lr=meta["lr"], r1=meta["r1_arg"], r2=meta["r2_arg"], tracking="l2", lambda_mask=meta["lambda_mask"],
-                    mask_term="features",  # the official (paper's) mask term
+                    mask_term="features", hold=False,  # the official (paper's) mask, no hold
                     rows=meta["optimized_ws_rows"], feature_block=meta["feature_idx"] + 1, max_steps=meta["steps"],
                     precision="fp32")  # as the official code on a CPU
     return DragConfig(**{**settings, **kw})

@@ -116,7 +116,8 @@ def test_local_steps_drag_as_the_official_step(G128, handles, targets):
     assert plan_window(G128, 6, [[y, x] for x, y in handles], reach) is not None  # and the steps were local
 
 
-def test_a_mask_turns_local_steps_off(G128, monkeypatch):
+@pytest.mark.parametrize("term", ["features", "image"])
+def test_a_mask_term_turns_local_steps_off_and_the_hold_keeps_them(G128, monkeypatch, term):
     calls = []
     monkeypatch.setattr("draggan.engine.plan_windows", lambda *a: calls.append(a) or None)
     cfg = DragConfig(max_steps=2, r1=12, r2=24, local="on", precision="fp32")
@@ -127,7 +128,11 @@ def test_a_mask_turns_local_steps_off(G128, monkeypatch):
     editable[30:70, 30:70] = True
     w0 = DragSession.from_seed(G128, 0).w0
     list(run_drag("draggan", DragJob(G128, w0, [[40, 50]], [[52, 58]], cfg, editable=editable)))
-    assert not calls
+    assert calls                                                   # the hold (the default) adds no term
+    calls.clear()
+    cfg = DragConfig(max_steps=2, r1=12, r2=24, local="on", precision="fp32", mask_term=term)
+    list(run_drag("draggan", DragJob(G128, w0, [[40, 50]], [[52, 58]], cfg, editable=editable)))
+    assert not calls                                               # a term reads the whole map
 
 
 def test_bf16_tracks_the_same_points_in_the_first_steps():

@@ -25,7 +25,7 @@ def app_settings() -> dict[str, Setting]:
 # The /drag endpoint's parameters after handles and targets, in the order API clients pass them by position.
 # A setting given a section later joins the page and the endpoint after these (positions never shift).
 API_ORDER = ("lr", "r1", "r2", "r3", "nearest", "max_steps", "lambda_mask", "feature_block", "rows", "frame_every",
-             "tracking", "method", "frame_rate")
+             "tracking", "method", "frame_rate", "mask_term", "hold")
 
 
 def drag_parameters() -> list[str]:

@@ -70,11 +70,18 @@ def landmark_record(bench: Bench, job: EditJob) -> dict[str, Any]:
     found = bench.detector.detect(result.image, job.points)                  # [points, 2]
     goal = np.asarray(pair.targets_xy)
     md_after = float(np.linalg.norm(found - goal, axis=1).mean()) if np.isfinite(found).all() else float("nan")
+    def change(image: np.ndarray) -> float:
+        return float(np.abs(image.astype(np.float64) - before)[outside].mean()) if outside.any() else float("nan")
+
+    # The picture shown, and the latent's own: they differ where the hold shows the start picture outside the mask
+    # (DragConfig.hold): the latent's change there is what the hold hides, the size of its seam.
+    own = result.image if editable is None or not job.config.hold else render(G, result.latent)
     record = {"method": job.label, "pair": pair.index, "seed_a": pair.seed_a, "seed_b": pair.seed_b,
               "md_before": pair.md_before(), "md_after": md_after, "steps": result.steps,
               "seconds": result.seconds, "reason": result.reason,
-              "outside_change": float(np.abs(result.image.astype(np.float64) - before)[outside].mean())
-              if outside.any() else float("nan")}
+              "outside_change": change(result.image)}
+    if editable is not None:
+        record["latent_outside_change"] = change(own)
     if job.keep_image:
         record["_image"] = result.image
     return record
@@ -84,11 +91,14 @@ def summarize_edits(records: list[dict[str, Any]], success_px: float) -> dict[st
     """Per-method summary of landmark records."""
     after = np.array([r["md_after"] for r in records], dtype=np.float64)
     found = np.isfinite(after)
-    return {"pairs": len(records), "md_before": mean(r["md_before"] for r in records),
-            "md_after": mean(after), "found_after": float(found.mean()),
-            "success_rate": float((after[found] <= success_px).sum() / max(len(records), 1)),
-            "steps": mean(r["steps"] for r in records), "seconds_per_edit": mean(r["seconds"] for r in records),
-            "outside_change": mean(r["outside_change"] for r in records)}
+    summary = {"pairs": len(records), "md_before": mean(r["md_before"] for r in records),
+               "md_after": mean(after), "found_after": float(found.mean()),
+               "success_rate": float((after[found] <= success_px).sum() / max(len(records), 1)),
+               "steps": mean(r["steps"] for r in records), "seconds_per_edit": mean(r["seconds"] for r in records),
+               "outside_change": mean(r["outside_change"] for r in records)}
+    if any("latent_outside_change" in r for r in records):   # a masked run
+        summary["latent_outside_change"] = mean(r["latent_outside_change"] for r in records)
+    return summary
 
 
 def run_edits(bench: Bench, variants: dict[str, tuple[str, DragConfig]], settings: LandmarkSettings,

@@ -26,6 +26,7 @@ SUMMARY_COLUMNS = {
     "md_ratio_final": ("MD(T)/MD(0)", "{:.3f}"),
     "seconds_to_half": ("s to 1/2", "{:.2f}"),
     "outside_change": ("outside Δ", "{:.2f}"),
+    "latent_outside_change": ("latent's outside Δ", "{:.2f}"),
     "steps": ("steps", "{:.1f}"),
     "seconds_per_edit": ("s/edit", "{:.3f}"),
     "fid": ("FID", "{:.2f}"),

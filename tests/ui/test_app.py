@@ -402,7 +402,7 @@ def test_a_setting_given_a_section_joins_the_page_the_endpoint_and_its_checks(mo
     built = build_demo(str(save_generator(tiny_generator(RES, seed=0), tmp_path / "tiny.safetensors")), "cpu")
     try:
         params = [p["parameter_name"] for p in built.demo.get_api_info()["named_endpoints"]["/drag"]["parameters"]]
-        assert params[:15] == ["handles", "targets", *controls.API_ORDER] and params[15:] == ["nearest_rate"]
+        assert params[:17] == ["handles", "targets", *controls.API_ORDER] and params[17:] == ["nearest_rate"]
         labels = [c["props"].get("label") for c in built.demo.config["components"]]
         assert "Nearest rate" in labels
         request = types.SimpleNamespace(session_hash="s", client=None)

@@ -1,0 +1,97 @@
+"""The held mask (`DragConfig.hold`, on by default): what is outside the painted area stays exactly as it was.
+
+No latent term keeps a small area of a StyleGAN image fixed while the rest moves: W+ rows act on the whole
+picture, and every per-step term measured (docs/mask.md) either lets the outside change or stalls the drag.
+So the drag runs with whatever mask term is chosen (by default none: as without a mask), and every picture it
+shows is a blend: the latent's own picture inside the
+painted area, the picture from before the drag outside it, over a short ramp just inside the painted edge
+
+    shown = alpha * picture + (1 - alpha) * before      alpha: 0 outside the painted area, rising to 1 over
+                                                        `ramp_width(res)` px inside its edge
+
+The unpainted pixels are the start picture's, bit for bit; with no mask term the handles move as far and as fast
+as without a mask. What it costs: the shown picture is not the latent's own picture any more (the editor keeps
+the `Hold` beside its latent, for Undo, the next drag and the video), and a drag that moves the whole head shows
+a seam at the painted edge, softened by the ramp (a mask term makes the latent move less outside, so the seam is
+smaller, at the cost of the drag's reach: docs/mask.md). A drag without a mask (or with the hold off) lets the
+whole picture follow the latent again.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Iterator
+
+import cv2
+import numpy as np
+
+from .config import DragFrame
+
+if TYPE_CHECKING:
+    from .config import DragJob
+
+
+def ramp_width(resolution: int) -> int:
+    """Pixels over which the latent's picture fades in inside the painted edge: 2 at 64 px, 16 at 512."""
+    return max(1, resolution // 32)
+
+
+def edge_ramp(editable: np.ndarray, width: int) -> np.ndarray:
+    """alpha [H, W] uint8 (0-255): 0 on every unpainted pixel, k/(width+1) on the painted pixels k px from the
+    nearest unpainted one, 255 from width+1 px in."""
+    inside = np.ascontiguousarray(editable, dtype=np.uint8)
+    dist = cv2.distanceTransform(inside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)   # 0 on unpainted pixels, distance to one elsewhere
+    return np.round(np.clip(dist / (width + 1), 0.0, 1.0) * 255).astype(np.uint8)
+
+
+class Hold:
+    """The picture kept outside the painted area, with its alpha, stored as one lossless PNG (RGBA): a few
+    kilobytes at 64 px, about 2 MB at 1024, since every undo step keeps its own."""
+
+    def __init__(self, before: np.ndarray, editable: np.ndarray):
+        """before: [H, W, 3] uint8, the picture as shown when the drag started; editable: [H, W] bool."""
+        assert before.shape[:2] == editable.shape and before.dtype == np.uint8, (before.shape, editable.shape)
+        alpha = edge_ramp(editable, ramp_width(editable.shape[0]))
+        ok, png = cv2.imencode(".png", np.dstack([before[..., ::-1], alpha]), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        assert ok
+        self.png = png.tobytes()
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.png)
+
+    def layers(self) -> tuple[np.ndarray, np.ndarray]:
+        """(before [H, W, 3] uint8 RGB, alpha [H, W, 1] uint16 0-255)."""
+        bgra = cv2.imdecode(np.frombuffer(self.png, np.uint8), cv2.IMREAD_UNCHANGED)
+        return bgra[..., 2::-1], bgra[..., 3:].astype(np.uint16)
+
+    def apply(self, picture: np.ndarray) -> np.ndarray:
+        """The picture as shown: `picture` inside the painted area, the kept one outside (integer blend, exact
+        where alpha is 0 or 255)."""
+        before, alpha = self.layers()
+        mixed = (alpha * picture.astype(np.uint16) + (255 - alpha) * before + 127) // 255
+        return mixed.astype(np.uint8)
+
+    def __getstate__(self) -> dict:   # a job sent to another process carries its hold as bytes
+        return {"png": self.png}
+
+    def __setstate__(self, state: dict) -> None:
+        self.png = state["png"]
+
+
+def job_hold(job: "DragJob") -> Hold | None:
+    """The hold a drag shows its pictures through: with `config.hold` and a mask that leaves something fixed, the
+    start picture (`job.image`, or the start latent's) outside the painted area; else None."""
+    from .engine import partial_mask, render   # engine imports config; this module is imported by methods
+
+    if not job.config.hold or not partial_mask(job.editable):
+        return None
+    before = job.image if job.image is not None else render(job.G, job.w_start, job.noise_mode)
+    return Hold(np.asarray(before), job.editable.detach().cpu().numpy())
+
+
+def held(frames: Iterator[DragFrame], hold: Hold | None) -> Iterator[DragFrame]:
+    """`frames` with each picture shown through `hold` (unchanged when there is none)."""
+    for frame in frames:
+        if hold is not None and frame.image is not None:
+            frame = dataclasses.replace(frame, image=hold.apply(frame.image))
+        yield frame
