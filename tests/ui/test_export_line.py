@@ -251,9 +251,11 @@ def test_every_session_may_have_a_drag_and_an_export_waiting_and_still_be_served
             c.predict(handles="[[6, 6]]", targets="[[20, 18]]", max_steps=3, api_name="/drag")
         device, export_slot = hold_the_device(sessions), hold_the_export_slot(sessions)
         try:
-            jobs = [job for c in visitors for job in (
-                c.submit(handles="[[6, 6]]", targets="[[20, 18]]", max_steps=3, api_name="/drag"),
-                c.submit("gif", True, api_name="/export_video"))]
+            jobs = []
+            for c in visitors:  # the export first: an export asked for while the session's drag waits is refused
+                jobs.append(c.submit("gif", True, api_name="/export_video"))
+                wait_until(lambda: sessions.get(c.session_hash).exports.busy, "the export did not arrive in line")
+                jobs.append(c.submit(handles="[[6, 6]]", targets="[[20, 18]]", max_steps=3, api_name="/drag"))
             wait_until(lambda: all(sessions.get(c.session_hash).line.busy and sessions.get(c.session_hash).exports.busy
                                    for c in visitors), "not every drag and export arrived in line")
             saved = visitors[0].submit(api_name="/save_image")

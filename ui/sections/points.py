@@ -32,6 +32,8 @@ def in_order(ctx: AppContext, request: gr.Request, order: Any, change: Callable[
     def step() -> None:
         change(ctx.session(request))
     outcomes = ctx.points_order.apply(request.session_hash, event_number(order), step)
+    if not outcomes:  # it waits for an earlier event, whose answer will show it: this one's would be stale and
+        return gr.skip(), gr.skip()  # could reach the page after that one (a loaded server, two connections)
     refusals = [e for e in outcomes if e is not None]
     if refusals and len(refusals) == len(outcomes):
         raise refusals[-1]
