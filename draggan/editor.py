@@ -210,12 +210,13 @@ class Editor:
         width = content_width(self.G)     # a non-square model's video shows its own picture, not the white pad
         side = (self.resolution - width) // 2
         shift = lambda points: [[x - side, y] for x, y in points]
+        hold = self._video_hold.layers() if self._video_hold is not None else None  # decoded once per video
         for i, (latent, tracked) in enumerate(steps):
             handles = tracked if tracked is not None else handles
             with torch.no_grad():
                 image = image_to_uint8(self.G.synthesis(latent.to(self.device), noise_mode=self.noise_mode))
-            if self._video_hold is not None:
-                image = self._video_hold.apply(image)
+            if hold is not None:
+                image = hold.blend(image)
             records.append((image[:, side:side + width], shift(handles), shift(self.steps.targets_xy)))
             yield "rendering", (i + 1, len(steps))
         fps = fps or steady_fps(len(records))

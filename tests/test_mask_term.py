@@ -154,6 +154,18 @@ def test_a_hold_shows_the_old_picture_outside_exactly_and_the_new_one_inside():
     assert ((np.minimum(before[8, 20], after[8, 20]) <= edge) & (edge <= np.maximum(before[8, 20], after[8, 20]))).all()
 
 
+def test_the_blend_is_the_rounded_mix_on_every_ramp_pixel():
+    rng = np.random.default_rng(1)
+    before, after = (rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2))
+    editable = np.zeros((64, 64), bool)
+    editable[8:40, 8:40] = True
+    alpha = edge_ramp(editable, ramp_width(64)).astype(np.int64)[..., None]
+    expected = (alpha * after + (255 - alpha) * before.astype(np.int64) + 127) // 255   # round half up, in int64
+    assert np.array_equal(Hold(before, editable).apply(after), expected)
+    x = np.arange(255 * 255 + 128, dtype=np.uint16)                  # every sum the blend can form
+    assert np.array_equal((x + 1 + (x >> 8)) >> 8, x // 255)         # the division-free form it uses
+
+
 def _drag(G, editable, cfg, undo_first=False):
     s = DragSession.from_seed(G, 2)
     if editable is not None:
