@@ -11,7 +11,7 @@ from draggan.composite import composite_loss
 from draggan.editor import _Snapshot
 from draggan import editor as editor_module
 from draggan.engine import image_mask_loss, image_mask_weight, stop_distance
-from draggan.hold import Hold, edge_ramp, ramp_width
+from draggan.hold import Hold, Layers, edge_ramp, ramp_width
 from draggan.experiments.landmarks import landmark_box
 from draggan.experiments.pairs import landmark_pairs
 from draggan.experiments.workbench import BenchSpec, load_bench
@@ -162,8 +162,11 @@ def test_the_blend_is_the_rounded_mix_on_every_ramp_pixel():
     alpha = edge_ramp(editable, ramp_width(64)).astype(np.int64)[..., None]
     expected = (alpha * after + (255 - alpha) * before.astype(np.int64) + 127) // 255   # round half up, in int64
     assert np.array_equal(Hold(before, editable).apply(after), expected)
-    x = np.arange(255 * 255 + 128, dtype=np.uint16)                  # every sum the blend can form
-    assert np.array_equal((x + 1 + (x >> 8)) >> 8, x // 255)         # the division-free form it uses
+    # Every (alpha, picture, before) triple, through the blend's own arithmetic (Layers as Hold.layers makes them).
+    a, p, b = (v.astype(np.uint16) for v in np.meshgrid(*[np.arange(256)] * 3, indexing="ij"))
+    shown = Layers(a, (255 - a) * b + 127).blend(p)
+    exact = (a.astype(np.int64) * p + (255 - a.astype(np.int64)) * b + 127) // 255
+    assert np.array_equal(shown, exact)
 
 
 def _drag(G, editable, cfg, undo_first=False):
