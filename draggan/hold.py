@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from .config import DragFrame
+from .engine import partial_mask, render
 
 if TYPE_CHECKING:
     from .config import DragJob
@@ -95,8 +96,6 @@ class Hold:
 def job_hold(job: "DragJob") -> Hold | None:
     """The hold a drag shows its pictures through: with `config.hold` and a mask that leaves something fixed, the
     start picture (`job.image`, or the start latent's) outside the painted area; else None."""
-    from .engine import partial_mask, render   # engine imports config; this module is imported by methods
-
     if not job.config.hold or not partial_mask(job.editable):
         return None
     before = job.image if job.image is not None else render(job.G, job.w_start, job.noise_mode)
