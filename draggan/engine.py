@@ -325,6 +325,8 @@ def optimize_latent(job: DragJob, latent: torch.Tensor, handles_xy: list[list[fl
 
     handles_xy: where the handles are on `latent`'s image; refs: [N, C] the features they are tracked by
     (None: their features on `latent`'s image, as the paper). The rows past `rows` stay as in `latent`.
+    The drag loop, kept as one function (over the 80 lines aimed for): its numbered parts share the step's
+    state (points, refs, the pending read-backs, the schedule, Adam), which split functions would pass around whole.
     """
     G, cfg, res, dev = job.G, job.config, job.G.img_resolution, latent.device
     # 1. Set up: points as (row, col), radii in pixels, the fixed area at feature resolution, Adam.
