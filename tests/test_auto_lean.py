@@ -13,7 +13,7 @@ from draggan.auto.networks import AutoDragModel, LatentPredictor
 from stylegan2.testing import tiny_generator
 
 ROOT = Path(__file__).resolve().parents[1]
-TOY, TOY_AUTO = ROOT / "models" / "toyfaces-64.safetensors", ROOT / "models" / "toyfaces-64-auto.safetensors"
+TOY, TOY_AUTO = ROOT / "models" / "toyfaces-64.safetensors", ROOT / "models" / "toyfaces-64-auto-light.safetensors"
 TOL = 1e-5  # float32 rounding: |lean - modules| <= TOL * max(1, max |modules|)
 
 
