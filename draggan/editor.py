@@ -28,6 +28,7 @@ from .methods import check_method, run_drag
 Runner = Callable[[str, DragJob], Iterator[DragFrame]]
 from .engine import check_drag_memory, default_memory_budget, rowcol
 from .hold import Hold, job_hold
+from .rendered import KEPT
 from .video import FrameRecorder, StepRecorder, export_records, steady_fps, video_format
 
 if TYPE_CHECKING:
@@ -90,7 +91,10 @@ class Editor:
     def image(self) -> np.ndarray:
         """The current picture, [H, W, 3] uint8: the latent's image, shown through the hold if there is one."""
         if self._image is None:
-            image = image_to_uint8(self.G.synthesis(self.latent, noise_mode=self.noise_mode))
+            if self.auto is None:
+                image = image_to_uint8(self.G.synthesis(self.latent, noise_mode=self.noise_mode))
+            else:  # a learned drag from this picture will read these maps (draggan.rendered)
+                image = KEPT.render(self.G, self.latent, self.noise_mode, self.auto.cfg.feature_block)
             self._image = image if self.hold is None else self.hold.apply(image)
         return self._image
 

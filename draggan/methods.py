@@ -29,6 +29,7 @@ from .composite import drag_latent, draggan
 from .config import DragFrame, DragInputError, DragJob  # noqa: F401 (DragJob re-exported)
 from .features import sample_resized
 from .hold import held, job_hold
+from .rendered import KEPT
 
 NO_PREDICTOR = ("this model has no Auto DragGAN predictor: train one with "
                 "`python -m draggan train-auto --model MODEL --out DIR` and add it to the catalog entry as \"auto\"")
@@ -125,8 +126,10 @@ def _predicted(job: DragJob, n_steps: int | None, use_regularizer: bool, render_
     whose first frame draws the same latent).
 
     Generator passes per edit: the start latent's features to the feature block once (the handles'
-    reference features and the predictor's F0 both read them), then per shown frame its features to
-    the block (tracking) and the rest of the generator from there (`image_from_features`).
+    reference features and the predictor's F0 both read them; none when the start picture was rendered
+    through `rendered.KEPT`, as the app's picture and the last frame of an earlier learned drag are), then per
+    shown frame its features to the block (tracking) and the rest of the generator from there
+    (`image_from_features`).
     """
     from .auto import rollout
 
@@ -135,9 +138,14 @@ def _predicted(job: DragJob, n_steps: int | None, use_regularizer: bool, render_
     block = min(cfg.feature_block, len(G.synthesis.blocks))
     handles = [[float(round(x)), float(round(y))] for x, y in job.handles_xy]
     start, targets = engine.rowcol(handles, dev), engine.rowcol(job.targets_xy, dev)
-    with torch.no_grad():  # as engine.reference_features, keeping the maps for the predictor's F0
-        feats0 = G.synthesis.features(job.w_start, stop=block, noise_mode=job.noise_mode)
-    refs = sample_resized(feats0[-1].float(), start, res).T                       # [N, C]
+    # The start picture's maps to both blocks (the handles' and the predictor's), kept when it was rendered
+    # (`rendered.KEPT`: the picture on screen) or computed here, as engine.reference_features does.
+    need = max(block, getattr(getattr(job.auto, "cfg", None), "feature_block", block))  # a stand-in may have none
+    feats0 = KEPT.get(G, job.w_start, job.noise_mode, need)
+    if feats0 is None:
+        with torch.no_grad():
+            feats0 = G.synthesis.features(job.w_start, stop=need, noise_mode=job.noise_mode)
+    refs = sample_resized(feats0[block - 1].float(), start, res).T                # [N, C]
     t0 = time.perf_counter()
     latents = rollout(job.auto, G, job.w_start, handles, job.targets_xy, n_steps=n_steps or cfg.auto_steps or None,
                       use_regularizer=use_regularizer, noise_mode=job.noise_mode, start_features=feats0)
@@ -162,6 +170,8 @@ def _predicted(job: DragJob, n_steps: int | None, use_regularizer: bool, render_
             feats = G.synthesis.features(ws, stop=block, noise_mode=job.noise_mode)
             points = engine.track_points(feats[-1].float(), start, refs, window, cfg.tracking, res)
             image = image_to_uint8(G.synthesis.image_from_features(ws, feats, job.noise_mode)) if shown else None
+        if last and shown:  # the picture the drag ends on: the next drag from it starts with these maps
+            KEPT.put(G, ws, job.noise_mode, feats)
         dist = (targets - points).norm(dim=1).tolist()
         yield DragFrame(i, engine.xy(points), job.targets_xy, dist, float("nan"), ms, image, latent=ws,
                         start_xy=handles), refs, shown

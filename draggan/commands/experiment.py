@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if protocol.options is not None:
             protocol.options(parser)
     parser.add_argument("--predictor", default=None, help="Auto DragGAN model file for the 'auto' methods")
+    parser.add_argument("--cold-start", action="store_true",
+                        help="learned edits compute the start picture's feature maps themselves, as a script that "
+                             "never rendered it does (default: kept from its render, as the app keeps them)")
     parser.add_argument("--ray", default=None, metavar="local|auto|ADDRESS",
                         help="run the pairs as Ray actors: 'local' starts Ray here, 'auto' joins a running "
                              "cluster, or a cluster address")
@@ -67,7 +70,7 @@ def run_experiment(args: argparse.Namespace, quiet: bool = False):
     if count < 1 or not methods:
         raise ExperimentSetupError("give at least one pair (--pairs) and one method (--methods)")
     detector = args.detector if protocol.needs_detector else None
-    bench = load_bench(BenchSpec(args.model, args.device, detector, args.predictor))
+    bench = load_bench(BenchSpec(args.model, args.device, detector, args.predictor, cold_start=args.cold_start))
     check_methods(list(protocol.methods or methods), bench)
     drag = setting_values(args)
     common = dict(max_steps=drag.pop("max_steps"), feature_block=drag.pop("feature_block", None), psi=args.psi,

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from draggan.commands.experiment import run_experiment
 
     names = method_choices()
-    exp = argparse.Namespace(**{**vars(args), "protocol": "landmarks", "predictor": None,
+    exp = argparse.Namespace(**{**vars(args), "protocol": "landmarks", "predictor": None, "cold_start": False,
                                 "methods": ",".join(names[m] for m in args.methods)})
     result = run_experiment(exp, quiet=args.json == "-")
     old_names = {names[m]: m for m in args.methods}

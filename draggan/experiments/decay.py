@@ -18,7 +18,7 @@ from .landmarks import EditJob, LandmarkSettings
 from .pairs import Pair
 from .ray_runner import map_jobs
 from .report import ExperimentResult, Progress, mean
-from .workbench import Bench, check_methods, edit, render, seed_latent
+from .workbench import Bench, check_methods, edit, seed_latent, start_picture
 
 
 @dataclasses.dataclass
@@ -41,7 +41,7 @@ def decay_record(bench: Bench, job: EditJob) -> dict[str, Any]:
             curve.append((seconds, float(np.linalg.norm(found - goal, axis=1).mean()) / md0))
 
     w = seed_latent(G, pair.seed_a, job.psi)
-    result = edit(bench, job.method, w, pair.handles_xy, pair.targets_xy, job.config, image=render(G, w),
+    result = edit(bench, job.method, w, pair.handles_xy, pair.targets_xy, job.config, image=start_picture(bench, w),
                   on_frame=measure)
     ratios = [r for _, r in curve]
     half = next((t for t, r in curve if r <= 0.5), float("nan"))

@@ -19,7 +19,7 @@ from .fid import fid
 from .pairs import Pair
 from .ray_runner import map_jobs
 from .report import ExperimentResult, Interrupted, Progress, mean
-from .workbench import Bench, DragSettings, check_methods, edit, render, seed_latent
+from .workbench import Bench, DragSettings, check_methods, edit, render, seed_latent, start_picture
 
 
 @dataclasses.dataclass
@@ -61,7 +61,7 @@ def landmark_record(bench: Bench, job: EditJob) -> dict[str, Any]:
     """Run one edit and measure it: the per-pair record."""
     G, pair = bench.G, job.pair
     w = seed_latent(G, pair.seed_a, job.psi)
-    before = render(G, w)
+    before = start_picture(bench, w)
     res = G.img_resolution
     editable = None if job.mask_margin is None else landmark_box(pair, job.mask_margin, res)
     result = edit(bench, job.method, w, pair.handles_xy, pair.targets_xy, job.config, image=before,

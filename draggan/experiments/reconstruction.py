@@ -20,7 +20,7 @@ from stylegan2.networks import Generator
 
 from .ray_runner import map_jobs
 from .report import ExperimentResult, Progress, mean
-from .workbench import Bench, DragSettings, check_methods, edit, render, seed_latent
+from .workbench import Bench, DragSettings, check_methods, edit, render, seed_latent, start_picture
 
 
 @dataclasses.dataclass
@@ -109,7 +109,7 @@ def reconstruction_record(bench: Bench, job: ReconstructionJob) -> dict[str, Any
     """Drag I1 along the pair's flow vectors with one method; MSE of the result and of I1 to I2."""
     G, pair = bench.G, job.pair
     w1, w2 = _latents(G, pair.seed_1, pair.seed_other, job.settings, job.rows)
-    image_1, image_2 = render(G, w1), render(G, w2)
+    image_1, image_2 = start_picture(bench, w1), render(G, w2)
     result = edit(bench, job.method, w1, pair.handles_xy, pair.targets_xy, job.config, image=image_1)
     return {"method": job.method, "pair": pair.index, "seed_1": pair.seed_1, "seed_other": pair.seed_other,
             "vectors": len(pair.handles_xy), "mse_before": mse_x100(image_1, image_2),

@@ -32,6 +32,7 @@ class BenchSpec:
     device: str = "cpu"              # where the generator runs on the worker
     detector: str | None = None      # 'toy', 'dlib' or None (protocols without landmarks)
     predictor: str | None = None     # learned-drag predictor file for the 'auto' methods, or None
+    cold_start: bool = False         # True: learned edits compute the start picture's maps themselves (`start_picture`)
 
 
 @dataclasses.dataclass
@@ -94,6 +95,18 @@ def check_methods(methods: list[str], bench: Bench) -> None:
 def render(G: Generator, ws: torch.Tensor) -> np.ndarray:
     """The image [H, W, 3] uint8 of W+ latent ws [1, num_ws, w_dim] (noise 'const', as the drag renders)."""
     return engine_render(G, ws, "const")
+
+
+def start_picture(bench: Bench, ws: torch.Tensor) -> np.ndarray:
+    """The picture an edit starts from, rendered as the app renders the picture on screen: with a predictor, the
+    maps a learned drag reads are kept on the way (`draggan.rendered`), so that drag does not run the generator
+    to its block again; the same image as `render`'s. cold_start (BenchSpec): not kept, every learned edit
+    computes them (the start picture's render is outside an edit's time either way)."""
+    from draggan.rendered import KEPT
+
+    if bench.auto is None or (bench.spec is not None and bench.spec.cold_start):
+        return render(bench.G, ws)
+    return KEPT.render(bench.G, ws, "const", bench.auto.cfg.feature_block)
 
 
 @dataclasses.dataclass
