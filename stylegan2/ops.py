@@ -6,6 +6,7 @@ re-exports them under their old names.
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -84,9 +85,24 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int = 1, pad: tuple[int, int
     return F.conv2d(F.pad(x, list(pad)), weight, groups=c)
 
 
+_TAPS: dict[int, tuple[weakref.ref, int, list[float] | None]] = {}  # id(f) -> (f, its version, its taps)
+
+
 def _separable_taps(f: torch.Tensor) -> list[float] | None:
     """The 1-D filter g of a 2-D filter f = outer(g, g) (to float32 rounding), as floats; None if f is not one.
-    For a CPU tensor (a few microseconds: f is 4x4)."""
+    Worked out once per filter tensor (about 0.1 ms; a generator has a few, each used per render) and again
+    only when it changes in place."""
+    known = _TAPS.get(id(f))
+    if known is not None and known[0]() is f and known[1] == f._version:
+        return known[2]
+    taps = _taps_of(f)
+    if len(_TAPS) > 256:
+        _TAPS.clear()
+    _TAPS[id(f)] = (weakref.ref(f), f._version, taps)
+    return taps
+
+
+def _taps_of(f: torch.Tensor) -> list[float] | None:
     if f.ndim != 2 or f.shape[0] != f.shape[1]:
         return None
     f = f.double()

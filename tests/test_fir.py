@@ -93,3 +93,14 @@ def test_under_autograd_the_convolution_stays():
     assert torch.equal(upsample2d(x, f), by_convolution(x, f, 2, (2, 1, 2, 1), 4.0))
     with torch.no_grad():
         assert not torch.equal(upsample2d(x, f), by_convolution(x, f, 2, (2, 1, 2, 1), 4.0))  # the separable sums
+
+
+def test_a_filter_changed_in_place_is_read_again():
+    """The taps are worked out once per filter tensor: a checkpoint loaded into it (in place) is seen."""
+    f = setup_filter([1, 3, 3, 1]).clone()
+    assert ops._separable_taps(f) == [0.125, 0.375, 0.375, 0.125]
+    with torch.no_grad():
+        f.copy_(lopsided().float())
+    assert ops._separable_taps(f) == pytest.approx([1 / 9, 2 / 9, 5 / 9, 1 / 9])
+    f.copy_(torch.rand(4, 4, generator=torch.Generator().manual_seed(0)))
+    assert ops._separable_taps(f) is None
