@@ -260,3 +260,24 @@ MUTANTS += [
      "mask-layer side bound doubled"),
     ("U15", PUB, "    if shutil.disk_usage(path).free < min_free:", "    if False:", f"{PF} -k disk", "free-disk bound unchecked"),
 ]
+
+# -- the kept feature maps (draggan/rendered.py) and the separable FIR (stylegan2/ops.py)
+RND, OPS, TR, TF_ = "draggan/rendered.py", "stylegan2/ops.py", "tests/test_rendered.py", "tests/test_fir.py"
+MUTANTS += [
+    ("R1", RND, "if entry is not None and (entry.generator() is not G or entry.version != _version(G)):",
+     "if entry is not None and entry.generator() is not G:", f"{TR} -k same_picture", "kept maps survive a change of the weights"),
+    ("R2", RND, "hashlib.blake2b(data, digest_size=16)", "hashlib.blake2b(data[4:], digest_size=16)",
+     f"{TR} -k same_picture", "the key ignores the latent's first number"),
+    ("R3", RND, "while len(self._entries) > self.max_entries or total > self.max_bytes:",
+     "while len(self._entries) > self.max_entries:", f"{TR} -k bounded", "the byte bound of the store unchecked"),
+    ("R4", MET, "        if last and shown:", "        if False:", f"{TR} -k editor", "a learned drag's last picture not kept"),
+    ("R5", "draggan/editor.py", "            if self.auto is None:\n                image = image_to_uint8(",
+     "            if True:\n                image = image_to_uint8(", f"{TR} -k editor", "the editor's picture keeps no maps"),
+    ("F1", OPS, "g = [t * math.sqrt(gain) for t in reversed(taps)]", "g = [t * math.sqrt(gain) for t in taps]",
+     f"{TF_}", "separable FIR: the filter not flipped"),
+    ("F2", OPS, "            if (r + j - p0) % 2:", "            if (r + j - p0 + 1) % 2:", f"{TF_}", "separable FIR: the wrong phase"),
+    ("F3", OPS, "            and not (x.requires_grad and torch.is_grad_enabled())):", "            ):",
+     f"{TF_} -k autograd", "separable FIR under autograd"),
+    ("F4", OPS, "if known is not None and known[0]() is f and known[1] == f._version:",
+     "if known is not None and known[0]() is f:", f"{TF_} -k in_place", "the taps of a filter changed in place not read again"),
+]
