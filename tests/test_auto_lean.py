@@ -13,7 +13,9 @@ from draggan.auto.networks import AutoDragModel, LatentPredictor
 from stylegan2.testing import tiny_generator
 
 ROOT = Path(__file__).resolve().parents[1]
-TOY, TOY_AUTO = ROOT / "models" / "toyfaces-64.safetensors", ROOT / "models" / "toyfaces-64-auto-light.safetensors"
+TOY = ROOT / "models" / "toyfaces-64.safetensors"
+TOY_PREDICTORS = [ROOT / "models" / name for name in ("toyfaces-64-auto-light.safetensors",    # the catalog's
+                                                      "toyfaces-64-auto-n3.safetensors")]      # the fast variant
 TOL = 1e-5  # float32 rounding: |lean - modules| <= TOL * max(1, max |modules|)
 
 
@@ -131,12 +133,14 @@ def test_rollout_runs_the_lean_path_and_equals_the_modules(monkeypatch):
     assert len(rollout(model, G, w0, handles, targets, n_steps=2)) == 2
 
 
-@pytest.mark.skipif(not (TOY.is_file() and TOY_AUTO.is_file()), reason="the toy-faces model files are not there")
-def test_the_shipped_toy_predictor_loads_unchanged_and_rolls_out_the_same_lean():
+@pytest.mark.parametrize("path", TOY_PREDICTORS, ids=lambda p: p.stem)
+def test_the_shipped_toy_predictors_load_unchanged_and_roll_out_the_same_lean(path):
     from stylegan2.checkpoints import load_generator
 
+    if not (TOY.is_file() and path.is_file()):
+        pytest.skip("the toy-faces model files are not there")
     G = load_generator("toyfaces-64", "cpu")
-    model = load_auto_model(TOY_AUTO, G)
+    model = load_auto_model(path, G)
     g = torch.Generator().manual_seed(4)
     for points in (1, 5, 68):
         w0 = G.mapping(torch.randn(1, G.z_dim, generator=g), None, truncation_psi=0.7)
