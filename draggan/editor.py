@@ -91,10 +91,7 @@ class Editor:
     def image(self) -> np.ndarray:
         """The current picture, [H, W, 3] uint8: the latent's image, shown through the hold if there is one."""
         if self._image is None:
-            if self.auto is None:
-                image = image_to_uint8(self.G.synthesis(self.latent, noise_mode=self.noise_mode))
-            else:  # a learned drag from this picture will read these maps (draggan.rendered)
-                image = KEPT.render(self.G, self.latent, self.noise_mode, self.auto.cfg.feature_block)
+            image = KEPT.picture(self.G, self.latent, self.noise_mode, self.auto)  # with a predictor, its maps kept
             self._image = image if self.hold is None else self.hold.apply(image)
         return self._image
 

@@ -62,7 +62,6 @@ class RenderedFeatures:
         self.max_entries, self.max_bytes = max_entries, max_bytes
         self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
         self._lock = threading.Lock()
-        self.hits = self.misses = 0
 
     @property
     def nbytes(self) -> int:
@@ -106,10 +105,8 @@ class RenderedFeatures:
                 del self._entries[key]                        # a dead generator's id reused, or G changed
                 entry = None
             if entry is None or len(entry.feats) < stop:
-                self.misses += 1
                 return None
             self._entries.move_to_end(key)
-            self.hits += 1
             return list(entry.feats[:stop])
 
     def render(self, G: torch.nn.Module, ws: torch.Tensor, noise_mode: str, stop: int) -> np.ndarray:
@@ -120,6 +117,14 @@ class RenderedFeatures:
             image = image_to_uint8(G.synthesis.image_from_features(ws, feats, noise_mode))
         self.put(G, ws, noise_mode, feats)
         return image
+
+    def picture(self, G: torch.nn.Module, ws: torch.Tensor, noise_mode: str, auto=None) -> np.ndarray:
+        """The picture of ws, as uint8 [H, W, 3]. auto: G's learned predictor, when a learned drag may start from
+        this picture: then rendered through `render`, its maps to the predictor's block kept; None: `G.synthesis`."""
+        if auto is None:
+            with torch.no_grad():
+                return image_to_uint8(G.synthesis(ws, noise_mode=noise_mode))
+        return self.render(G, ws, noise_mode, auto.cfg.feature_block)
 
 
 KEPT = RenderedFeatures()

@@ -104,9 +104,8 @@ def start_picture(bench: Bench, ws: torch.Tensor) -> np.ndarray:
     computes them (the start picture's render is outside an edit's time either way)."""
     from draggan.rendered import KEPT
 
-    if bench.auto is None or (bench.spec is not None and bench.spec.cold_start):
-        return render(bench.G, ws)
-    return KEPT.render(bench.G, ws, "const", bench.auto.cfg.feature_block)
+    cold = bench.spec is not None and bench.spec.cold_start
+    return KEPT.picture(bench.G, ws, "const", None if cold else bench.auto)
 
 
 @dataclasses.dataclass
