@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from .errors import CheckpointError
 from .frozen_styles import FrozenStyles, frozen_styles, kept_parts  # noqa: F401 (re-exported)
+from .inference import inferring, synthesis_layer, to_rgb
 from .ops import (LRELU_ALPHA, LRELU_GAIN, _conv, bias_act, modulated_conv2d,  # noqa: F401 (re-exported)
                   normalize_2nd_moment, setup_filter, upfirdn2d, upsample2d)
 
@@ -94,6 +95,8 @@ class SynthesisLayer(torch.nn.Module):
         """origin: `x` is a crop, and the output's pixel (0, 0) is this (row, col) of the full map (for the noise)."""
         if fused_modconv is None:  # as modulated_conv2d picks (the styles need gradients when w does)
             fused_modconv = not (torch.is_grad_enabled() and any(p.requires_grad for p in (w, *self.affine.parameters())))
+        if fused_modconv and inferring(self, x, w):  # (its parts are kept by the layer, frozen styles or not)
+            return synthesis_layer(self, x, w, noise_mode, origin)
         known, known_weight = kept_parts(self, w, x.dtype, fused_modconv)  # inside `frozen_styles`
         styles = self.affine(w) if known is None else None  # [batch, in]
         noise = None
@@ -123,6 +126,8 @@ class ToRGBLayer(torch.nn.Module):
         self.weight_gain = 1 / math.sqrt(in_channels)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool | None = None) -> torch.Tensor:
+        if fused_modconv is not False and inferring(self, x, w):
+            return to_rgb(self, x, w)
         styles = self.affine(w) * self.weight_gain
         x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=fused_modconv)
         return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp, inplace=not x.requires_grad)

@@ -78,8 +78,7 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int = 1, pad: tuple[int, int
         x = x.reshape(n, c, h, 1, w, 1)
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
         x = x.reshape(n, c, h * up, w * up)
-    f = (f * gain).to(x.dtype).flip([0, 1])  # true convolution, as NVIDIA's flip_filter=False
-    weight = f[None, None].expand(c, 1, *f.shape)
+    weight = fir_weight(f, gain, c, x.dtype)  # true convolution, as NVIDIA's flip_filter=False
     if len(set(pad)) == 1:  # symmetric: let the conv pad, saving a copy of the activations
         return F.conv2d(x, weight, padding=pad[0], groups=c)
     return F.conv2d(F.pad(x, list(pad)), weight, groups=c)
@@ -152,8 +151,29 @@ def _separable_upfirdn2d(x: torch.Tensor, taps: list[float], up: int, pad: tuple
     takes 5 ms here against 69 ms through oneDNN's depthwise convolution; each pixel's sum is the same whatever
     the map's size, so a crop gives the whole map's numbers."""
     g = [t * math.sqrt(gain) for t in reversed(taps)]        # a true convolution: the filter flipped
+    if max(x.shape[2:]) <= MATRIX_SIDE:
+        rows = _fir_matrix(x.shape[2], tuple(g), up, pad[2], pad[3], x)
+        cols = _fir_matrix(x.shape[3], tuple(g), up, pad[0], pad[1], x)
+        return torch.matmul(torch.matmul(rows, x), cols.t())
     x = _fir_axis(x, 2, g, up, pad[2], pad[3])
     return _fir_axis(x, 3, g, up, pad[0], pad[1])
+
+
+MATRIX_SIDE = 64  # _separable_upfirdn2d: maps up to this side run as two matrix products (two calls, not twenty)
+_MATRICES: dict[tuple, torch.Tensor] = {}
+
+
+def _fir_matrix(n: int, taps: tuple[float, ...], up: int, p0: int, p1: int, like: torch.Tensor) -> torch.Tensor:
+    """One axis of `_fir_axis` as a matrix [n_out, n] in `like`'s dtype and device: its response to each unit impulse
+    (kept per size, taps and padding). Multiplying by it sums the same products as `_fir_axis` (and zeros)."""
+    key = (n, taps, up, p0, p1, like.dtype, str(like.device))
+    m = _MATRICES.get(key)
+    if m is None:
+        if len(_MATRICES) > 64:
+            _MATRICES.clear()
+        eye = torch.eye(n, dtype=like.dtype, device=like.device)
+        m = _MATRICES[key] = _fir_axis(eye, 0, list(taps), up, p0, p1).contiguous()
+    return m
 
 
 def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
@@ -172,12 +192,14 @@ def _conv(x: torch.Tensor, w: torch.Tensor, groups: int, up: int, padding: int,
     if up == 1:
         return F.conv2d(x, w, padding=padding, groups=groups)
     assert resample_filter is not None
-    kw = w.shape[-1]
-    fw = resample_filter.shape[-1]
-    p0 = padding + (fw + up - 1) // 2 - (kw - 1)
-    p1 = padding + (fw - up) // 2 - (kw - up)
+    p0, p1 = resample_pads(w.shape[-1], resample_filter.shape[-1], up, padding)
     x = F.conv_transpose2d(x, w, stride=up, groups=groups)
     return upfirdn2d(x, resample_filter, pad=(p0, p1, p0, p1), gain=up * up)
+
+
+def resample_pads(kw: int, fw: int, up: int, padding: int) -> tuple[int, int]:
+    """conv2d_resample's FIR padding (before, after) after a transposed conv of kernel kw with stride up."""
+    return padding + (fw + up - 1) // 2 - (kw - 1), padding + (fw - up) // 2 - (kw - up)
 
 
 def conv_layout(w: torch.Tensor, groups: int, up: int) -> torch.Tensor:
@@ -279,3 +301,31 @@ def unfused_parts(weight: torch.Tensor, styles: torch.Tensor, demodulate: bool, 
         styles = _prenormalized_styles(styles)
     # sum_{i,k} (W[o,i,k] s[i])^2 without forming the per-sample weights
     return styles, w, (styles.square() @ squares.t() + 1e-8).rsqrt() if demodulate else None
+
+
+# ----------------------------------------------------------------------------
+# Inference: what a layer computes from its parameters alone, kept between renders.
+
+def derived(module: torch.nn.Module, key: str, sources: tuple[torch.Tensor, ...], make) -> tuple:
+    """`make(*sources)` (under no_grad), computed once per module and `key`, and again only when a source tensor
+    changed in place (its version counter) or was replaced (`.data =`, `.to(...)`: another storage).
+
+    The cache holds detached views of the sources, so a storage it compares with cannot be freed and its address
+    reused by another tensor; a deep copy of the module (a per-session generator) has other storages and
+    recomputes on first use."""
+    cache = module.__dict__.setdefault("_derived", {})
+    sig = [(s.data_ptr(), s._version) for s in sources]
+    hit = cache.get(key)
+    if hit is not None and hit[0] == sig:
+        return hit[2]
+    with torch.no_grad():
+        value = make(*sources)
+    cache[key] = (sig, tuple(s.detach() for s in sources), value)
+    return value
+
+
+def fir_weight(f: torch.Tensor, gain: float, channels: int, dtype: torch.dtype) -> torch.Tensor:
+    """The depthwise convolution weight [channels, 1, fh, fw] that `upfirdn2d` convolves with (filter flipped:
+    a true convolution)."""
+    f = (f * gain).to(dtype).flip([0, 1])
+    return f[None, None].expand(channels, 1, *f.shape)

@@ -28,10 +28,20 @@ def lopsided() -> torch.Tensor:
     return f / f.sum()
 
 
+@pytest.fixture(params=["matrices", "axes"])
+def small_maps(request, monkeypatch):
+    """Both ways the separable path sums: maps up to ops.MATRIX_SIDE as two matrix products, larger ones by `_fir_axis`."""
+    if request.param == "axes":
+        monkeypatch.setattr(ops, "MATRIX_SIDE", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("up", [1, 2])
 @pytest.mark.parametrize("f", [setup_filter([1, 3, 3, 1]).double(), lopsided()], ids=["stylegan2", "lopsided"])
-def test_separable_path_computes_the_convolution(up, f):
+def test_separable_path_computes_the_convolution(up, f, small_maps, monkeypatch):
     torch.manual_seed(0)
+    calls = []
+    monkeypatch.setattr(ops, "_fir_matrix", lambda *a, _real=ops._fir_matrix: calls.append(a) or _real(*a))
     taps = ops._separable_taps(f)
     assert taps is not None
     for x0, x1, y0, y1 in itertools.product(range(3), range(3), range(3), range(3)):
@@ -45,6 +55,7 @@ def test_separable_path_computes_the_convolution(up, f):
             got = ops._separable_upfirdn2d(x, taps, up, (x0, x1, y0, y1), gain)
             assert got.shape == want.shape
             assert (got - want).abs().max() < 1e-7 * want.abs().max(), (up, (x0, x1, y0, y1), gain)
+    assert bool(calls) == (small_maps == "matrices")
 
 
 def test_upfirdn2d_takes_it_for_images_in_float32_on_cpus_and_matches():
