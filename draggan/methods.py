@@ -166,7 +166,7 @@ def _predicted(job: DragJob, n_steps: int | None, use_regularizer: bool, render_
         shown = schedule.render(i) or (last and render_last)
         if not (shown or last):
             continue
-        with torch.no_grad():
+        with torch.inference_mode():  # read-only results: maps kept for reading, points and image copied out
             feats = G.synthesis.features(ws, stop=block, noise_mode=job.noise_mode)
             points = engine.track_points(feats[-1].float(), start, refs, window, cfg.tracking, res)
             image = image_to_uint8(G.synthesis.image_from_features(ws, feats, job.noise_mode)) if shown else None

@@ -15,7 +15,6 @@ def points_tensor(points_xy: list[list[float]] | torch.Tensor, device: torch.dev
     return torch.as_tensor(points_xy, dtype=torch.float32, device=device).reshape(1, -1, 2)
 
 
-@torch.no_grad()
 def rollout(model: AutoDragModel, G: Generator, w0: torch.Tensor, handles_xy: list[list[float]] | torch.Tensor,
             targets_xy: list[list[float]] | torch.Tensor, *, n_steps: int | None = None,
             use_regularizer: bool = True, noise_mode: str = "const",
@@ -29,6 +28,15 @@ def rollout(model: AutoDragModel, G: Generator, w0: torch.Tensor, handles_xy: li
     (the same numbers as the modules, a key/value cache instead of re-running the prefix; an AutoDragModel
     only); False: through the modules (`model.predict`, `model.regularize`). Returns n tensors [1, num_ws, w_dim].
     """
+    with torch.inference_mode():  # no autograd bookkeeping per call (the rollout is a few hundred small ones)
+        latents = _rollout(model, G, w0, handles_xy, targets_xy, n_steps, use_regularizer, noise_mode,
+                           start_features, lean)
+    return [w.clone() for w in latents]  # ordinary tensors again: a drag may go on from them under autograd
+
+
+def _rollout(model: AutoDragModel, G: Generator, w0: torch.Tensor, handles_xy, targets_xy, n_steps: int | None,
+             use_regularizer: bool, noise_mode: str, start_features: list[torch.Tensor] | None,
+             lean: bool) -> list[torch.Tensor]:
     cfg = model.cfg
     n = cfg.n_steps if n_steps is None else n_steps
     if not 1 <= n <= cfg.n_steps:
