@@ -64,10 +64,10 @@ def synthesis_layer(layer: torch.nn.Module, x: torch.Tensor, w: torch.Tensor, no
     styles = torch.addmm(a_b, w, a_w)                                              # [1, in]
     demod = torch.addmm(eps, styles.square(), squares).rsqrt_()                    # [1, out], times the gain
     x = x.contiguous(memory_format=torch.channels_last)                            # a no-op after the first layer
-    if layer.up == 1:
-        x = F.conv2d(x, weight * torch.outer(demod[0], styles[0])[:, :, None, None], padding=layer.padding)
-    else:
-        x = F.conv_transpose2d(x, weight * torch.outer(styles[0], demod[0])[:, :, None, None], stride=layer.up)
+    if layer.up == 1:                                                              # weight [out, in, k, k]
+        x = F.conv2d(x, weight * (demod.t() * styles).view(*weight.shape[:2], 1, 1), padding=layer.padding)
+    else:                                                                          # weight [in, out, k, k]
+        x = F.conv_transpose2d(x, weight * (styles.t() * demod).view(*weight.shape[:2], 1, 1), stride=layer.up)
         p0, p1 = resample_pads(weight.shape[-1], fir.shape[-1], layer.up, layer.padding)
         x = F.conv2d(x, fir, padding=p0, groups=x.shape[1]) if p0 == p1 else \
             F.conv2d(F.pad(x, [p0, p1, p0, p1]), fir, groups=x.shape[1])

@@ -151,3 +151,36 @@ def test_the_shipped_toy_predictors_load_unchanged_and_roll_out_the_same_lean(pa
             slow = rollout(model, G, w0, handles, targets, use_regularizer=use_regularizer, lean=False)
             assert max(float((a - b).abs().max()) for a, b in zip(fast, slow)) <= TOL
             assert not torch.allclose(slow[-1], w0, atol=1e-2)
+
+
+@torch.no_grad()
+def test_weights_changed_after_a_rollout_are_read_again():
+    """The folded weights are kept with the model: a weight changed in place (a model being trained, a file loaded
+    into it) is seen by the next edit, by the encoder and by the steps."""
+    model = random_model()
+    memory, pad = memory_of(model, 3)
+    w0 = torch.randn(1, model.num_ws, model.w_dim, generator=torch.Generator().manual_seed(7))
+    assert_steps_match(model, memory, pad, w0)
+    model.predictor.decoder.layers[0].linear1.weight.mul_(1.7)
+    model.regularizer.head.bias.add_(0.2)
+    model.w_std.mul_(1.3)
+    assert_steps_match(model, memory, pad, w0)
+    model.predictor.point_mlp[0].weight.mul_(-1)
+    test_feat = torch.randn(1, 8, 16, 16, generator=torch.Generator().manual_seed(8))
+    h, t = 32 * torch.rand(1, 2, 2), 32 * torch.rand(1, 2, 2)
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    assert close(encode(model.predictor, test_feat, h, t, mask)[0], model.predictor.encode(test_feat, h, t, mask)[0])
+
+
+def test_rollout_latents_are_ordinary_tensors():
+    """The rollout runs under inference_mode; what it hands out must work anywhere: a drag optimizes from it
+    (autograd) and the app edits latents in place."""
+    G = tiny_generator(resolution=32, channels=16, w_dim=32, seed=0)
+    model = random_model(G=G)
+    w0 = G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(3)), None)
+    latents = rollout(model, G, w0, [[10.0, 12.0]], [[14.0, 15.0]])
+    assert not any(w.is_inference() for w in latents)
+    rows = latents[-1][:, :6].clone().requires_grad_(True)
+    (torch.cat([rows, latents[-1][:, 6:]], 1) * latents[-1]).sum().backward()
+    assert rows.grad is not None
+    latents[-1][:, 0] += 1.0
