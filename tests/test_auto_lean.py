@@ -160,16 +160,19 @@ def test_weights_changed_after_a_rollout_are_read_again():
     model = random_model()
     memory, pad = memory_of(model, 3)
     w0 = torch.randn(1, model.num_ws, model.w_dim, generator=torch.Generator().manual_seed(7))
-    assert_steps_match(model, memory, pad, w0)
-    model.predictor.decoder.layers[0].linear1.weight.mul_(1.7)
-    model.regularizer.head.bias.add_(0.2)
-    model.w_std.mul_(1.3)
-    assert_steps_match(model, memory, pad, w0)
-    model.predictor.point_mlp[0].weight.mul_(-1)
-    test_feat = torch.randn(1, 8, 16, 16, generator=torch.Generator().manual_seed(8))
+    feat = torch.randn(1, 8, 16, 16, generator=torch.Generator().manual_seed(8))
     h, t = 32 * torch.rand(1, 2, 2), 32 * torch.rand(1, 2, 2)
     mask = torch.ones(1, 2, dtype=torch.bool)
-    assert close(encode(model.predictor, test_feat, h, t, mask)[0], model.predictor.encode(test_feat, h, t, mask)[0])
+    for change in range(3):
+        assert_steps_match(model, memory, pad, w0)
+        assert close(encode(model.predictor, feat, h, t, mask)[0], model.predictor.encode(feat, h, t, mask)[0])
+        if change == 0:                        # parameters of the steps (and a buffer: the W statistics)
+            model.predictor.decoder.layers[0].linear1.weight.mul_(1.7)
+            model.regularizer.head.bias.add_(0.2)
+            model.w_std.mul_(1.3)
+        elif change == 1:                      # parameters of the encoder only
+            model.predictor.point_mlp[0].weight.mul_(-1)
+            model.predictor.feat_pos.add_(0.5)
 
 
 def test_rollout_latents_are_ordinary_tensors():
