@@ -21,7 +21,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .ops import LRELU_ALPHA, LRELU_GAIN, conv_layout, derived, fir_weight, resample_pads
+from .ops import LRELU_ALPHA, LRELU_GAIN, derived, fir_weight, resample_pads
+
+# Weights up to this many numbers are kept as a channels-last copy (a 128 x 128 3x3 conv: 147k; 4 MB at most each,
+# so a 1024-px generator's 512-channel layers, 2.4M each, add no copy of themselves).
+KEEP_CHANNELS_LAST = 1 << 20
 
 
 def inferring(layer: torch.nn.Module, x: torch.Tensor, w: torch.Tensor) -> bool:
@@ -47,7 +51,9 @@ def _layer_parts(layer: torch.nn.Module, affine_weight: torch.Tensor, affine_bia
     noise = noise[0] * noise[1] * g if noise else None
     fir = fir_weight(resample_filter, layer.up ** 2, layer.out_channels, weight.dtype).contiguous() \
         if layer.up > 1 else None
-    laid = conv_layout(weight, 1, layer.up).contiguous(memory_format=torch.channels_last)
+    laid = weight if layer.up == 1 else weight.transpose(0, 1)                     # a view, as the conv reads it
+    if weight.numel() <= KEEP_CHANNELS_LAST:  # a channels-last copy: oneDNN's small convolutions run faster from it
+        laid = laid.contiguous(memory_format=torch.channels_last)
     return a_w, a_b, squares, eps, laid, noise, (bias * g).reshape(1, -1, 1, 1), fir
 
 
