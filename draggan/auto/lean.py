@@ -110,7 +110,7 @@ def _norm(m: nn.LayerNorm) -> _Norm:
 class _Attention(NamedTuple):
     heads: int
     qkv: _Affine           # the fused in_proj: q, k, v (q times 1/sqrt(head size))
-    q: _Affine             # views of its parts
+    q: _Affine             # its parts, each its own contiguous copy
     kv: _Affine
     out: _Affine
 
