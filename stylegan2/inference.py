@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .ops import LRELU_ALPHA, LRELU_GAIN, derived, fir_weight, resample_pads
+from .ops import LRELU_ALPHA, LRELU_GAIN, derived, fir_conv, fir_weight, resample_pads
 
 # Weights up to this many numbers are kept as a channels-last copy (a 128 x 128 3x3 conv: 147k; 4 MB at most each,
 # so a 1024-px generator's 512-channel layers, 2.4M each, add no copy of themselves).
@@ -37,15 +37,21 @@ def inferring(layer: torch.nn.Module, x: torch.Tensor, w: torch.Tensor) -> bool:
                                                or any(p.requires_grad for p in layer.parameters()))
 
 
+def _affine_parts(aff: torch.nn.Module, weight: torch.Tensor, bias: torch.Tensor, gain: float = 1.0) -> tuple:
+    """A `FullyConnectedLayer` (linear) as `torch.addmm(b, w, a_w)` reads it, its output times `gain`:
+    (a_w [in_features, out_features], contiguous: MKL's small products prefer it; b [1, out_features])."""
+    b = (bias * aff.bias_gain if aff.bias_gain != 1 else bias).unsqueeze(0)
+    return (weight * (aff.weight_gain * gain)).t().contiguous(), b * gain if gain != 1 else b
+
+
 def _layer_parts(layer: torch.nn.Module, affine_weight: torch.Tensor, affine_bias: torch.Tensor,
                  weight: torch.Tensor, bias: torch.Tensor, resample_filter: torch.Tensor, *noise: torch.Tensor) -> tuple:
     """What `synthesis_layer` reads from a layer's parameters: the affine layer's scaled weight and bias; the
     weight's squares summed over the kernel, [in, out], for demodulation, and its eps; the weight as the
     (transposed, for up = 2) conv reads it; the noise times its strength; the bias; the FIR weight. The
     activation's gain is in the demodulation (squares and eps divided by its square), the noise and the bias."""
-    g, aff = LRELU_GAIN, layer.affine
-    a_w = (affine_weight * aff.weight_gain).t().contiguous()  # [w_dim, in]: MKL's small products prefer it
-    a_b = (affine_bias * aff.bias_gain if aff.bias_gain != 1 else affine_bias).unsqueeze(0)
+    g = LRELU_GAIN
+    a_w, a_b = _affine_parts(layer.affine, affine_weight, affine_bias)
     squares = (weight.square().sum(dim=[2, 3]) / g ** 2).t().contiguous()
     eps = torch.full([1, 1], 1e-8 / g ** 2, dtype=weight.dtype, device=weight.device)
     noise = noise[0] * noise[1] * g if noise else None
@@ -75,8 +81,7 @@ def synthesis_layer(layer: torch.nn.Module, x: torch.Tensor, w: torch.Tensor, no
     else:                                                                          # weight [in, out, k, k]
         x = F.conv_transpose2d(x, weight * (styles.t() * demod).view(*weight.shape[:2], 1, 1), stride=layer.up)
         p0, p1 = resample_pads(weight.shape[-1], fir.shape[-1], layer.up, layer.padding)
-        x = F.conv2d(x, fir, padding=p0, groups=x.shape[1]) if p0 == p1 else \
-            F.conv2d(F.pad(x, [p0, p1, p0, p1]), fir, groups=x.shape[1])
+        x = fir_conv(x, fir, (p0, p1, p0, p1))
     if layer.use_noise and noise_mode == "const":
         x = x.add_(noise if origin is None else noise[origin[0]:origin[0] + x.shape[2], origin[1]:origin[1] + x.shape[3]])
     elif layer.use_noise and noise_mode == "random":
@@ -91,9 +96,8 @@ def synthesis_layer(layer: torch.nn.Module, x: torch.Tensor, w: torch.Tensor, no
 def _rgb_parts(layer: torch.nn.Module, affine_weight: torch.Tensor, affine_bias: torch.Tensor, weight: torch.Tensor,
                bias: torch.Tensor) -> tuple:
     """The toRGB layer's affine weight and bias with its weight gain in them, its weight [out, in], its bias [1, out]."""
-    aff, g = layer.affine, layer.weight_gain
-    a_b = (affine_bias * aff.bias_gain if aff.bias_gain != 1 else affine_bias).unsqueeze(0) * g
-    return (affine_weight * (aff.weight_gain * g)).t().contiguous(), a_b, weight.flatten(1), bias.reshape(1, -1)
+    return (*_affine_parts(layer.affine, affine_weight, affine_bias, layer.weight_gain), weight.flatten(1),
+            bias.reshape(1, -1))
 
 
 def to_rgb(layer: torch.nn.Module, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -78,10 +78,15 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int = 1, pad: tuple[int, int
         x = x.reshape(n, c, h, 1, w, 1)
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
         x = x.reshape(n, c, h * up, w * up)
-    weight = fir_weight(f, gain, c, x.dtype)  # true convolution, as NVIDIA's flip_filter=False
+    return fir_conv(x, fir_weight(f, gain, c, x.dtype), pad)  # true convolution, as NVIDIA's flip_filter=False
+
+
+def fir_conv(x: torch.Tensor, weight: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
+    """`upfirdn2d`'s depthwise convolution of x (zeros already inserted) with `fir_weight`'s weight, padded (x0, x1,
+    y0, y1)."""
     if len(set(pad)) == 1:  # symmetric: let the conv pad, saving a copy of the activations
-        return F.conv2d(x, weight, padding=pad[0], groups=c)
-    return F.conv2d(F.pad(x, list(pad)), weight, groups=c)
+        return F.conv2d(x, weight, padding=pad[0], groups=x.shape[1])
+    return F.conv2d(F.pad(x, list(pad)), weight, groups=x.shape[1])
 
 
 _TAPS: dict[int, tuple[weakref.ref, int, list[float] | None]] = {}  # id(f) -> (f, its version, its taps)
